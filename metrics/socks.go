@@ -1,0 +1,101 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Socks holds the SOCKS server's series; it implements proxy.Observer.
+type Socks struct {
+	rejected          *prometheus.CounterVec
+	sessionsActive    prometheus.Gauge
+	handshakeFailures *prometheus.CounterVec
+	auth              *prometheus.CounterVec
+	requests          *prometheus.CounterVec
+	handshakeSeconds  prometheus.Histogram
+	dialSeconds       prometheus.Histogram
+	bytesUp           prometheus.Counter
+	bytesDown         prometheus.Counter
+}
+
+// NewSocks creates the SOCKS series on reg.
+func NewSocks(reg prometheus.Registerer) *Socks {
+	f := promauto.With(reg)
+	const sub = "socks"
+	relayed := f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "tcp", Name: "relayed_bytes_total",
+		Help: "Bytes relayed on CONNECT sessions, by direction.",
+	}, []string{"direction"})
+	return &Socks{
+		rejected: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "connections_rejected_total",
+			Help: "Client connections closed before the handshake, by reason (client_not_allowed, session_limit).",
+		}, []string{"reason"}),
+		sessionsActive: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "sessions_active",
+			Help: "Client connections being served.",
+		}),
+		handshakeFailures: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "handshake_failures_total",
+			Help: "Sessions that ended before their request was answered normally, by reason.",
+		}, []string{"reason"}),
+		auth: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "authentications_total",
+			Help: "Authentications by method and result (success, failure).",
+		}, []string{"method", "result"}),
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "requests_total",
+			Help: "Answered SOCKS requests by command and reply code.",
+		}, []string{"command", "reply"}),
+		handshakeSeconds: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "handshake_duration_seconds",
+			Help:    "Time from accept until the request was read.",
+			Buckets: LatencyBuckets,
+		}),
+		dialSeconds: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "dial_duration_seconds",
+			Help:    "Time to resolve and connect to a CONNECT destination.",
+			Buckets: LatencyBuckets,
+		}),
+		bytesUp:   relayed.WithLabelValues("client_to_target"),
+		bytesDown: relayed.WithLabelValues("target_to_client"),
+	}
+}
+
+// ConnectionRejected implements proxy.Observer.
+func (m *Socks) ConnectionRejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
+
+// SessionsChanged implements proxy.Observer.
+func (m *Socks) SessionsChanged(delta int) { m.sessionsActive.Add(float64(delta)) }
+
+// HandshakeFailed implements proxy.Observer.
+func (m *Socks) HandshakeFailed(reason string) { m.handshakeFailures.WithLabelValues(reason).Inc() }
+
+// Authenticated implements proxy.Observer.
+func (m *Socks) Authenticated(method string, ok bool) {
+	result := "failure"
+	if ok {
+		result = "success"
+	}
+	m.auth.WithLabelValues(method, result).Inc()
+}
+
+// Request implements proxy.Observer.
+func (m *Socks) Request(command, reply string, handshake, dial time.Duration) {
+	m.requests.WithLabelValues(command, reply).Inc()
+	m.handshakeSeconds.Observe(handshake.Seconds())
+	if dial > 0 {
+		m.dialSeconds.Observe(dial.Seconds())
+	}
+}
+
+// Relayed implements proxy.Observer.
+func (m *Socks) Relayed(direction string, n int) {
+	if direction == "client_to_target" {
+		m.bytesUp.Add(float64(n))
+	} else {
+		m.bytesDown.Add(float64(n))
+	}
+}

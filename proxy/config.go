@@ -1,0 +1,193 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	socks5 "github.com/armon/go-socks5"
+)
+
+// Config holds the server's settings. Start from DefaultConfig.
+type Config struct {
+	// HandshakeTimeout bounds the time from accept until the request has been
+	// read and answered (method negotiation, authentication, request, rules,
+	// dial). Must be > 0.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds resolving and connecting to a CONNECT destination.
+	// Must be > 0.
+	DialTimeout time.Duration
+	// IdleTimeout closes a relayed TCP session after this long with no byte
+	// in either direction. 0 disables it. Media control connections see a
+	// ping at least every 30 s (MS-MMSP keepalive), so minutes are safe.
+	IdleTimeout time.Duration
+	// MaxSessions caps concurrent client connections; one more is closed at
+	// once and counted. Must be > 0.
+	MaxSessions int
+	// Rules decides which clients, commands and destinations are allowed.
+	Rules Rules
+}
+
+// DefaultConfig returns settings that are safe on any host: loopback
+// clients only, every command, every destination.
+func DefaultConfig() Config {
+	return Config{
+		HandshakeTimeout: 10 * time.Second,
+		DialTimeout:      10 * time.Second,
+		IdleTimeout:      5 * time.Minute,
+		MaxSessions:      1024,
+		Rules:            DefaultRules(),
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.HandshakeTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("handshake timeout %v must be > 0", c.HandshakeTimeout))
+	}
+	if c.DialTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("dial timeout %v must be > 0", c.DialTimeout))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle timeout %v must be >= 0", c.IdleTimeout))
+	}
+	if c.MaxSessions <= 0 {
+		errs = append(errs, fmt.Errorf("max sessions %d must be > 0", c.MaxSessions))
+	}
+	if err := c.Rules.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("proxy config: %w", err)
+	}
+	return nil
+}
+
+// Rules are the access rules. The zero value allows nothing.
+type Rules struct {
+	// Clients lists the networks clients may connect from. A connection from
+	// elsewhere is closed before the handshake and counted.
+	Clients []netip.Prefix
+	// Commands enables CONNECT, BIND and UDP ASSOCIATE.
+	Connect, Bind, Associate bool
+	// DenyDestinations lists destinations refused with reply 0x02; it is
+	// checked first.
+	DenyDestinations []DestRule
+	// AllowDestinations lists the destinations allowed; empty allows every
+	// destination not denied.
+	AllowDestinations []DestRule
+}
+
+// DefaultRules allows loopback clients every command to every destination.
+func DefaultRules() Rules {
+	return Rules{
+		Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		Connect: true, Bind: true, Associate: true,
+	}
+}
+
+// Validate reports rules that cannot be right.
+func (r Rules) Validate() error {
+	for _, p := range r.Clients {
+		if !p.IsValid() {
+			return errors.New("rules: invalid client network")
+		}
+	}
+	for _, list := range [][]DestRule{r.DenyDestinations, r.AllowDestinations} {
+		for _, d := range list {
+			if err := d.Validate(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// DestRule matches destinations by network and port range.
+type DestRule struct {
+	Network netip.Prefix
+	// FirstPort and LastPort bound the ports, inclusive; both 0 means any.
+	FirstPort, LastPort uint16
+}
+
+// Validate reports a rule that matches nothing by mistake.
+func (d DestRule) Validate() error {
+	if !d.Network.IsValid() {
+		return errors.New("rules: destination rule without a valid network")
+	}
+	if d.FirstPort > d.LastPort {
+		return fmt.Errorf("rules: destination port range %d-%d is reversed", d.FirstPort, d.LastPort)
+	}
+	return nil
+}
+
+// Matches reports whether dst is inside the rule.
+func (d DestRule) Matches(dst netip.AddrPort) bool {
+	if !d.Network.Contains(dst.Addr().Unmap()) {
+		return false
+	}
+	if d.FirstPort == 0 && d.LastPort == 0 {
+		return true
+	}
+	return dst.Port() >= d.FirstPort && dst.Port() <= d.LastPort
+}
+
+// ClientAllowed reports whether a client at ip may use the proxy.
+func (r Rules) ClientAllowed(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range r.Clients {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// CommandAllowed reports whether cmd is enabled.
+func (r Rules) CommandAllowed(cmd Command) bool {
+	switch cmd {
+	case CommandConnect:
+		return r.Connect
+	case CommandBind:
+		return r.Bind
+	case CommandAssociate:
+		return r.Associate
+	}
+	return false
+}
+
+// DestinationAllowed reports whether dst may be reached.
+func (r Rules) DestinationAllowed(dst netip.AddrPort) bool {
+	for _, d := range r.DenyDestinations {
+		if d.Matches(dst) {
+			return false
+		}
+	}
+	if len(r.AllowDestinations) == 0 {
+		return true
+	}
+	for _, d := range r.AllowDestinations {
+		if d.Matches(dst) {
+			return true
+		}
+	}
+	return false
+}
+
+// Allow implements go-socks5's RuleSet: the command must be enabled and the
+// destination, once resolved to an address, allowed. A request whose
+// destination is still a bare name is judged again after resolution.
+func (r Rules) Allow(ctx context.Context, req *socks5.Request) (context.Context, bool) {
+	if !r.CommandAllowed(Command(req.Command)) {
+		return ctx, false
+	}
+	if ip, ok := netip.AddrFromSlice(req.DestAddr.IP); ok {
+		return ctx, r.DestinationAllowed(netip.AddrPortFrom(ip.Unmap(), uint16(req.DestAddr.Port)))
+	}
+	return ctx, true
+}
+
+var _ socks5.RuleSet = Rules{}

@@ -1,0 +1,17 @@
+// Package proxy is fwproxy's SOCKS5 server (RFC 1928, with RFC 1929
+// username/password authentication).
+//
+// It negotiates the method, authenticates, reads the request, applies the
+// access rules and serves CONNECT, relaying both byte streams with
+// half-close. A CONNECT to a port with a registered application Filter has
+// its streams run through that filter, which may rewrite them. Every phase
+// has a time limit from Config; Shutdown drains sessions, Close ends them.
+//
+// The package parses requests with github.com/armon/go-socks5 and uses its
+// authenticators, credential-store interface and rule-set interface; it adds
+// what that package lacks: contexts, time limits, session limits, rules by
+// network and port, filters, metrics hooks and graceful shutdown.
+//
+// It refuses to listen anywhere it is not told to, to trust a client it has
+// no rule for, and to hold a session past its time limits.
+package proxy

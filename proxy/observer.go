@@ -1,0 +1,47 @@
+package proxy
+
+import "time"
+
+// Observer receives what the server does, for metrics. Arguments are bounded
+// label values (command and reply names, reasons), never addresses, so an
+// implementation can resolve its series once. Calls come from many
+// goroutines at once and must not block.
+type Observer interface {
+	// ConnectionRejected reports a connection closed before its handshake:
+	// "client_not_allowed" or "session_limit".
+	ConnectionRejected(reason string)
+	// SessionsChanged adds delta (+1 or -1) to the open-session count.
+	SessionsChanged(delta int)
+	// HandshakeFailed reports a session that ended before a request could be
+	// answered normally, with a reason such as "timeout", "bad_version",
+	// "no_acceptable_method", "auth_failed", "truncated", "bad_address_type",
+	// "bad_domain".
+	HandshakeFailed(reason string)
+	// Authenticated reports the outcome of one authentication ("no_auth" or
+	// "username_password").
+	Authenticated(method string, ok bool)
+	// Request reports one answered request: its command, the reply code
+	// sent, how long the handshake took (accept to request read) and how long
+	// the destination took to reach (0 when nothing was dialled).
+	Request(command, reply string, handshake, dial time.Duration)
+	// Relayed reports n bytes relayed: "client_to_target" or
+	// "target_to_client".
+	Relayed(direction string, n int)
+}
+
+// Direction labels of Observer.Relayed.
+const (
+	DirClientToTarget = "client_to_target"
+	DirTargetToClient = "target_to_client"
+)
+
+type nopObserver struct{}
+
+func (nopObserver) ConnectionRejected(string)                            {}
+func (nopObserver) SessionsChanged(int)                                  {}
+func (nopObserver) HandshakeFailed(string)                               {}
+func (nopObserver) Authenticated(string, bool)                           {}
+func (nopObserver) Request(string, string, time.Duration, time.Duration) {}
+func (nopObserver) Relayed(string, int)                                  {}
+
+var _ Observer = nopObserver{}

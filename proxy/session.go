@@ -1,0 +1,264 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	socks5 "github.com/armon/go-socks5"
+)
+
+// handshakeBufferSize holds the largest handshake message: a greeting of
+// 2+255 bytes, an RFC 1929 request of 3+255+255, a request of 7+255.
+const handshakeBufferSize = 1024
+
+// session is one client connection, from accept to close.
+type session struct {
+	srv    *Server
+	conn   net.Conn
+	client netip.AddrPort
+	start  time.Time
+	br     *bufio.Reader
+
+	// mu guards handshaking, aborted and peers.
+	mu          sync.Mutex
+	handshaking bool
+	aborted     bool
+	// peers are further connections the session owns (the CONNECT target)
+	// that abort must close too.
+	peers []io.Closer
+
+	// What the session log line and metrics report.
+	user          string
+	command       Command
+	dest          string
+	reply         Reply
+	handshakeTime time.Duration
+	dialTime      time.Duration
+	up, down      int64
+}
+
+func newSession(s *Server, conn net.Conn, client netip.AddrPort) *session {
+	return &session{
+		srv: s, conn: conn, client: client, start: time.Now(),
+		br:          bufio.NewReaderSize(conn, handshakeBufferSize),
+		handshaking: true,
+		reply:       replyNone,
+	}
+}
+
+// run serves the session and releases everything it holds.
+func (ss *session) run() {
+	s := ss.srv
+	defer s.sessionsWG.Done()
+	s.obs.SessionsChanged(1)
+	ctx, cancel := context.WithCancel(s.baseCtx)
+	err := ss.serve(ctx)
+	cancel()
+	ss.abort()
+	s.untrackSession(ss)
+	s.obs.SessionsChanged(-1)
+	ss.logDone(err)
+}
+
+// serve runs the handshake and the command.
+func (ss *session) serve(ctx context.Context) error {
+	s := ss.srv
+	ss.conn.SetDeadline(ss.start.Add(s.cfg.HandshakeTimeout))
+	req, err := ss.handshake()
+	if err != nil {
+		return err
+	}
+	ss.handshakeTime = time.Since(ss.start)
+	ss.command = Command(req.Command)
+	ss.dest = req.DestAddr.Address()
+	if !ss.endHandshake() {
+		return errors.New("server shutting down")
+	}
+	// Each command sets its own deadlines from here on.
+	ss.conn.SetDeadline(time.Time{})
+
+	switch ss.command {
+	case CommandConnect:
+		return ss.connect(ctx, req)
+	default:
+		ss.sendReply(ReplyCommandNotSupported, netip.AddrPort{})
+		return fmt.Errorf("command %d not supported", req.Command)
+	}
+}
+
+// handshake negotiates the method, authenticates and reads the request.
+func (ss *session) handshake() (*socks5.Request, error) {
+	s := ss.srv
+	method, err := ss.negotiate()
+	if err != nil {
+		s.obs.HandshakeFailed(handshakeReason(err, "no_acceptable_method"))
+		return nil, err
+	}
+	auth, err := s.methods[method].Authenticate(ss.br, ss.conn)
+	s.obs.Authenticated(methodName(method), err == nil)
+	if err != nil {
+		s.obs.HandshakeFailed(handshakeReason(err, "auth_failed"))
+		return nil, fmt.Errorf("%w: %w", ErrAuthFailed, err)
+	}
+	ss.user = auth.Payload["Username"]
+
+	req, err := readRequest(ss.br)
+	if err != nil {
+		var re *requestError
+		errors.As(err, &re)
+		s.obs.HandshakeFailed(handshakeReason(err, re.reason))
+		if re.reply != replyNone {
+			ss.sendReply(re.reply, netip.AddrPort{})
+		}
+		return nil, err
+	}
+	req.AuthContext = auth
+	req.RemoteAddr = &socks5.AddrSpec{IP: ss.client.Addr().AsSlice(), Port: int(ss.client.Port())}
+	return req, nil
+}
+
+// negotiate reads the greeting (RFC 1928 §3) and picks a method:
+//
+//	+----+----------+----------+
+//	|VER | NMETHODS | METHODS  |
+//	+----+----------+----------+
+//	| 1  |    1     | 1 to 255 |
+//	+----+----------+----------+
+//
+// When no method fits it answers X'FF' as the RFC asks, then fails.
+func (ss *session) negotiate() (uint8, error) {
+	var head [2]byte
+	if err := readFull(ss.br, head[:]); err != nil {
+		return 0, fmt.Errorf("read greeting: %w", err)
+	}
+	if head[0] != socksVersion {
+		return 0, fmt.Errorf("%w: greeting version %d", ErrBadVersion, head[0])
+	}
+	methods := make([]byte, head[1])
+	if err := readFull(ss.br, methods); err != nil {
+		return 0, fmt.Errorf("read greeting methods: %w", err)
+	}
+	for _, m := range methods {
+		if _, ok := ss.srv.methods[m]; ok {
+			return m, nil
+		}
+	}
+	ss.conn.Write([]byte{socksVersion, methodNoAcceptable})
+	return 0, fmt.Errorf("%w: client offered %v", ErrNoAcceptableMethod, methods)
+}
+
+// handshakeReason names why a handshake failed; fallback names a failure
+// that is not about the connection itself.
+func handshakeReason(err error, fallback string) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, ErrBadVersion):
+		return "bad_version"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return "truncated"
+	}
+	return fallback
+}
+
+func methodName(m uint8) string {
+	if m == methodUserPass {
+		return "username_password"
+	}
+	return "no_auth"
+}
+
+// sendReply writes one reply under a write deadline, records it, and
+// reports the request to the observer.
+func (ss *session) sendReply(rep Reply, bound netip.AddrPort) error {
+	ss.reply = rep
+	ss.srv.obs.Request(ss.command.String(), rep.String(), ss.handshakeTime, ss.dialTime)
+	return ss.writeReply(rep, bound)
+}
+
+// writeReply writes a reply without reporting it (BIND's second reply).
+func (ss *session) writeReply(rep Reply, bound netip.AddrPort) error {
+	var buf [22]byte
+	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.HandshakeTimeout))
+	_, err := ss.conn.Write(appendReply(buf[:0], rep, bound))
+	ss.conn.SetWriteDeadline(time.Time{})
+	if err != nil {
+		return fmt.Errorf("write reply: %w", err)
+	}
+	return nil
+}
+
+// endHandshake marks the session established, so Shutdown lets it finish;
+// false when the session was aborted meanwhile.
+func (ss *session) endHandshake() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.handshaking = false
+	return !ss.aborted
+}
+
+// own makes abort close c too; false (and c closed) when already aborted.
+func (ss *session) own(c io.Closer) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.aborted {
+		c.Close()
+		return false
+	}
+	ss.peers = append(ss.peers, c)
+	return true
+}
+
+// closeIfHandshaking aborts a session that has not yet been answered: a
+// draining server has no reason to start new work.
+func (ss *session) closeIfHandshaking() {
+	ss.mu.Lock()
+	h := ss.handshaking
+	ss.mu.Unlock()
+	if h {
+		ss.abort()
+	}
+}
+
+// abort closes the client connection and every connection the session
+// owns, which unblocks all of its I/O. Safe to call more than once.
+func (ss *session) abort() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.aborted {
+		return
+	}
+	ss.aborted = true
+	ss.conn.Close()
+	for _, c := range ss.peers {
+		c.Close()
+	}
+}
+
+func (ss *session) logDone(err error) {
+	attrs := []any{
+		"client", ss.client,
+		"command", ss.command.String(),
+		"destination", ss.dest,
+		"reply", ss.reply.String(),
+		"bytes_up", ss.up,
+		"bytes_down", ss.down,
+		"duration", time.Since(ss.start).Round(time.Millisecond),
+	}
+	if ss.user != "" {
+		attrs = append(attrs, "user", ss.user)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		attrs = append(attrs, "err", err)
+	}
+	ss.srv.log.Info("session", attrs...)
+}

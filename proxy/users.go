@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	socks5 "github.com/armon/go-socks5"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// maxUsersFileSize bounds what LoadUsers reads; a users file is a handful
+// of lines, so anything this large is a mistake.
+const maxUsersFileSize = 4 << 20
+
+// Users is a credential store of bcrypt password hashes, for RFC 1929
+// username/password authentication. Passwords are never held in clear.
+type Users struct {
+	hashes map[string][]byte
+	// dummy is compared against when the user is unknown, so that an unknown
+	// user costs the same bcrypt time as a wrong password and user names
+	// cannot be probed by timing. It hashes random bytes nobody knows.
+	dummy []byte
+}
+
+var _ socks5.CredentialStore = (*Users)(nil)
+
+// LoadUsers reads a users file: one "name:bcrypt-hash" per line (the format
+// of `htpasswd -B`, and of `fwproxy -hash-password`); blank lines and lines
+// starting with # are ignored.
+func LoadUsers(path string) (*Users, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load users: %w", err)
+	}
+	defer f.Close()
+	u, err := ParseUsers(io.LimitReader(f, maxUsersFileSize))
+	if err != nil {
+		return nil, fmt.Errorf("load users %s: %w", path, err)
+	}
+	return u, nil
+}
+
+// ParseUsers parses the users file format of LoadUsers.
+func ParseUsers(r io.Reader) (*Users, error) {
+	u := &Users{hashes: make(map[string][]byte)}
+	sc := bufio.NewScanner(r)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		name, hash, ok := strings.Cut(text, ":")
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("line %d: want name:bcrypt-hash", line)
+		case name == "" || len(name) > 255:
+			return nil, fmt.Errorf("line %d: user name must be 1 to 255 bytes (RFC 1929)", line)
+		case u.hashes[name] != nil:
+			return nil, fmt.Errorf("line %d: user %q listed twice", line, name)
+		}
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return nil, fmt.Errorf("line %d: user %q: password is not a bcrypt hash: %w", line, name, err)
+		}
+		u.hashes[name] = []byte(hash)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(u.hashes) == 0 {
+		return nil, fmt.Errorf("no users")
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	dummy, err := bcrypt.GenerateFromPassword(secret, bcrypt.DefaultCost)
+	if err != nil {
+		return nil, err
+	}
+	u.dummy = dummy
+	return u, nil
+}
+
+// Valid reports whether password is user's password.
+func (u *Users) Valid(user, password string) bool {
+	hash, ok := u.hashes[user]
+	if !ok {
+		hash = u.dummy
+	}
+	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
+	return ok && err == nil
+}
+
+// Len returns the number of users.
+func (u *Users) Len() int { return len(u.hashes) }
+
+// HashPassword returns a users-file line for name and password.
+func HashPassword(name string, password []byte) (string, error) {
+	if name == "" || len(name) > 255 || strings.ContainsAny(name, ":\n") {
+		return "", fmt.Errorf("hash password: user name must be 1 to 255 bytes without ':' or newline")
+	}
+	if len(password) == 0 || len(password) > 72 || bytes.ContainsRune(password, '\n') {
+		// bcrypt ignores bytes past 72; refuse rather than store a hash that
+		// accepts a shorter password than the one chosen.
+		return "", fmt.Errorf("hash password: password must be 1 to 72 bytes")
+	}
+	h, err := bcrypt.GenerateFromPassword(password, bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return name + ":" + string(h), nil
+}

@@ -1,0 +1,472 @@
+package leases
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// lease is one external socket held for one key.
+type lease struct {
+	m          *Manager
+	key        Key
+	conn       *net.UDPConn
+	local      netip.AddrPort
+	created    time.Time
+	readerDone chan struct{} // closed when the reader goroutine has returned
+
+	// state holds a State. It changes only with the key's turn held (and,
+	// except for the move to closing, with mu held), so readers that hold
+	// either see a stable value; Stats reads it with neither.
+	state atomic.Uint32
+	// finished makes the final close/expire/evict event count once even when
+	// Close races a last Release.
+	finished atomic.Bool
+
+	// peersMu guards peers and peerNext. It is separate from mu so Send
+	// never waits behind a delivery.
+	peersMu     sync.RWMutex
+	peers       []netip.Addr // ring of permitted inbound IPs, len <= MaxPeers
+	peerNext    int          // next slot to overwrite once full
+	peersWarned bool
+
+	// mu is the delivery lock. It guards the fields below and is held
+	// across every DeliverFunc call, so deliveries for one lease are serial
+	// and a reclaim's flush precedes every datagram read after it.
+	mu             sync.Mutex
+	holders        []*Holder // live holders, oldest first
+	target         *Holder   // delivery target; nil means buffer (or drop at Linger 0)
+	everAssoc      bool      // has ever had a KindAssociation holder
+	nextGen        uint64
+	buf            []buffered
+	bufBytes       int
+	lingerDeadline time.Time
+	lingerSeq      uint64 // identifies the current linger period for its timer
+	timer          Timer
+	overflowWarned bool // one Warn per linger period, not one per datagram
+
+	// counts are touched only by the reader goroutine and reported in one
+	// go when the socket has been drained (see flushCounts).
+	counts readerCounts
+}
+
+type buffered struct {
+	data []byte
+	from netip.AddrPort
+}
+
+type countPair struct{ n, bytes int }
+
+type readerCounts struct {
+	delivered, buffered countPair
+	dropped             [numReasons]countPair
+	any                 bool
+}
+
+func newLease(m *Manager, key Key, conn *net.UDPConn, port uint16) *lease {
+	local := netip.AddrPortFrom(m.cfg.ListenIP, port)
+	if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		ap := ua.AddrPort()
+		local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	l := &lease{
+		m:          m,
+		key:        key,
+		conn:       conn,
+		local:      local,
+		created:    m.clock.Now(),
+		readerDone: make(chan struct{}),
+	}
+	l.state.Store(uint32(StateActive))
+	return l
+}
+
+// runReader is the reader goroutine's launcher.
+func (l *lease) runReader(src datagramSource) {
+	defer l.m.wg.Done()
+	defer close(l.readerDone)
+	if err := l.readLoop(src); err != nil {
+		l.m.log.Warn("lease reader stopped", "key", l.key, "port", l.local.Port(), "err", err)
+	}
+}
+
+// readLoop reads until the socket is closed.
+func (l *lease) readLoop(src datagramSource) error {
+	consecutiveErrs := 0
+	for {
+		b, size, from, err := src.next()
+		if err != nil {
+			l.flushCounts()
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Transient receive errors (a queued ICMP error, ENOMEM) are
+			// survivable; a stream of them means the socket is unusable.
+			consecutiveErrs++
+			if consecutiveErrs >= 16 {
+				return err
+			}
+			continue
+		}
+		consecutiveErrs = 0
+		l.handle(b, size, from)
+	}
+}
+
+// handle routes one inbound datagram. b is the reader's buffer: it is copied
+// only when buffered.
+func (l *lease) handle(b []byte, size int, from netip.AddrPort) {
+	c := &l.counts
+	c.any = true
+	if size > len(b) || size > l.m.cfg.MaxDatagramSize {
+		c.dropped[ReasonTooLarge].add(size)
+		return
+	}
+	if !l.permitted(from.Addr()) {
+		c.dropped[ReasonNotPermitted].add(size)
+		return
+	}
+	l.mu.Lock()
+	switch {
+	case l.state.Load() == uint32(StateClosing):
+		c.dropped[ReasonClosed].add(size)
+	case l.target != nil:
+		l.target.deliver(b, from)
+		c.delivered.add(size)
+	case l.m.cfg.Linger == 0:
+		c.dropped[ReasonNoHolder].add(size)
+	default:
+		if r := l.bufferLocked(b, from); r != ReasonNone {
+			c.dropped[r].add(size)
+		} else {
+			c.buffered.add(size)
+		}
+	}
+	l.mu.Unlock()
+}
+
+func (p *countPair) add(bytes int) {
+	p.n++
+	p.bytes += bytes
+}
+
+// flushCounts reports what the reader counted since the last flush. It runs
+// on the reader goroutine only.
+func (l *lease) flushCounts() {
+	c := &l.counts
+	if !c.any {
+		return
+	}
+	obs := l.m.obs
+	if c.delivered.n > 0 {
+		obs.Datagrams(OutcomeDelivered, ReasonNone, c.delivered.n, c.delivered.bytes)
+	}
+	if c.buffered.n > 0 {
+		obs.Datagrams(OutcomeBuffered, ReasonNone, c.buffered.n, c.buffered.bytes)
+	}
+	for r := range c.dropped {
+		if c.dropped[r].n > 0 {
+			obs.Datagrams(OutcomeDropped, DropReason(r), c.dropped[r].n, c.dropped[r].bytes)
+		}
+	}
+	*c = readerCounts{}
+}
+
+// bufferLocked copies b into the linger buffer, or says why it cannot.
+func (l *lease) bufferLocked(b []byte, from netip.AddrPort) DropReason {
+	cfg := &l.m.cfg
+	if (cfg.MaxBufferedDatagrams > 0 && len(l.buf) >= cfg.MaxBufferedDatagrams) ||
+		(cfg.MaxBufferedBytes > 0 && l.bufBytes+len(b) > cfg.MaxBufferedBytes) {
+		l.warnOverflowLocked(ReasonBufferFull)
+		return ReasonBufferFull
+	}
+	if !l.m.takeBufBytes(len(b)) {
+		l.warnOverflowLocked(ReasonTotalBufferFull)
+		return ReasonTotalBufferFull
+	}
+	l.buf = append(l.buf, buffered{data: append([]byte(nil), b...), from: from})
+	l.bufBytes += len(b)
+	l.m.bufDatagrams.Add(1)
+	return ReasonNone
+}
+
+func (l *lease) warnOverflowLocked(r DropReason) {
+	if l.overflowWarned {
+		return
+	}
+	l.overflowWarned = true
+	l.m.log.Warn("lease buffer full, dropping", "key", l.key, "port", l.local.Port(), "reason", r,
+		"datagrams", len(l.buf), "bytes", l.bufBytes)
+}
+
+// takeBufBytes reserves n bytes of the global buffer budget.
+func (m *Manager) takeBufBytes(n int) bool {
+	limit := m.cfg.MaxBufferedBytesTotal
+	if limit <= 0 {
+		m.bufBytes.Add(int64(n))
+		return true
+	}
+	for {
+		cur := m.bufBytes.Load()
+		if cur+int64(n) > limit {
+			return false
+		}
+		if m.bufBytes.CompareAndSwap(cur, cur+int64(n)) {
+			return true
+		}
+	}
+}
+
+// flushLocked delivers the linger buffer, oldest first, to the target.
+func (l *lease) flushLocked() (n, bytes int) {
+	if l.target == nil || len(l.buf) == 0 {
+		return 0, 0
+	}
+	for i := range l.buf {
+		d := &l.buf[i]
+		l.target.deliver(d.data, d.from)
+		n++
+		bytes += len(d.data)
+	}
+	l.discardBufferLocked()
+	return n, bytes
+}
+
+// dropBufferLocked empties the linger buffer and says what was lost.
+func (l *lease) dropBufferLocked() (n, bytes int) {
+	n, bytes = len(l.buf), l.bufBytes
+	l.discardBufferLocked()
+	return n, bytes
+}
+
+func (l *lease) discardBufferLocked() {
+	l.m.bufBytes.Add(-int64(l.bufBytes))
+	l.m.bufDatagrams.Add(-int64(len(l.buf)))
+	// Drop the backing array: an idle lease must not keep a burst's worth
+	// of slice headers alive.
+	l.buf = nil
+	l.bufBytes = 0
+	l.overflowWarned = false
+}
+
+func (l *lease) hasKindLocked(k Kind) bool {
+	for _, h := range l.holders {
+		if h.kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *lease) addHolderLocked(req Request) *Holder {
+	l.nextGen++
+	h := &Holder{l: l, kind: req.Kind, gen: l.nextGen, deliver: req.Deliver}
+	l.holders = append(l.holders, h)
+	if req.Kind == KindAssociation {
+		l.everAssoc = true
+	}
+	l.retargetLocked()
+	return h
+}
+
+func (l *lease) removeHolderLocked(h *Holder) {
+	if i := slices.Index(l.holders, h); i >= 0 {
+		// slices.Delete zeroes the vacated slot, so a released holder
+		// (and its DeliverFunc's captures) is not kept alive.
+		l.holders = slices.Delete(l.holders, i, i+1)
+	}
+	if len(l.holders) == 0 {
+		l.holders = nil
+	}
+	l.retargetLocked()
+}
+
+// retargetLocked picks the delivery target: the newest association holder;
+// without one, the newest announced holder only if the lease never had an
+// association (once it had, its client is merely between close and
+// bind-again, and data waits in the buffer for it).
+func (l *lease) retargetLocked() {
+	l.target = nil
+	for i := len(l.holders) - 1; i >= 0; i-- {
+		if l.holders[i].kind == KindAssociation {
+			l.target = l.holders[i]
+			return
+		}
+	}
+	if l.everAssoc {
+		return
+	}
+	if n := len(l.holders); n > 0 {
+		l.target = l.holders[n-1]
+	}
+}
+
+// startLingerLocked arms the linger timer for a new linger period.
+func (l *lease) startLingerLocked() {
+	l.lingerSeq++
+	seq := l.lingerSeq
+	l.lingerDeadline = l.m.clock.Now().Add(l.m.cfg.Linger)
+	l.timer = l.m.clock.AfterFunc(l.m.cfg.Linger, func() { l.m.expire(l, seq) })
+}
+
+func (l *lease) stopLingerLocked() {
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	l.lingerSeq++ // a timer that already fired finds its period gone
+	l.lingerDeadline = time.Time{}
+}
+
+// shutdown is Manager.Close's part: unlike closeLease it does not take the
+// key's turn (turn holders are finishing up concurrently) and does not wait
+// for the reader (Close waits for all goroutines at once).
+func (l *lease) shutdown() (n, bytes int) {
+	l.state.Store(uint32(StateClosing))
+	l.conn.Close()
+	l.mu.Lock()
+	l.stopLingerLocked()
+	n, bytes = l.dropBufferLocked()
+	l.mu.Unlock()
+	return n, bytes
+}
+
+// permitted reports whether ip may send to this lease. Hot path: a read
+// lock and a short linear scan, no allocation.
+func (l *lease) permitted(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	l.peersMu.RLock()
+	defer l.peersMu.RUnlock()
+	for _, p := range l.peers {
+		if p == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// permit adds ip to the permitted peers, replacing the oldest entry when
+// the set is full.
+func (l *lease) permit(ip netip.Addr) {
+	ip = ip.Unmap()
+	if !ip.IsValid() || l.permitted(ip) {
+		return
+	}
+	l.peersMu.Lock()
+	defer l.peersMu.Unlock()
+	for _, p := range l.peers {
+		if p == ip {
+			return
+		}
+	}
+	max := l.m.cfg.MaxPeers
+	if len(l.peers) < max {
+		l.peers = append(l.peers, ip)
+		return
+	}
+	l.peers[l.peerNext] = ip
+	l.peerNext = (l.peerNext + 1) % max
+	if !l.peersWarned {
+		l.peersWarned = true
+		l.m.log.Warn("lease peer set full, replacing oldest peers", "key", l.key, "port", l.local.Port(), "max", max)
+	}
+}
+
+func (l *lease) info(now time.Time) LeaseInfo {
+	l.peersMu.RLock()
+	peers := len(l.peers)
+	l.peersMu.RUnlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	in := LeaseInfo{
+		Key:               l.key,
+		Port:              l.local.Port(),
+		LocalAddr:         l.local,
+		State:             State(l.state.Load()),
+		BufferedDatagrams: len(l.buf),
+		BufferedBytes:     l.bufBytes,
+		Peers:             peers,
+		Age:               now.Sub(l.created),
+	}
+	if in.State == StateLingering {
+		in.LingerDeadline = l.lingerDeadline
+	}
+	for _, h := range l.holders {
+		switch h.kind {
+		case KindAssociation:
+			in.Associations++
+		case KindAnnounced:
+			in.Announced++
+		}
+	}
+	return in
+}
+
+// Holder is one registration on a lease. Its methods are safe for
+// concurrent use.
+type Holder struct {
+	l        *lease
+	kind     Kind
+	gen      uint64 // order of registration on the lease; newer wins delivery
+	deliver  DeliverFunc
+	released atomic.Bool
+}
+
+// Key is the lease's key.
+func (h *Holder) Key() Key { return h.l.key }
+
+// Kind is the kind this holder registered with.
+func (h *Holder) Kind() Kind { return h.kind }
+
+// Port is the external port.
+func (h *Holder) Port() uint16 { return h.l.local.Port() }
+
+// LocalAddr is the external socket's address.
+func (h *Holder) LocalAddr() netip.AddrPort { return h.l.local }
+
+// Send writes b to dst from the external socket (client -> world) and
+// permits dst's IP as an inbound peer. b is not retained. It does not
+// allocate when dst is already permitted.
+func (h *Holder) Send(b []byte, dst netip.AddrPort) error {
+	if h.released.Load() {
+		return ErrReleased
+	}
+	h.l.permit(dst.Addr())
+	_, err := h.l.conn.WriteToUDPAddrPort(b, dst)
+	return err
+}
+
+// WriteTo writes b to dst from the external socket without permitting dst
+// (announced mode: the lease's own socket delivering to the client). b is
+// not retained.
+func (h *Holder) WriteTo(b []byte, dst netip.AddrPort) error {
+	if h.released.Load() {
+		return ErrReleased
+	}
+	_, err := h.l.conn.WriteToUDPAddrPort(b, dst)
+	return err
+}
+
+// AllowPeer permits ip as an inbound peer (an application filter registers
+// the media server this way). It is not undone by Release: the permission
+// belongs to the lease and survives a reclaim.
+func (h *Holder) AllowPeer(ip netip.Addr) {
+	h.l.permit(ip)
+}
+
+// Release unregisters the holder. When it was the lease's last holder the
+// linger starts (or, with Linger 0, the socket closes before Release
+// returns). Release is idempotent, and the release of a holder that was
+// handed over, or whose lease has since closed, changes nothing for newer
+// holders. It may wait for the key's turn; it must not be called from a
+// DeliverFunc.
+func (h *Holder) Release() {
+	if !h.released.CompareAndSwap(false, true) {
+		return
+	}
+	h.l.m.release(h)
+}

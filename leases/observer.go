@@ -1,0 +1,193 @@
+package leases
+
+// Observer receives the Manager's counters. The metrics package implements it
+// with pre-resolved Prometheus counters; every argument is a small enum whose
+// String is a valid label value, so reporting never allocates. Methods are
+// called from many goroutines, sometimes with a lease's delivery lock held:
+// they must be fast and must not call the Manager.
+type Observer interface {
+	// LeaseEvent counts one lease transition.
+	LeaseEvent(e Event)
+	// Datagrams counts n inbound datagrams carrying bytes payload bytes that
+	// met outcome o. reason is ReasonNone unless o is OutcomeDropped.
+	// The reader sums a burst of datagrams before reporting.
+	Datagrams(o Outcome, reason DropReason, n, bytes int)
+	// AcquireFailed counts one Acquire that returned an error.
+	AcquireFailed(r FailReason)
+}
+
+// NopObserver discards everything.
+type NopObserver struct{}
+
+var _ Observer = NopObserver{}
+
+func (NopObserver) LeaseEvent(Event)                        {}
+func (NopObserver) Datagrams(Outcome, DropReason, int, int) {}
+func (NopObserver) AcquireFailed(FailReason)                {}
+
+// Event is a lease transition.
+type Event uint8
+
+const (
+	// EventAcquire: a new lease and socket were created.
+	EventAcquire Event = iota + 1
+	// EventReclaim: a lingering lease got a holder again (same socket and
+	// port; its buffer is flushed to the new holder).
+	EventReclaim
+	// EventHandover: Acquire met a live holder of the same kind; the new
+	// holder became the delivery target, the old one stays until released.
+	EventHandover
+	// EventJoin: a holder of a kind the lease had no live holder of joined an
+	// active lease (for example an MMS session joining a UDP association).
+	EventJoin
+	// EventRelease: a holder was released (stale releases are not counted).
+	EventRelease
+	// EventExpire: a lingering lease reached its deadline and was closed.
+	EventExpire
+	// EventClose: a lease was closed because its last holder left with
+	// Linger 0, or because the Manager closed.
+	EventClose
+	// EventEvict: a lingering lease was closed early to make room.
+	EventEvict
+	numEvents
+)
+
+var eventNames = [...]string{"unknown", "acquire", "reclaim", "handover", "join", "release", "expire", "close", "evict"}
+
+func (e Event) String() string {
+	if int(e) < len(eventNames) {
+		return eventNames[e]
+	}
+	return "unknown"
+}
+
+// Outcome is what happened to an inbound datagram.
+type Outcome uint8
+
+const (
+	// OutcomeDelivered: passed to a holder's DeliverFunc as it arrived.
+	OutcomeDelivered Outcome = iota + 1
+	// OutcomeBuffered: held in the lease's linger buffer.
+	OutcomeBuffered
+	// OutcomeFlushed: a buffered datagram delivered on reclaim.
+	OutcomeFlushed
+	// OutcomeDropped: discarded; the DropReason says why.
+	OutcomeDropped
+	numOutcomes
+)
+
+var outcomeNames = [...]string{"unknown", "delivered", "buffered", "flushed", "dropped"}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "unknown"
+}
+
+// DropReason says why a datagram was dropped.
+type DropReason uint8
+
+const (
+	// ReasonNone accompanies every outcome except OutcomeDropped.
+	ReasonNone DropReason = iota
+	// ReasonNotPermitted: the sender's IP is not a permitted peer.
+	ReasonNotPermitted
+	// ReasonBufferFull: the lease's buffer cap (datagrams or bytes) was hit.
+	ReasonBufferFull
+	// ReasonTotalBufferFull: MaxBufferedBytesTotal was hit.
+	ReasonTotalBufferFull
+	// ReasonNoHolder: no delivery target and no buffering (Linger 0).
+	ReasonNoHolder
+	// ReasonExpiredUnflushed: still buffered when the linger expired.
+	ReasonExpiredUnflushed
+	// ReasonEvicted: still buffered when the lease was evicted.
+	ReasonEvicted
+	// ReasonClosed: buffered or arriving while the lease or Manager closed.
+	ReasonClosed
+	// ReasonTooLarge: larger than MaxDatagramSize.
+	ReasonTooLarge
+	numReasons
+)
+
+var reasonNames = [...]string{"none", "not_permitted", "buffer_full", "total_buffer_full", "no_holder", "expired_unflushed", "evicted", "closed", "too_large"}
+
+func (r DropReason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// FailReason classifies a failed Acquire.
+type FailReason uint8
+
+const (
+	FailPortTaken FailReason = iota + 1
+	FailPortOutOfRange
+	FailClientLimit
+	FailTableFull
+	FailNoPort
+	FailClosed
+	FailCanceled
+	FailBadRequest
+	FailOther
+	numFailReasons
+)
+
+var failNames = [...]string{"unknown", "port_taken", "port_out_of_range", "client_limit", "table_full", "no_port", "closed", "canceled", "bad_request", "other"}
+
+func (r FailReason) String() string {
+	if int(r) < len(failNames) {
+		return failNames[r]
+	}
+	return "unknown"
+}
+
+// Kind is the type of a holder.
+type Kind uint8
+
+const (
+	// KindAssociation: a SOCKS5 UDP association of a firewall client.
+	KindAssociation Kind = iota + 1
+	// KindAnnounced: an application-filter session (MMS) that learned the
+	// client port from an announcement.
+	KindAnnounced
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindAssociation:
+		return "association"
+	case KindAnnounced:
+		return "announced"
+	}
+	return "unknown"
+}
+
+func (k Kind) valid() bool { return k == KindAssociation || k == KindAnnounced }
+
+// State is a lease's life-cycle state.
+type State uint8
+
+const (
+	// StateActive: at least one holder.
+	StateActive State = iota + 1
+	// StateLingering: no holder; socket open, buffering until reclaimed or
+	// expired.
+	StateLingering
+	// StateClosing: the socket is being closed; an Acquire for the key waits.
+	StateClosing
+)
+
+func (s State) String() string {
+	switch s {
+	case StateActive:
+		return "active"
+	case StateLingering:
+		return "lingering"
+	case StateClosing:
+		return "closing"
+	}
+	return "unknown"
+}

@@ -1,0 +1,33 @@
+// Package mmsfilter is the protocol core of fwproxy's MMS application
+// filter: the control channel of the Microsoft Media Server protocol
+// ([MS-MMSP], TCP port 1755), seen by the proxy as two byte streams.
+//
+// What it does:
+//   - frames each direction into TcpMessageHeader packets (and, from the
+//     server, the Data packets interleaved with them), whatever the TCP
+//     segmentation;
+//   - rewrites the address and port in every client ConnectFunnel that
+//     announces UDP (\\<ip>\UDP\<port>) to what a FunnelFunc returns, fixing
+//     chunkLen, chunkCount and messageLength and nothing else;
+//   - follows the session (funnel, open, play, end of a playlist entry,
+//     stream change, end, close) and reports messages, transitions and
+//     problems to an Observer;
+//   - exports the parsers and builders (ParsePacket, AppendCommand,
+//     AppendDataPacket, ParseFunnelName, AppendFunnelName, RewriteFunnel)
+//     that test peers — an emulated server, emulated players — build on.
+//
+// What it refuses to do: it never drops, reorders or invents bytes, and it
+// changes none but the funnel name's address and port and the three length
+// fields. Anything it does not understand is forwarded untouched and
+// counted: a malformed or refused funnel passes unchanged; a direction that
+// turns out not to be MMS (wrong sessionId or seal, impossible length, a
+// server that starts with a Data packet) is relayed raw for the rest of the
+// connection. It does not rewrite the Host: part of Connect (it names the
+// server), does not answer the client itself (a forged
+// ReportDisconnectedFunnel would shift every later server seq), does not
+// touch UDP, and does not trust the announced IP: the server sends to the
+// control connection's peer (S1 §3.2.5.5).
+//
+// The facts behind every offset are in /work/shared/mms-protocol.md (cited
+// as §n). Memory is bounded per direction by MaxCommandLen.
+package mmsfilter

@@ -15,20 +15,22 @@ import (
 // answer with the address the proxy connected from, then relay.
 func (ss *session) connect(ctx context.Context, req *socks5.Request) error {
 	s := ss.srv
-	dst, rep, err := ss.destination(ctx, req)
+	dialCtx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	dialStart := time.Now()
+	cands, err := ss.destinations(dialCtx, req)
 	if err != nil {
-		ss.sendReply(rep, netip.AddrPort{})
+		ss.dialTime = time.Since(dialStart)
+		var re *requestError
+		errors.As(err, &re)
+		ss.sendReply(re.reply, netip.AddrPort{})
 		return err
 	}
-
-	dialCtx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
-	dialStart := time.Now()
-	target, err := s.dial(dialCtx, "tcp", dst.String())
-	cancel()
+	target, dst, err := ss.dialFirst(dialCtx, cands)
 	ss.dialTime = time.Since(dialStart)
 	if err != nil {
 		ss.sendReply(replyForDialError(err), netip.AddrPort{})
-		return fmt.Errorf("dial %s: %w", dst, err)
+		return err
 	}
 	if !ss.own(target) {
 		return errors.New("session aborted while dialling")
@@ -46,26 +48,53 @@ func (ss *session) connect(ctx context.Context, req *socks5.Request) error {
 	return ss.relay(ctx, target, fs)
 }
 
-// destination resolves the request's destination and applies the rules.
-// On failure it returns the reply the client is owed.
-func (ss *session) destination(ctx context.Context, req *socks5.Request) (netip.AddrPort, Reply, error) {
+// destinations resolves the request's destination and keeps the addresses
+// the rules allow, in the resolver's order. A failure is a *requestError
+// with the reply the client is owed.
+func (ss *session) destinations(ctx context.Context, req *socks5.Request) ([]netip.AddrPort, error) {
 	s := ss.srv
-	ip, ok := netip.AddrFromSlice(req.DestAddr.IP)
-	if !ok {
-		rctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
-		addr, err := s.resolve(rctx, req.DestAddr.FQDN)
-		cancel()
-		if err != nil {
-			return netip.AddrPort{}, replyForDialError(err), fmt.Errorf("resolve %q: %w", req.DestAddr.FQDN, err)
+	port := uint16(req.DestAddr.Port)
+	var addrs []netip.Addr
+	if ip, ok := netip.AddrFromSlice(req.DestAddr.IP); ok {
+		addrs = []netip.Addr{ip}
+	} else {
+		resolved, err := s.resolve(ctx, req.DestAddr.FQDN)
+		if err == nil && len(resolved) == 0 {
+			err = &net.DNSError{Err: "no addresses", Name: req.DestAddr.FQDN, IsNotFound: true}
 		}
-		ip = addr
-		req.DestAddr.IP = addr.AsSlice()
+		if err != nil {
+			return nil, &requestError{replyForDialError(err), "resolve", fmt.Errorf("resolve %q: %w", req.DestAddr.FQDN, err)}
+		}
+		addrs = resolved
 	}
-	dst := netip.AddrPortFrom(ip.Unmap(), uint16(req.DestAddr.Port))
-	if _, ok := s.rules.Allow(ctx, req); !ok {
-		return dst, ReplyNotAllowed, fmt.Errorf("%s to %s not allowed by rules", ss.command, dst)
+	var allowed []netip.AddrPort
+	for _, a := range addrs {
+		req.DestAddr.IP = a.AsSlice()
+		if _, ok := s.rules.Allow(ctx, req); ok {
+			allowed = append(allowed, netip.AddrPortFrom(a.Unmap(), port))
+		}
 	}
-	return dst, ReplySucceeded, nil
+	if len(allowed) == 0 {
+		return nil, &requestError{ReplyNotAllowed, "rules", fmt.Errorf("%s to %s not allowed by rules", ss.command, req.DestAddr)}
+	}
+	return allowed, nil
+}
+
+// dialFirst connects to the first candidate that answers, within ctx. It
+// returns the last error when none does.
+func (ss *session) dialFirst(ctx context.Context, cands []netip.AddrPort) (net.Conn, netip.AddrPort, error) {
+	var lastErr error
+	for _, dst := range cands {
+		conn, err := ss.srv.dial(ctx, "tcp", dst.String())
+		if err == nil {
+			return conn, dst, nil
+		}
+		lastErr = fmt.Errorf("dial %s: %w", dst, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, netip.AddrPort{}, lastErr
 }
 
 // filterSession starts the registered filter for dst's port, or the plain

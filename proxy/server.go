@@ -24,9 +24,9 @@ type Deps struct {
 	// RuleSet judges each request after its destination is resolved; nil
 	// uses Config.Rules.
 	RuleSet socks5.RuleSet
-	// Resolve turns a destination name into an address; nil uses the
-	// system resolver.
-	Resolve func(ctx context.Context, name string) (netip.Addr, error)
+	// Resolve turns a destination name into addresses, in the order to try
+	// them; nil uses the system resolver (which reads /etc/hosts first).
+	Resolve func(ctx context.Context, name string) ([]netip.Addr, error)
 	// Dial connects to CONNECT destinations; nil uses net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Filters maps destination ports to application filters.
@@ -41,7 +41,7 @@ type Server struct {
 	obs     Observer
 	methods map[uint8]socks5.Authenticator
 	rules   socks5.RuleSet
-	resolve func(ctx context.Context, name string) (netip.Addr, error)
+	resolve func(ctx context.Context, name string) ([]netip.Addr, error)
 	dial    func(ctx context.Context, network, address string) (net.Conn, error)
 	filters map[uint16]Filter
 
@@ -112,15 +112,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
-func resolveSystem(ctx context.Context, name string) (netip.Addr, error) {
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	if len(addrs) == 0 {
-		return netip.Addr{}, &net.DNSError{Err: "no addresses", Name: name, IsNotFound: true}
-	}
-	return addrs[0].Unmap(), nil
+func resolveSystem(ctx context.Context, name string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and always

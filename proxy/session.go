@@ -125,26 +125,12 @@ func (ss *session) handshake() (*socks5.Request, error) {
 	return req, nil
 }
 
-// negotiate reads the greeting (RFC 1928 §3) and picks a method:
-//
-//	+----+----------+----------+
-//	|VER | NMETHODS | METHODS  |
-//	+----+----------+----------+
-//	| 1  |    1     | 1 to 255 |
-//	+----+----------+----------+
-//
-// When no method fits it answers X'FF' as the RFC asks, then fails.
+// negotiate reads the greeting and picks the first offered method the
+// server accepts. When none fits it answers X'FF' as RFC 1928 §3 asks.
 func (ss *session) negotiate() (uint8, error) {
-	var head [2]byte
-	if err := readFull(ss.br, head[:]); err != nil {
-		return 0, fmt.Errorf("read greeting: %w", err)
-	}
-	if head[0] != socksVersion {
-		return 0, fmt.Errorf("%w: greeting version %d", ErrBadVersion, head[0])
-	}
-	methods := make([]byte, head[1])
-	if err := readFull(ss.br, methods); err != nil {
-		return 0, fmt.Errorf("read greeting methods: %w", err)
+	methods, err := readGreeting(ss.br)
+	if err != nil {
+		return 0, err
 	}
 	for _, m := range methods {
 		if _, ok := ss.srv.methods[m]; ok {

@@ -220,8 +220,48 @@ func replyForDialError(err error) Reply {
 	return ReplyGeneralFailure
 }
 
-// readFull reads exactly len(b) bytes or fails.
-func readFull(r io.Reader, b []byte) error {
-	_, err := io.ReadFull(r, b)
-	return err
+// readGreeting reads the method-selection message (RFC 1928 §3):
+//
+//	+----+----------+----------+
+//	|VER | NMETHODS | METHODS  |
+//	+----+----------+----------+
+//	| 1  |    1     | 1 to 255 |
+//	+----+----------+----------+
+//
+// NMETHODS 0 is read as an empty list, which no method satisfies. The
+// result is a fresh slice.
+func readGreeting(r io.Reader) ([]byte, error) {
+	var head [2]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return nil, fmt.Errorf("read greeting: %w", err)
+	}
+	if head[0] != socksVersion {
+		return nil, fmt.Errorf("%w: greeting version %d", ErrBadVersion, head[0])
+	}
+	methods := make([]byte, head[1])
+	if _, err := io.ReadFull(r, methods); err != nil {
+		return nil, fmt.Errorf("read greeting methods: %w", err)
+	}
+	return methods, nil
+}
+
+// appendRequest appends a request in the layout readRequest reads; a
+// destination with an IP is sent as an address, else as a domain name of at
+// most 255 bytes.
+func appendRequest(dst []byte, cmd Command, addr *socks5.AddrSpec) []byte {
+	dst = append(dst, socksVersion, byte(cmd), 0)
+	// The slice length keeps the type the address arrived with: go-socks5
+	// reads IPv4 as 4 bytes and IPv6 (v4-mapped included) as 16.
+	switch len(addr.IP) {
+	case net.IPv4len:
+		dst = append(dst, atypIPv4)
+		dst = append(dst, addr.IP...)
+	case net.IPv6len:
+		dst = append(dst, atypIPv6)
+		dst = append(dst, addr.IP...)
+	default:
+		dst = append(dst, atypDomain, byte(len(addr.FQDN)))
+		dst = append(dst, addr.FQDN...)
+	}
+	return append(dst, byte(addr.Port>>8), byte(addr.Port))
 }

@@ -1,0 +1,53 @@
+# fwproxy — see README.md. Every target works on a fresh machine: `make test`
+# installs the Debian packages the tests need when they are missing.
+
+GO       ?= go
+BIN      := bin
+FUZZTIME ?= 30s
+# Every fuzz target, as package:FuzzName.
+FUZZ_TARGETS := ./proxy:FuzzParseRequest
+
+.PHONY: all build run test test-deps fuzz bench lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/fwproxy ./cmd/fwproxy
+
+## run: the proxy with the built-in default configuration (SOCKS5 on
+## 127.0.0.1:1080, metrics on 127.0.0.1:9480, no authentication).
+run: build
+	./$(BIN)/fwproxy
+
+## test: the whole suite under the race detector, e2e included.
+test: test-deps
+	$(GO) mod download
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-deps:
+	@e2e/install-deps.sh
+
+## fuzz: run every fuzz target for FUZZTIME and keep what the fuzzer found
+## in the package's testdata/fuzz, where `make test` replays it.
+fuzz:
+	@set -e; cache=$$($(GO) env GOCACHE)/fuzz/fwproxy; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		mkdir -p $$pkg/testdata/fuzz/$$name; \
+		if [ -d "$$cache/$${pkg#./}/$$name" ]; then cp -n "$$cache/$${pkg#./}/$$name"/* $$pkg/testdata/fuzz/$$name/ 2>/dev/null || true; fi; \
+	done
+
+## bench: Go benchmarks; each reports its ratio to a baseline measured in
+## the same run.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// curl runs curl with args and returns its output and error.
+func curl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "curl", append([]string{"--silent", "--show-error", "--max-time", "20", "--noproxy", ""}, args...)...)
+	// Proxy settings of the machine must not leak into the test.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("curl %v: %w: %s", args, err, errOut.String())
+	}
+	return out.String(), nil
+}
+
+func usersFile(t *testing.T, user, password string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "fwproxy"), "-hash-password", user)
+	cmd.Stdin = strings.NewReader(password + "\n")
+	line, err := cmd.Output()
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "users")
+	require.NoError(t, os.WriteFile(path, line, 0o600))
+	return path
+}
+
+func TestCurlThroughProxy(t *testing.T) {
+	_, err := exec.LookPath("curl")
+	require.NoError(t, err, "curl is needed (make test installs it)")
+
+	page := strings.Repeat("media over socks\n", 1000)
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(page))
+	}))
+	t.Cleanup(web.Close)
+	webPort := web.Listener.Addr().(interface{ String() string }).String()
+	_, port, _ := strings.Cut(webPort, ":")
+
+	open := startProxy(t)
+	authed := startProxy(t, "-users", usersFile(t, "alice", "s3cret"))
+
+	tests := []struct {
+		name    string
+		proxy   *proxyProc
+		flag    string // --socks5 (client resolves) or --socks5-hostname (proxy resolves)
+		url     string
+		user    string
+		wantErr bool
+	}{
+		{"socks5", open, "--socks5", "http://127.0.0.1:" + port + "/", "", false},
+		{"socks5-hostname with an IP literal", open, "--socks5-hostname", "http://127.0.0.1:" + port + "/", "", false},
+		{"socks5-hostname with a name the proxy resolves", open, "--socks5-hostname", "http://localhost:" + port + "/", "", false},
+		{"socks5 with user and password", authed, "--socks5", "http://127.0.0.1:" + port + "/", "alice:s3cret", false},
+		{"socks5-hostname with user and password", authed, "--socks5-hostname", "http://localhost:" + port + "/", "alice:s3cret", false},
+		{"wrong password", authed, "--socks5", "http://127.0.0.1:" + port + "/", "alice:nope", true},
+		{"no credentials where they are required", authed, "--socks5", "http://127.0.0.1:" + port + "/", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{tt.flag, tt.proxy.socks}
+			if tt.user != "" {
+				args = append(args, "--proxy-user", tt.user)
+			}
+			out, err := curl(t, append(args, tt.url)...)
+			if tt.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, page, out)
+		})
+	}
+
+	m := authed.scrape(t)
+	assert.Contains(t, m, `fwproxy_socks_authentications_total{method="username_password",result="failure"} 1`)
+	assert.Contains(t, m, `fwproxy_socks_authentications_total{method="username_password",result="success"} 2`)
+	assert.Contains(t, m, `fwproxy_socks_requests_total{command="connect",reply="succeeded"} 2`)
+	assert.True(t, open.logs.contains(`"msg":"session"`, `"command":"connect"`, `"reply":"succeeded"`), "one log line per session")
+}

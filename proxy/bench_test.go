@@ -4,11 +4,10 @@ import (
 	"io"
 	"net"
 	"testing"
+	"net/netip"
 	"time"
 
 	socks5 "github.com/armon/go-socks5"
-	"net/netip"
-
 	"github.com/stretchr/testify/require"
 )
 

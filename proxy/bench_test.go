@@ -3,8 +3,8 @@ package proxy
 import (
 	"io"
 	"net"
-	"testing"
 	"net/netip"
+	"testing"
 	"time"
 
 	socks5 "github.com/armon/go-socks5"

@@ -39,7 +39,7 @@ func main() {
 // run is the whole daemon; it returns the exit code: 0 after a clean stop,
 // 1 when it could not start or failed, 2 for bad usage.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cfg, action, err := parseArgs(args)
+	cfg, action, err := parseArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -181,8 +181,9 @@ type action struct {
 
 // parseArgs builds the effective configuration: defaults, then the
 // -config file, then every flag given on the command line.
-func parseArgs(args []string) (Config, action, error) {
+func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 	fs := flag.NewFlagSet("fwproxy", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
 	configPath := fs.String("config", "", "YAML configuration `file`; flags override it")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration as YAML and exit")
 	hashUser := fs.String("hash-password", "", "print a users-file line for `USER` with the password read from standard input, and exit")

@@ -26,6 +26,20 @@ type Config struct {
 	// MaxSessions caps concurrent client connections; one more is closed at
 	// once and counted. Must be > 0.
 	MaxSessions int
+	// UDPIdleTimeout ends a UDP association that relayed no datagram either
+	// way for this long (its lease then lingers). 0 disables it. The
+	// association always ends when its TCP connection does (RFC 1928 §7).
+	UDPIdleTimeout time.Duration
+	// BindTimeout bounds how long BIND waits for the incoming connection.
+	// Must be > 0.
+	BindTimeout time.Duration
+	// AdvertiseIP, when set, is sent as BND.ADDR in UDP ASSOCIATE and BIND
+	// replies instead of the local address the control connection arrived
+	// on (for a proxy reached through NAT). Never 0.0.0.0.
+	AdvertiseIP netip.Addr
+	// ExternalIP is the address BIND listens on for the incoming
+	// connection; unset means the address the control connection arrived on.
+	ExternalIP netip.Addr
 	// Rules decides which clients, commands and destinations are allowed.
 	Rules Rules
 }
@@ -38,6 +52,8 @@ func DefaultConfig() Config {
 		DialTimeout:      10 * time.Second,
 		IdleTimeout:      5 * time.Minute,
 		MaxSessions:      1024,
+		UDPIdleTimeout:   5 * time.Minute,
+		BindTimeout:      2 * time.Minute,
 		Rules:            DefaultRules(),
 	}
 }
@@ -53,6 +69,15 @@ func (c Config) Validate() error {
 	}
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle timeout %v must be >= 0", c.IdleTimeout))
+	}
+	if c.UDPIdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("udp idle timeout %v must be >= 0", c.UDPIdleTimeout))
+	}
+	if c.BindTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("bind timeout %v must be > 0", c.BindTimeout))
+	}
+	if c.AdvertiseIP.IsValid() && c.AdvertiseIP.IsUnspecified() {
+		errs = append(errs, fmt.Errorf("advertise IP %v must be a real address", c.AdvertiseIP))
 	}
 	if c.MaxSessions <= 0 {
 		errs = append(errs, fmt.Errorf("max sessions %d must be > 0", c.MaxSessions))

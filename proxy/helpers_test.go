@@ -302,3 +302,25 @@ func staticResolver(table map[string][]netip.Addr) func(context.Context, string)
 		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 	}
 }
+
+func (r *recorder) ActiveChanged(cmd string, d int) {
+	r.mu.Lock()
+	r.counts["active/"+cmd] += d
+	r.mu.Unlock()
+}
+
+func (r *recorder) UDPCounters(dir, outcome string) (Counter, Counter) {
+	return recCounter{r, "udp/" + dir + "/" + outcome}, recCounter{r, "udpbytes/" + dir + "/" + outcome}
+}
+
+// recCounter counts into its recorder under key.
+type recCounter struct {
+	r   *recorder
+	key string
+}
+
+func (c recCounter) Add(v float64) {
+	c.r.mu.Lock()
+	c.r.counts[c.key] += int(v)
+	c.r.mu.Unlock()
+}

@@ -27,7 +27,18 @@ type Observer interface {
 	// Relayed reports n bytes relayed: "client_to_target" or
 	// "target_to_client".
 	Relayed(direction string, n int)
+	// ActiveChanged adds delta to the count of live UDP associations
+	// ("udp_associate") or BIND sessions ("bind").
+	ActiveChanged(command string, delta int)
+	// UDPCounters returns the counters of datagrams and of their payload
+	// bytes for one direction ("client_to_remote", "remote_to_client") and
+	// outcome ("relayed" or a drop reason). The server asks once per pair at
+	// start, so the datagram path only adds to counters it holds.
+	UDPCounters(direction, outcome string) (datagrams, bytes Counter)
 }
+
+// Counter is a monotonic counter; prometheus.Counter is one.
+type Counter = interface{ Add(float64) }
 
 // Direction labels of Observer.Relayed.
 const (
@@ -45,3 +56,12 @@ func (nopObserver) Request(string, string, time.Duration, time.Duration) {}
 func (nopObserver) Relayed(string, int)                                  {}
 
 var _ Observer = nopObserver{}
+
+func (nopObserver) ActiveChanged(string, int) {}
+func (nopObserver) UDPCounters(string, string) (Counter, Counter) {
+	return nopCounter{}, nopCounter{}
+}
+
+type nopCounter struct{}
+
+func (nopCounter) Add(float64) {}

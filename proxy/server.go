@@ -12,6 +12,7 @@ import (
 	"time"
 
 	socks5 "github.com/armon/go-socks5"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // Deps are the server's collaborators; nil fields get working defaults.
@@ -31,6 +32,22 @@ type Deps struct {
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Filters maps destination ports to application filters.
 	Filters map[uint16]Filter
+	// Leases provides UDP ASSOCIATE's external ports; nil refuses UDP
+	// ASSOCIATE with "command not supported".
+	Leases Leaser
+}
+
+// nameCacheSize and nameCacheTTL bound the cache of names that UDP clients
+// send to: a media stream sends thousands of datagrams to one name.
+const (
+	nameCacheSize = 1024
+	nameCacheTTL  = time.Minute
+)
+
+// cachedName is a resolved name and when to look it up again.
+type cachedName struct {
+	ip      netip.Addr
+	expires time.Time
 }
 
 // Server is a SOCKS5 server. Create it with New, run it with Serve, stop it
@@ -44,6 +61,9 @@ type Server struct {
 	resolve func(ctx context.Context, name string) ([]netip.Addr, error)
 	dial    func(ctx context.Context, network, address string) (net.Conn, error)
 	filters map[uint16]Filter
+	leases  Leaser
+	udp     *udpCounters
+	names   *lru.Cache[string, cachedName]
 
 	// baseCtx is the parent of every session's context; cancelled by Close.
 	baseCtx context.Context
@@ -76,6 +96,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		resolve:   deps.Resolve,
 		dial:      deps.Dial,
 		filters:   make(map[uint16]Filter, len(deps.Filters)),
+		leases:    deps.Leases,
 		slots:     make(chan struct{}, cfg.MaxSessions),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
@@ -87,6 +108,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
+	s.udp = newUDPCounters(s.obs)
+	// The plain LRU, not the expirable one: that one starts a goroutine
+	// nothing can stop. Entries carry their own expiry instead.
+	s.names, _ = lru.New[string, cachedName](nameCacheSize)
 	if s.rules == nil {
 		s.rules = cfg.Rules
 	}

@@ -88,6 +88,10 @@ func (ss *session) serve(ctx context.Context) error {
 	switch ss.command {
 	case CommandConnect:
 		return ss.connect(ctx, req)
+	case CommandAssociate:
+		return ss.associate(ctx, req)
+	case CommandBind:
+		return ss.bind(ctx, req)
 	default:
 		ss.sendReply(ReplyCommandNotSupported, netip.AddrPort{})
 		return fmt.Errorf("command %d not supported", req.Command)

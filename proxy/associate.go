@@ -1,0 +1,296 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	socks5 "github.com/armon/go-socks5"
+
+	"fwproxy/leases"
+)
+
+// Leaser hands out UDP port leases; *leases.Manager is one.
+type Leaser interface {
+	Acquire(ctx context.Context, key leases.Key, req leases.Request) (*leases.Holder, error)
+}
+
+var _ Leaser = (*leases.Manager)(nil)
+
+// maxDatagram is the largest UDP payload (65535 minus the IPv4 and UDP
+// headers would do; a round 64 KiB keeps it simple and covers IPv6).
+const maxDatagram = 64 << 10
+
+// association is one UDP ASSOCIATE: the firewall client's remote bind of
+// its UDP port P (RFC 1928 §7, DESIGN.md data path 2). The client sends
+// SOCKS-encapsulated datagrams from P to the relay socket; they leave
+// through the lease's external socket. What the lease receives comes back
+// encapsulated from the relay socket to P.
+type association struct {
+	ss       *session
+	relay    *net.UDPConn // client-facing socket (BND.ADDR:BND.PORT)
+	clientIP netip.Addr
+
+	// client is clientIP and P. Written by associate (P given) or by
+	// clientLoop when it learns P, before the lease is acquired; read by
+	// deliver, which the lease calls only after Acquire.
+	client netip.AddrPort
+
+	// mu guards holder, which clientLoop sets and end releases.
+	mu     sync.Mutex
+	holder *leases.Holder
+
+	lastActive atomic.Int64 // unix ns of the last datagram either way
+	idleTimer  *time.Timer
+	idled      atomic.Bool
+	ended      atomic.Bool
+
+	// inBuf is deliver's scratch: header and payload are written in one
+	// datagram. deliver is never called concurrently for one holder.
+	inBuf []byte
+}
+
+// associate serves UDP ASSOCIATE. DST.PORT is the port the client sends
+// from; the client's IP is the control connection's, whatever DST.ADDR says
+// (a client behind NAT cannot know its outside address).
+func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
+	s := ss.srv
+	if s.leases == nil {
+		ss.sendReply(ReplyCommandNotSupported, netip.AddrPort{})
+		return errors.New("udp associate: no lease manager configured")
+	}
+	if _, ok := s.rules.Allow(ctx, &socks5.Request{Command: req.Command, DestAddr: &socks5.AddrSpec{}}); !ok {
+		ss.sendReply(ReplyNotAllowed, netip.AddrPort{})
+		return errors.New("udp associate not allowed by rules")
+	}
+	local := addrPortOf(ss.conn.LocalAddr())
+	relay, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), 0)))
+	if err != nil {
+		ss.sendReply(ReplyGeneralFailure, netip.AddrPort{})
+		return fmt.Errorf("udp associate: open relay socket: %w", err)
+	}
+	if !ss.own(relay) {
+		return errors.New("session aborted")
+	}
+	a := &association{
+		ss: ss, relay: relay, clientIP: ss.client.Addr(),
+		inBuf: make([]byte, 0, maxUDPHeaderLen+maxDatagram),
+	}
+	a.lastActive.Store(time.Now().UnixNano())
+	if p := uint16(req.DestAddr.Port); p != 0 {
+		a.client = netip.AddrPortFrom(a.clientIP, p)
+		if err := a.acquire(ctx); err != nil {
+			ss.sendReply(ReplyGeneralFailure, netip.AddrPort{})
+			return err
+		}
+	}
+	bound := addrPortOf(relay.LocalAddr())
+	if s.cfg.AdvertiseIP.IsValid() {
+		bound = netip.AddrPortFrom(s.cfg.AdvertiseIP, bound.Port())
+	}
+	if err := ss.sendReply(ReplySucceeded, bound); err != nil {
+		a.release()
+		return err
+	}
+	s.obs.ActiveChanged("udp_associate", 1)
+	defer s.obs.ActiveChanged("udp_associate", -1)
+	s.log.Debug("udp association", "client", ss.client, "client_port", a.client.Port(), "relay", bound)
+
+	if idle := s.cfg.UDPIdleTimeout; idle > 0 {
+		a.idleTimer = time.AfterFunc(time.Duration(math.MaxInt64), a.checkIdle)
+		a.idleTimer.Reset(idle)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go a.clientLoop(ctx, &wg)
+
+	// The association lives as long as its TCP connection (RFC 1928 §7).
+	// Bytes the client sends on it mean nothing; they are read and dropped.
+	_, ctlErr := io.Copy(io.Discard, ss.br)
+
+	// Release first, while the relay socket still delivers: from here on
+	// the lease buffers. Only then close the relay, and (on return) the TCP
+	// connection, which tells a careful client it may close its UDP socket
+	// without losing a datagram.
+	a.ended.Store(true)
+	if a.idleTimer != nil {
+		a.idleTimer.Stop()
+	}
+	a.release()
+	relay.Close()
+	wg.Wait()
+	if a.idled.Load() {
+		return errIdle
+	}
+	if errors.Is(ctlErr, net.ErrClosed) {
+		return nil
+	}
+	return ctlErr
+}
+
+// acquire takes the lease for (client, P), asking for external port P.
+func (a *association) acquire(ctx context.Context) error {
+	s := a.ss.srv
+	key := leases.Key{Client: a.clientIP, User: a.ss.user, Port: a.client.Port()}
+	actx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	h, err := s.leases.Acquire(actx, key, leases.Request{
+		Kind:     leases.KindAssociation,
+		WantPort: key.Port,
+		Deliver:  a.deliver,
+	})
+	if err != nil {
+		return fmt.Errorf("udp associate: lease %v: %w", key, err)
+	}
+	a.mu.Lock()
+	a.holder = h
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *association) release() {
+	a.mu.Lock()
+	h := a.holder
+	a.holder = nil
+	a.mu.Unlock()
+	if h != nil {
+		h.Release()
+	}
+}
+
+func (a *association) currentHolder() *leases.Holder {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.holder
+}
+
+// clientLoop relays the client's datagrams out through the lease. It owns
+// its read buffer; it ends when the relay socket is closed.
+func (a *association) clientLoop(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	if err := a.readClient(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+		a.ss.srv.log.Warn("udp association relay failed", "client", a.ss.client, "err", err)
+		a.ss.abort()
+	}
+}
+
+func (a *association) readClient(ctx context.Context) error {
+	s := a.ss.srv
+	buf := make([]byte, maxDatagram)
+	var h *leases.Holder
+	for {
+		n, from, err := a.relay.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return err
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if from.Addr() != a.clientIP || (a.client.Port() != 0 && from.Port() != a.client.Port()) {
+			s.udp.count(udpOut, udpForeignSource, n)
+			continue
+		}
+		a.lastActive.Store(time.Now().UnixNano())
+		if h == nil {
+			if h = a.currentHolder(); h == nil {
+				// DST.PORT was 0: the first datagram names the port.
+				a.client = from
+				if err := a.acquire(ctx); err != nil {
+					s.udp.count(udpOut, udpNoLease, n)
+					return err
+				}
+				h = a.currentHolder()
+			}
+		}
+		hdr, hn, err := parseUDPHeader(buf[:n])
+		switch {
+		case err != nil:
+			s.udp.count(udpOut, udpBadHeader, n)
+			continue
+		case hdr.Frag != 0:
+			s.udp.count(udpOut, udpFragmented, n-hn)
+			continue
+		}
+		dst, err := a.destination(ctx, hdr)
+		if err != nil {
+			s.udp.count(udpOut, udpUnresolved, n-hn)
+			continue
+		}
+		if !s.cfg.Rules.DestinationAllowed(dst) {
+			s.udp.count(udpOut, udpNotAllowed, n-hn)
+			continue
+		}
+		if err := h.Send(buf[hn:n], dst); err != nil {
+			s.udp.count(udpOut, udpSendFailed, n-hn)
+			if errors.Is(err, leases.ErrReleased) {
+				return net.ErrClosed
+			}
+			continue
+		}
+		s.udp.count(udpOut, udpRelayed, n-hn)
+	}
+}
+
+// destination resolves a datagram's destination, names through a cache so
+// that a stream to a named host costs one lookup.
+func (a *association) destination(ctx context.Context, hdr udpHeader) (netip.AddrPort, error) {
+	if hdr.Addr.IsValid() {
+		return netip.AddrPortFrom(hdr.Addr, hdr.Port), nil
+	}
+	s := a.ss.srv
+	name := string(hdr.Domain)
+	if ip, err := netip.ParseAddr(name); err == nil {
+		return netip.AddrPortFrom(ip.Unmap(), hdr.Port), nil
+	}
+	if c, ok := s.names.Get(name); ok && time.Now().Before(c.expires) {
+		return netip.AddrPortFrom(c.ip, hdr.Port), nil
+	}
+	if err := checkDomain(name); err != nil {
+		return netip.AddrPort{}, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	addrs, err := s.resolve(rctx, name)
+	if err != nil || len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("resolve %q: %w", name, err)
+	}
+	ip := addrs[0].Unmap()
+	s.names.Add(name, cachedName{ip: ip, expires: time.Now().Add(nameCacheTTL)})
+	return netip.AddrPortFrom(ip, hdr.Port), nil
+}
+
+// deliver is the lease's DeliverFunc: one inbound datagram, encapsulated,
+// to the client's port. b is not retained.
+func (a *association) deliver(b []byte, from netip.AddrPort) {
+	s := a.ss.srv
+	out := appendUDPHeader(a.inBuf[:0], from)
+	out = append(out, b...)
+	if _, err := a.relay.WriteToUDPAddrPort(out, a.client); err != nil {
+		s.udp.count(udpIn, udpSendFailed, len(b))
+		return
+	}
+	a.lastActive.Store(time.Now().UnixNano())
+	s.udp.count(udpIn, udpRelayed, len(b))
+}
+
+// checkIdle ends an association that relayed nothing for UDPIdleTimeout.
+func (a *association) checkIdle() {
+	if a.ended.Load() {
+		return
+	}
+	idle := a.ss.srv.cfg.UDPIdleTimeout
+	since := time.Since(time.Unix(0, a.lastActive.Load()))
+	if since >= idle {
+		a.idled.Store(true)
+		a.ss.srv.log.Info("udp association idle, closing", slog.Any("client", a.ss.client), slog.Duration("idle", since))
+		a.ss.abort()
+		return
+	}
+	a.idleTimer.Reset(idle - since)
+}

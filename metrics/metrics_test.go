@@ -9,9 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/leases"
 )
 
 func TestRegistryLints(t *testing.T) {
@@ -87,4 +90,48 @@ func TestHandlerRoutes(t *testing.T) {
 			assert.Contains(t, string(body), tt.contains)
 		})
 	}
+}
+
+func TestLeasesSeries(t *testing.T) {
+	reg := NewRegistry("test")
+	m := NewLeases(reg, func() leases.Stats {
+		return leases.Stats{Leases: 3, Active: 1, Lingering: 2, BufferedDatagrams: 5, BufferedBytes: 600}
+	})
+	m.LeaseEvent(leases.EventReclaim)
+	m.Datagrams(leases.OutcomeBuffered, leases.ReasonNone, 5, 600)
+	m.Datagrams(leases.OutcomeDropped, leases.ReasonNotPermitted, 1, 10)
+	m.AcquireFailed(leases.FailPortTaken)
+
+	expected := `
+# HELP fwproxy_leases_current Leases in the table by state (active: held; lingering: released, buffering; closing).
+# TYPE fwproxy_leases_current gauge
+fwproxy_leases_current{state="active"} 1
+fwproxy_leases_current{state="closing"} 0
+fwproxy_leases_current{state="lingering"} 2
+# HELP fwproxy_leases_buffered_datagrams Datagrams held in linger buffers.
+# TYPE fwproxy_leases_buffered_datagrams gauge
+fwproxy_leases_buffered_datagrams 5
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected),
+		"fwproxy_leases_current", "fwproxy_leases_buffered_datagrams"))
+	body := gatherText(t, reg)
+	assert.Contains(t, body, `fwproxy_leases_events_total{event="reclaim"} 1`)
+	assert.Contains(t, body, `fwproxy_leases_datagrams_total{outcome="buffered",reason="none"} 5`)
+	assert.Contains(t, body, `fwproxy_leases_datagrams_total{outcome="dropped",reason="not_permitted"} 1`)
+	assert.Contains(t, body, `fwproxy_leases_acquire_failures_total{reason="port_taken"} 1`)
+	problems, err := testutil.GatherAndLint(reg)
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+}
+
+func gatherText(t *testing.T, g prometheus.Gatherer) string {
+	t.Helper()
+	srv := httptest.NewServer(Handler(g, slog.New(slog.DiscardHandler), nil))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
 }

@@ -18,6 +18,10 @@ type Socks struct {
 	dialSeconds       prometheus.Histogram
 	bytesUp           prometheus.Counter
 	bytesDown         prometheus.Counter
+	associations      prometheus.Gauge
+	binds             prometheus.Gauge
+	udpDatagrams      *prometheus.CounterVec
+	udpBytes          *prometheus.CounterVec
 }
 
 // NewSocks creates the SOCKS series on reg.
@@ -61,7 +65,39 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 		}),
 		bytesUp:   relayed.WithLabelValues("client_to_target"),
 		bytesDown: relayed.WithLabelValues("target_to_client"),
+		associations: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "udp", Name: "associations_active",
+			Help: "Live UDP associations (firewall clients' remote binds).",
+		}),
+		binds: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "binds_active",
+			Help: "BIND sessions waiting for or relaying their incoming connection.",
+		}),
+		udpDatagrams: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "udp", Name: "datagrams_total",
+			Help: "Datagrams at UDP associations by direction and outcome (relayed or a drop reason).",
+		}, []string{"direction", "outcome"}),
+		udpBytes: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "udp", Name: "payload_bytes_total",
+			Help: "Payload bytes of the datagrams in fwproxy_udp_datagrams_total.",
+		}, []string{"direction", "outcome"}),
 	}
+}
+
+// ActiveChanged implements proxy.Observer.
+func (m *Socks) ActiveChanged(command string, delta int) {
+	switch command {
+	case "udp_associate":
+		m.associations.Add(float64(delta))
+	case "bind":
+		m.binds.Add(float64(delta))
+	}
+}
+
+// UDPCounters implements proxy.Observer: the series are created here, once,
+// and the datagram path only adds to them.
+func (m *Socks) UDPCounters(direction, outcome string) (datagrams, bytes interface{ Add(float64) }) {
+	return m.udpDatagrams.WithLabelValues(direction, outcome), m.udpBytes.WithLabelValues(direction, outcome)
 }
 
 // ConnectionRejected implements proxy.Observer.

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"fwproxy/leases"
 	"fwproxy/proxy"
 )
 
@@ -43,7 +44,30 @@ type Config struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	MaxSessions  int           `yaml:"max_sessions"`
 
+	// ExternalIP is the proxy's address towards media servers: lease
+	// sockets and BIND listeners bind there.
+	ExternalIP string `yaml:"external_ip"`
+	// AdvertiseIP, when set, is the BND.ADDR of UDP ASSOCIATE and BIND.
+	AdvertiseIP string `yaml:"advertise_ip"`
+	// UDPPorts is the external port range "LO-HI" of leases.
+	UDPPorts string `yaml:"udp_ports"`
+	// LeaseLinger keeps a released lease's port open and buffering; 0
+	// closes at once (the old, datagram-losing behaviour).
+	LeaseLinger    time.Duration `yaml:"lease_linger"`
+	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`
+	BindTimeout    time.Duration `yaml:"bind_timeout"`
+	Leases         LeaseLimits   `yaml:"leases"`
+
 	Rules RulesConfig `yaml:"rules"`
+}
+
+// LeaseLimits bound the lease table; 0 means no cap (see leases.Config).
+type LeaseLimits struct {
+	MaxLeases             int   `yaml:"max_leases"`
+	MaxLeasesPerClient    int   `yaml:"max_leases_per_client"`
+	MaxBufferedDatagrams  int   `yaml:"max_buffered_datagrams"`
+	MaxBufferedBytes      int   `yaml:"max_buffered_bytes"`
+	MaxBufferedBytesTotal int64 `yaml:"max_buffered_bytes_total"`
 }
 
 // RulesConfig is the YAML form of proxy.Rules.
@@ -65,7 +89,20 @@ type DestRuleYAML struct {
 // only, no authentication.
 func DefaultConfig() Config {
 	p := proxy.DefaultConfig()
+	l := leases.DefaultConfig()
 	return Config{
+		ExternalIP:     l.ListenIP.String(),
+		UDPPorts:       fmt.Sprintf("%d-%d", l.PortMin, l.PortMax),
+		LeaseLinger:    l.Linger,
+		UDPIdleTimeout: p.UDPIdleTimeout,
+		BindTimeout:    p.BindTimeout,
+		Leases: LeaseLimits{
+			MaxLeases:             l.MaxLeases,
+			MaxLeasesPerClient:    l.MaxLeasesPerClient,
+			MaxBufferedDatagrams:  l.MaxBufferedDatagrams,
+			MaxBufferedBytes:      l.MaxBufferedBytes,
+			MaxBufferedBytesTotal: l.MaxBufferedBytesTotal,
+		},
 		Listen:           "127.0.0.1:1080",
 		MetricsListen:    "127.0.0.1:9480",
 		LogFormat:        "text",
@@ -120,6 +157,17 @@ func (c Config) proxyConfig() (proxy.Config, error) {
 		DialTimeout:      c.DialTimeout,
 		IdleTimeout:      c.IdleTimeout,
 		MaxSessions:      c.MaxSessions,
+		UDPIdleTimeout:   c.UDPIdleTimeout,
+		BindTimeout:      c.BindTimeout,
+	}
+	var err error
+	if p.ExternalIP, err = netip.ParseAddr(c.ExternalIP); err != nil {
+		return p, fmt.Errorf("external_ip: %w", err)
+	}
+	if c.AdvertiseIP != "" {
+		if p.AdvertiseIP, err = netip.ParseAddr(c.AdvertiseIP); err != nil {
+			return p, fmt.Errorf("advertise_ip: %w", err)
+		}
 	}
 	rules, err := c.Rules.rules()
 	if err != nil {
@@ -127,6 +175,26 @@ func (c Config) proxyConfig() (proxy.Config, error) {
 	}
 	p.Rules = rules
 	return p, p.Validate()
+}
+
+// leasesConfig turns the daemon configuration into the lease manager's,
+// validated.
+func (c Config) leasesConfig() (leases.Config, error) {
+	l := leases.DefaultConfig()
+	var err error
+	if l.ListenIP, err = netip.ParseAddr(c.ExternalIP); err != nil {
+		return l, fmt.Errorf("external_ip: %w", err)
+	}
+	if l.PortMin, l.PortMax, err = parsePortRange(c.UDPPorts); err != nil {
+		return l, fmt.Errorf("udp_ports: %w", err)
+	}
+	l.Linger = c.LeaseLinger
+	l.MaxLeases = c.Leases.MaxLeases
+	l.MaxLeasesPerClient = c.Leases.MaxLeasesPerClient
+	l.MaxBufferedDatagrams = c.Leases.MaxBufferedDatagrams
+	l.MaxBufferedBytes = c.Leases.MaxBufferedBytes
+	l.MaxBufferedBytesTotal = c.Leases.MaxBufferedBytesTotal
+	return l, l.Validate()
 }
 
 func (r RulesConfig) rules() (proxy.Rules, error) {

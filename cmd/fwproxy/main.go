@@ -25,6 +25,7 @@ import (
 	socks5 "github.com/armon/go-socks5"
 	"gopkg.in/yaml.v3"
 
+	"fwproxy/leases"
 	"fwproxy/metrics"
 	"fwproxy/proxy"
 )
@@ -83,8 +84,20 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		deps.Credentials = users
 	}
 
+	lcfg, err := cfg.leasesConfig()
+	if err != nil {
+		return err
+	}
 	reg := metrics.NewRegistry("")
 	deps.Observer = metrics.NewSocks(reg)
+	leaseObs := metrics.NewLeases(reg, nil)
+	lm, err := leases.New(lcfg, leases.Deps{Logger: log.With("component", "leases"), Observer: leaseObs})
+	if err != nil {
+		return err
+	}
+	defer lm.Close()
+	reg.MustRegister(metrics.LeaseTable(lm.Stats))
+	deps.Leases = lm
 	srv, err := proxy.New(pcfg, deps)
 	if err != nil {
 		return err
@@ -105,7 +118,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		metricsAddr = mln.Addr().String()
 		metricsSrv = &http.Server{
-			Handler:           metrics.Handler(reg, log, nil),
+			Handler:           metrics.Handler(reg, log, map[string]http.Handler{"/debug/leases": metrics.LeasesHandler(lm.Snapshot)}),
 			ReadHeaderTimeout: 5 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
@@ -115,7 +128,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("listening", "socks", ln.Addr().String(), "metrics", metricsAddr,
-		"auth", authName(deps.Credentials), "max_sessions", pcfg.MaxSessions)
+		"auth", authName(deps.Credentials), "max_sessions", pcfg.MaxSessions,
+		"external_ip", lcfg.ListenIP.String(), "udp_ports", cfg.UDPPorts, "lease_linger", lcfg.Linger)
+	if lcfg.ListenIP.IsLoopback() && !addrIsLoopback(ln.Addr()) {
+		log.Warn("external_ip is a loopback address: UDP relays cannot reach media servers elsewhere; set -external-ip")
+	}
 
 	var runErr error
 	select {
@@ -140,6 +157,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return nil
 	}
 	return runErr
+}
+
+func addrIsLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 func authName(c socks5.CredentialStore) string {
@@ -215,6 +237,12 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 	dur("handshake-timeout", "time limit from accept to request answered (default 10s)", func(c *Config, d time.Duration) { c.HandshakeTimeout = d })
 	dur("dial-timeout", "time limit to reach a CONNECT destination (default 10s)", func(c *Config, d time.Duration) { c.DialTimeout = d })
 	dur("idle-timeout", "close a TCP session idle this long both ways; 0 never (default 5m)", func(c *Config, d time.Duration) { c.IdleTimeout = d })
+	str("external-ip", "the proxy's `IP` towards media servers: lease sockets and BIND listen there (default 127.0.0.1)", func(c *Config, v string) { c.ExternalIP = v })
+	str("advertise-ip", "`IP` sent as BND.ADDR of UDP ASSOCIATE and BIND (default: the address the client connected to)", func(c *Config, v string) { c.AdvertiseIP = v })
+	str("udp-ports", "external UDP port range `LO-HI` of leases (default 1024-65535)", func(c *Config, v string) { c.UDPPorts = v })
+	dur("lease-linger", "keep a released UDP lease open and buffering this long; 0 closes at once (default 10s)", func(c *Config, d time.Duration) { c.LeaseLinger = d })
+	dur("udp-idle-timeout", "end a UDP association idle this long; 0 never (default 5m)", func(c *Config, d time.Duration) { c.UDPIdleTimeout = d })
+	dur("bind-timeout", "how long BIND waits for the incoming connection (default 2m)", func(c *Config, d time.Duration) { c.BindTimeout = d })
 	dur("drain-timeout", "how long shutdown waits for sessions (default 10s)", func(c *Config, d time.Duration) { c.DrainTimeout = d })
 	fs.Func("max-sessions", "cap on concurrent client connections (default 1024)", func(v string) error {
 		n, err := strconv.Atoi(v)
@@ -244,6 +272,9 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 		o(&cfg)
 	}
 	if _, err := cfg.proxyConfig(); err != nil {
+		return Config{}, action{}, err
+	}
+	if _, err := cfg.leasesConfig(); err != nil {
 		return Config{}, action{}, err
 	}
 	if *printConfig {

@@ -170,3 +170,21 @@ next:
 	}
 	return false
 }
+
+// waitMetric scrapes until the exposition contains line; counters are
+// updated just after the datagram they count is sent, so a client can see
+// the datagram a moment before the scrape sees the count.
+func (p *proxyProc) waitMetric(t *testing.T, line string) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		m := p.scrape(t)
+		if strings.Contains(m, line) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metric %q not seen; last scrape:\n%s", line, m)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

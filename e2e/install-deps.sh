@@ -3,22 +3,20 @@
 # those that are missing, so a machine that has them is not touched.
 set -euo pipefail
 
-# command -> Debian package
-declare -A want=(
-	[curl]=curl
-)
-
 missing=()
-for cmd in "${!want[@]}"; do
-	command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
-done
+need() { # need PACKAGE CHECK-COMMAND...
+	local pkg=$1
+	shift
+	"$@" >/dev/null 2>&1 || missing+=("$pkg")
+}
+need curl command -v curl
+need python3-socks /usr/bin/python3 -c 'import socks'
+need dante-client command -v socksify
+
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-if [ "$(id -u)" -ne 0 ]; then
-	sudo=sudo
-else
-	sudo=
-fi
+sudo=
+[ "$(id -u)" -ne 0 ] && sudo=sudo
 echo "installing test dependencies: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq

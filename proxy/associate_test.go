@@ -17,7 +17,7 @@ import (
 // newLeases is a lease manager whose cleanup closes it. Its external
 // address is 127.0.0.2, so that it can preserve the port a client holds on
 // 127.0.0.1, as it does when client and proxy are different hosts.
-func newLeases(t *testing.T, mutate func(*leases.Config)) *leases.Manager {
+func newLeases(t testing.TB, mutate func(*leases.Config)) *leases.Manager {
 	t.Helper()
 	cfg := leases.DefaultConfig()
 	cfg.ListenIP = netip.MustParseAddr("127.0.0.2")

@@ -44,10 +44,15 @@ func TestMIDNames(t *testing.T) {
 		assert.Regexp(t, `^[a-z_]+$`, tr.String())
 		assert.NotEqual(t, "unknown", tr.String())
 	}
+	var pass []string
 	for p := Problem(0); p < NumProblems; p++ {
 		assert.Regexp(t, `^[a-z_]+$`, p.String())
 		assert.NotEqual(t, "unknown", p.String())
+		if p.PassThrough() {
+			pass = append(pass, p.String())
+		}
 	}
+	assert.Equal(t, []string{"bad_session_id", "bad_seal", "bad_length", "data_before_command"}, pass)
 	for s := State(0); s < NumStates; s++ {
 		assert.NotEqual(t, "unknown", s.String())
 	}

@@ -112,6 +112,8 @@ func (s *stream) copy(ctx context.Context, dst io.Writer, src io.Reader) error {
 	if s.buf == nil {
 		s.buf = make([]byte, MaxCommandLen)
 	}
+	// A connection calls each direction once; resetting anyway lets tests
+	// and benchmarks reuse one Streams without allocating again.
 	s.start, s.end, s.mode, s.dataLeft, s.seenCommand = 0, 0, modeFrame, 0, false
 	for {
 		if err := ctx.Err(); err != nil {

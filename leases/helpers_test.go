@@ -132,10 +132,10 @@ func (r *recorder) Datagrams(o Outcome, reason DropReason, n, _ int) {
 }
 func (r *recorder) AcquireFailed(f FailReason) { r.fails[f].Add(1); r.poke() }
 
-func (r *recorder) event(e Event) int64               { return r.events[e].Load() }
-func (r *recorder) outcome(o Outcome) int64           { return r.dgrams[o][ReasonNone].Load() }
-func (r *recorder) dropped(reason DropReason) int64   { return r.dgrams[OutcomeDropped][reason].Load() }
-func (r *recorder) failed(f FailReason) int64         { return r.fails[f].Load() }
+func (r *recorder) event(e Event) int64             { return r.events[e].Load() }
+func (r *recorder) outcome(o Outcome) int64         { return r.dgrams[o][ReasonNone].Load() }
+func (r *recorder) dropped(reason DropReason) int64 { return r.dgrams[OutcomeDropped][reason].Load() }
+func (r *recorder) failed(f FailReason) int64       { return r.fails[f].Load() }
 func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.NewTimer(waitLimit)

@@ -104,6 +104,9 @@ type Manager struct {
 	clock  Clock
 	listen ListenFunc
 	pool   *bufPool
+	// newSource is newPlatformSource; benchmarks swap in the portable one
+	// to measure the difference.
+	newSource sourceFunc
 
 	done      chan struct{} // closed when Close starts
 	closeOnce sync.Once
@@ -156,11 +159,12 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 	}
 	cfg.ListenIP = cfg.ListenIP.Unmap()
 	return &Manager{
-		cfg:    cfg,
-		log:    deps.Logger,
-		obs:    deps.Observer,
-		clock:  deps.Clock,
-		listen: deps.ListenUDP,
+		cfg:       cfg,
+		log:       deps.Logger,
+		obs:       deps.Observer,
+		clock:     deps.Clock,
+		listen:    deps.ListenUDP,
+		newSource: newPlatformSource,
 		// A buffer is only out of the pool while a reader drains a readable
 		// socket, so a few per CPU cover the steady state.
 		pool:      newBufPool(cfg.MaxDatagramSize, 4*runtime.GOMAXPROCS(0)),
@@ -275,7 +279,7 @@ func (m *Manager) create(ctx context.Context, key Key, s *keySlot, req Request) 
 		return nil, err
 	}
 	l := newLease(m, key, conn, port)
-	src, err := newSource(conn, m.pool, l.flushCounts)
+	src, err := m.newSource(conn, m.pool, l.flushCounts)
 	if err != nil {
 		conn.Close()
 		m.forgetPort(port)

@@ -53,9 +53,32 @@ func (p *bufPool) put(b []byte, used int) {
 	}
 }
 
-// newSource picks the best datagramSource for c. idle is called (on the
-// reader goroutine) each time the reader has drained the socket and is about
-// to wait, so per-burst counters can be flushed.
-func newSource(c *net.UDPConn, pool *bufPool, idle func()) (datagramSource, error) {
-	return newPlatformSource(c, pool, idle)
+// sourceFunc builds a lease's datagramSource. idle is called (on the reader
+// goroutine) each time the reader has drained the socket and is about to
+// wait, so per-burst counters can be flushed.
+type sourceFunc func(c *net.UDPConn, pool *bufPool, idle func()) (datagramSource, error)
+
+// stdSource is the portable fallback: it blocks in ReadFromUDPAddrPort and
+// so must own a full-size buffer for the lease's lifetime, MaxDatagramSize
+// bytes per idle lease. Linux uses rawSource instead; BenchmarkIdleLeaseMemory
+// measures both.
+type stdSource struct {
+	c    *net.UDPConn
+	buf  []byte
+	idle func()
+}
+
+func newStdSource(c *net.UDPConn, pool *bufPool, idle func()) *stdSource {
+	// One spare byte detects datagrams larger than the pool size.
+	return &stdSource{c: c, buf: make([]byte, pool.size+1), idle: idle}
+}
+
+func (s *stdSource) next() ([]byte, int, netip.AddrPort, error) {
+	// Without a readiness signal every datagram is its own burst.
+	s.idle()
+	n, from, err := s.c.ReadFromUDPAddrPort(s.buf)
+	if err != nil {
+		return nil, 0, netip.AddrPort{}, err
+	}
+	return s.buf[:min(n, len(s.buf)-1)], n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), nil
 }

@@ -64,8 +64,12 @@ type countPair struct{ n, bytes int }
 type readerCounts struct {
 	delivered, buffered countPair
 	dropped             [numReasons]countPair
-	any                 bool
+	pending             int // datagrams counted since the last flush
 }
+
+// maxPendingCounts bounds how stale the metrics get under a flood that never
+// lets the socket drain (and so never reaches the idle flush).
+const maxPendingCounts = 64
 
 func newLease(m *Manager, key Key, conn *net.UDPConn, port uint16) *lease {
 	local := netip.AddrPortFrom(m.cfg.ListenIP, port)
@@ -121,7 +125,10 @@ func (l *lease) readLoop(src datagramSource) error {
 // only when buffered.
 func (l *lease) handle(b []byte, size int, from netip.AddrPort) {
 	c := &l.counts
-	c.any = true
+	c.pending++
+	if c.pending >= maxPendingCounts {
+		defer l.flushCounts()
+	}
 	if size > len(b) || size > l.m.cfg.MaxDatagramSize {
 		c.dropped[ReasonTooLarge].add(size)
 		return
@@ -158,7 +165,7 @@ func (p *countPair) add(bytes int) {
 // on the reader goroutine only.
 func (l *lease) flushCounts() {
 	c := &l.counts
-	if !c.any {
+	if c.pending == 0 {
 		return
 	}
 	obs := l.m.obs
@@ -411,10 +418,16 @@ func (l *lease) info(now time.Time) LeaseInfo {
 type Holder struct {
 	l        *lease
 	kind     Kind
-	gen      uint64 // order of registration on the lease; newer wins delivery
+	gen      uint64
 	deliver  DeliverFunc
 	released atomic.Bool
 }
+
+// Generation numbers the registrations on one lease, starting at 1; a
+// newer holder has a higher one. Delivery goes to the live association
+// holder with the highest generation, so the release of a lower one (a
+// handed-over holder) is stale and changes nothing for it.
+func (h *Holder) Generation() uint64 { return h.gen }
 
 // Key is the lease's key.
 func (h *Holder) Key() Key { return h.l.key }

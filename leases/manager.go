@@ -235,13 +235,13 @@ func (m *Manager) acquire(ctx context.Context, key Key, req Request) (*Holder, e
 	l := s.lease
 	m.mu.Unlock()
 	if l != nil {
-		return m.attach(l, req), nil
+		return m.attach(l, req)
 	}
 	return m.create(ctx, key, s, req)
 }
 
 // attach adds a holder to an existing lease. The caller holds the key's turn.
-func (m *Manager) attach(l *lease, req Request) *Holder {
+func (m *Manager) attach(l *lease, req Request) (*Holder, error) {
 	m.mu.Lock()
 	m.lingering.Remove(l.key)
 	m.mu.Unlock()
@@ -249,6 +249,10 @@ func (m *Manager) attach(l *lease, req Request) *Holder {
 	l.mu.Lock()
 	ev := EventJoin
 	switch {
+	case l.state.Load() == uint32(StateClosing):
+		// Only Close moves a lease to closing without the key's turn.
+		l.mu.Unlock()
+		return nil, ErrClosed
 	case l.state.Load() == uint32(StateLingering):
 		ev = EventReclaim
 		l.state.Store(uint32(StateActive))
@@ -265,7 +269,7 @@ func (m *Manager) attach(l *lease, req Request) *Holder {
 		m.obs.Datagrams(OutcomeFlushed, ReasonNone, n, bytes)
 	}
 	m.log.Debug("lease "+ev.String(), "key", l.key, "port", l.local.Port(), "kind", req.Kind, "flushed", n)
-	return h
+	return h, nil
 }
 
 // create binds a new socket for key. The caller holds the key's turn.

@@ -149,6 +149,7 @@ func TestAcquireBeforeReleaseHandsOver(t *testing.T) {
 	h2, err := env.m.Acquire(ctxT(t), k, assoc(s2))
 	require.NoError(t, err)
 	require.Equal(t, h1.Port(), h2.Port())
+	require.Greater(t, h2.Generation(), h1.Generation())
 	srv.send(t, h2.LocalAddr(), "b1")
 	require.Equal(t, []string{"b1"}, s2.waitN(t, 1))
 

@@ -43,7 +43,9 @@ func FuzzLeaseOps(f *testing.F) {
 				port      uint16
 			}
 			model := make([]mkey, nKeys)
-			keyOf := func(i int) Key { return Key{Client: netip.AddrFrom4([4]byte{10, 9, 0, byte(i)}), Port: uint16(6000 + i)} }
+			keyOf := func(i int) Key {
+				return Key{Client: netip.AddrFrom4([4]byte{10, 9, 0, byte(i)}), Port: uint16(6000 + i)}
+			}
 			for _, op := range prog {
 				i := int(op & 0x03)
 				mk := &model[i]

@@ -448,9 +448,19 @@ func (h *Holder) Send(b []byte, dst netip.AddrPort) error {
 	if h.released.Load() {
 		return ErrReleased
 	}
+	dst = h.l.normalise(dst)
 	h.l.permit(dst.Addr())
 	_, err := h.l.conn.WriteToUDPAddrPort(b, dst)
 	return err
+}
+
+// normalise unmaps an IPv4-mapped destination for an IPv4 socket, which
+// cannot send to the mapped form.
+func (l *lease) normalise(dst netip.AddrPort) netip.AddrPort {
+	if l.local.Addr().Is4() && dst.Addr().Is4In6() {
+		return netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	}
+	return dst
 }
 
 // WriteTo writes b to dst from the external socket without permitting dst
@@ -460,7 +470,7 @@ func (h *Holder) WriteTo(b []byte, dst netip.AddrPort) error {
 	if h.released.Load() {
 		return ErrReleased
 	}
-	_, err := h.l.conn.WriteToUDPAddrPort(b, dst)
+	_, err := h.l.conn.WriteToUDPAddrPort(b, h.l.normalise(dst))
 	return err
 }
 

@@ -506,7 +506,9 @@ func TestInboundFilter(t *testing.T) {
 	srv.send(t, h.LocalAddr(), "still unsolicited")
 	env.rec.waitFor(t, "drop", func() bool { return env.rec.dropped(ReasonNotPermitted) == 2 })
 
-	require.NoError(t, h.Send([]byte("req"), srv.addr()))
+	// A mapped destination is sent to (and permitted) in its IPv4 form.
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(srv.addr().Addr().As16()), srv.addr().Port())
+	require.NoError(t, h.Send([]byte("req"), mapped))
 	srv.send(t, h.LocalAddr(), "reply")
 	require.Equal(t, []string{"reply"}, s.waitN(t, 1))
 

@@ -40,6 +40,7 @@ type lease struct {
 	mu             sync.Mutex
 	holders        []*Holder // live holders, oldest first
 	target         *Holder   // delivery target; nil means buffer (or drop at Linger 0)
+	heldBy         *Holder   // an announced holder that paused delivery to itself (hold.go)
 	everAssoc      bool      // has ever had a KindAssociation holder
 	nextGen        uint64
 	buf            []buffered
@@ -141,7 +142,7 @@ func (l *lease) handle(b []byte, size int, from netip.AddrPort) {
 	switch {
 	case l.state.Load() == uint32(StateClosing):
 		c.dropped[ReasonClosed].add(size)
-	case l.target != nil:
+	case l.activeTargetLocked() != nil:
 		l.target.deliver(b, from)
 		c.delivered.add(size)
 	case l.m.cfg.Linger == 0:
@@ -230,7 +231,7 @@ func (m *Manager) takeBufBytes(n int) bool {
 
 // flushLocked delivers the linger buffer, oldest first, to the target.
 func (l *lease) flushLocked() (n, bytes int) {
-	if l.target == nil || len(l.buf) == 0 {
+	if l.activeTargetLocked() == nil || len(l.buf) == 0 {
 		return 0, 0
 	}
 	for i := range l.buf {
@@ -281,6 +282,9 @@ func (l *lease) addHolderLocked(req Request) *Holder {
 }
 
 func (l *lease) removeHolderLocked(h *Holder) {
+	if l.heldBy == h {
+		l.heldBy = nil
+	}
 	if i := slices.Index(l.holders, h); i >= 0 {
 		// slices.Delete zeroes the vacated slot, so a released holder
 		// (and its DeliverFunc's captures) is not kept alive.

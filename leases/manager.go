@@ -541,10 +541,16 @@ func (m *Manager) release(h *Holder) {
 		l.state.Store(uint32(StateLingering))
 		l.startLingerLocked()
 	}
+	// The released holder may have been holding delivery (hold.go): what
+	// waited for it goes to the remaining target now, before anything newer.
+	flushed, flushedBytes := l.flushLocked()
 	deadline := l.lingerDeadline
 	l.mu.Unlock()
 
 	m.obs.LeaseEvent(EventRelease)
+	if flushed > 0 {
+		m.obs.Datagrams(OutcomeFlushed, ReasonNone, flushed, flushedBytes)
+	}
 	switch {
 	case remaining > 0:
 		m.log.Debug("lease release", "key", l.key, "port", l.local.Port(), "kind", h.kind, "remaining", remaining)

@@ -37,8 +37,10 @@ type Config struct {
 	// replies instead of the local address the control connection arrived
 	// on (for a proxy reached through NAT). Never 0.0.0.0.
 	AdvertiseIP netip.Addr
-	// ExternalIP is the address BIND listens on for the incoming
-	// connection; unset means the address the control connection arrived on.
+	// ExternalIP is the proxy's address towards the outside: BIND listens
+	// there (unset: the address the control connection arrived on), and
+	// CONNECT connects from there when it can reach the destination from it,
+	// so that a media server's UDP comes back to the lease sockets.
 	ExternalIP netip.Addr
 	// Rules decides which clients, commands and destinations are allowed.
 	Rules Rules

@@ -253,3 +253,34 @@ func TestIdleTimeoutClosesSession(t *testing.T) {
 	// ...silence closes it (the read ends in EOF, not in our deadline).
 	c.expectClosed()
 }
+
+func TestConnectFromExternalIP(t *testing.T) {
+	seen := make(chan netip.AddrPort, 1)
+	target := tcpTarget(t, "127.0.0.1:0", func(c net.Conn) { seen <- addrPortOf(c.RemoteAddr()) })
+	tests := []struct {
+		name     string
+		external netip.Addr
+		want     netip.Addr
+	}{
+		{"from the external address", netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.3")},
+		{"unset: the kernel's choice", netip.Addr{}, netip.MustParseAddr("127.0.0.1")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.ExternalIP = tt.external
+			ts := startServer(t, cfg, Deps{})
+			c := dialClient(t, ts.addr)
+			c.greet(methodNoAuth)
+			rep, bound := c.request(CommandConnect, spec(target))
+			require.Equal(t, ReplySucceeded, rep)
+			assert.Equal(t, tt.want, bound.Addr())
+			select {
+			case from := <-seen:
+				assert.Equal(t, tt.want, from.Addr())
+			case <-time.After(testTimeout):
+				t.Fatal("target saw no connection")
+			}
+		})
+	}
+}

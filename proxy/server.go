@@ -119,8 +119,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.resolve = resolveSystem
 	}
 	if s.dial == nil {
-		d := &net.Dialer{}
-		s.dial = d.DialContext
+		s.dial = s.dialFromExternal
 	}
 	if deps.Credentials != nil {
 		s.methods = map[uint8]socks5.Authenticator{methodUserPass: socks5.UserPassAuthenticator{Credentials: deps.Credentials}}
@@ -135,6 +134,21 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// dialFromExternal connects from ExternalIP when it can reach the
+// destination (same family, and not loopback towards a non-loopback
+// host). A media server sends its UDP data to the address the control
+// connection came from (MS-MMSP §3.2.5.5), so that address must be the one
+// the lease sockets listen on.
+func (s *Server) dialFromExternal(ctx context.Context, network, address string) (net.Conn, error) {
+	var d net.Dialer
+	ext := s.cfg.ExternalIP
+	if dst, err := netip.ParseAddrPort(address); err == nil && ext.IsValid() &&
+		ext.Is4() == dst.Addr().Unmap().Is4() && (!ext.IsLoopback() || dst.Addr().IsLoopback()) {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ext, 0))
+	}
+	return d.DialContext(ctx, network, address)
 }
 
 func resolveSystem(ctx context.Context, name string) ([]netip.Addr, error) {

@@ -126,6 +126,32 @@ func BenchmarkInbound(b *testing.B) {
 	}
 }
 
+// BenchmarkSocketToDeliver is one datagram from a loopback peer through the
+// lease's socket to its DeliverFunc and the wake-up of the waiting sender:
+// two syscalls and two goroutine switches dominate.
+func BenchmarkSocketToDeliver(b *testing.B) {
+	m := benchManager(b, nil)
+	got := make(chan struct{}, 1)
+	h, err := m.Acquire(context.Background(), key(1), Request{Kind: KindAssociation, Deliver: func([]byte, netip.AddrPort) {
+		got <- struct{}{}
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.AllowPeer(loopback)
+	srv := newPeer(b)
+	dst := h.LocalAddr()
+	buf := make([]byte, 1200)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if _, err := srv.c.WriteToUDPAddrPort(buf, dst); err != nil {
+			b.Fatal(err)
+		}
+		<-got
+	}
+}
+
 // BenchmarkSend is Holder.Send to a permitted peer (one sendto).
 func BenchmarkSend(b *testing.B) {
 	m := benchManager(b, nil)

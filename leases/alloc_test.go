@@ -108,3 +108,28 @@ func TestAllocsSend(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 }
+
+// TestReaderCountsFlushUnderFlood: a reader that never drains its socket
+// still reports every maxPendingCounts datagrams.
+func TestReaderCountsFlushUnderFlood(t *testing.T) {
+	rec := newRecorder()
+	m, err := New(testConfig(), Deps{Observer: rec})
+	require.NoError(t, err)
+	defer m.Close()
+	l := bareLease(t, m)
+	l.mu.Lock()
+	l.addHolderLocked(Request{Kind: KindAssociation, Deliver: func([]byte, netip.AddrPort) {}})
+	l.mu.Unlock()
+	l.permit(loopback)
+	from := netip.AddrPortFrom(loopback, 1)
+	b := []byte("x")
+	for range maxPendingCounts - 1 {
+		l.handle(b, 1, from)
+	}
+	require.Zero(t, rec.outcome(OutcomeDelivered))
+	l.handle(b, 1, from)
+	require.EqualValues(t, maxPendingCounts, rec.outcome(OutcomeDelivered))
+	l.handle(b, 1, netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), 1))
+	l.flushCounts()
+	require.EqualValues(t, 1, rec.dropped(ReasonNotPermitted))
+}

@@ -3,8 +3,9 @@ package leases
 // Observer receives the Manager's counters. The metrics package implements it
 // with pre-resolved Prometheus counters; every argument is a small enum whose
 // String is a valid label value, so reporting never allocates. Methods are
-// called from many goroutines, sometimes with a lease's delivery lock held:
-// they must be fast and must not call the Manager.
+// called from many goroutines, never with a Manager or lease lock held, but
+// sometimes from a lease's reader while it owns the socket's read side (so a
+// Close waits for them): they must be fast and must not call the Manager.
 type Observer interface {
 	// LeaseEvent counts one lease transition.
 	LeaseEvent(e Event)

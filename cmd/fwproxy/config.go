@@ -57,6 +57,9 @@ type Config struct {
 	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`
 	BindTimeout    time.Duration `yaml:"bind_timeout"`
 	Leases         LeaseLimits   `yaml:"leases"`
+	// MMSPorts are the TCP ports whose CONNECT sessions run through the MMS
+	// filter; empty disables it.
+	MMSPorts []uint16 `yaml:"mms_ports"`
 
 	Rules RulesConfig `yaml:"rules"`
 }
@@ -92,6 +95,7 @@ func DefaultConfig() Config {
 	l := leases.DefaultConfig()
 	return Config{
 		ExternalIP:     l.ListenIP.String(),
+		MMSPorts:       []uint16{1755},
 		UDPPorts:       fmt.Sprintf("%d-%d", l.PortMin, l.PortMax),
 		LeaseLinger:    l.Linger,
 		UDPIdleTimeout: p.UDPIdleTimeout,
@@ -195,6 +199,22 @@ func (c Config) leasesConfig() (leases.Config, error) {
 	l.MaxBufferedBytes = c.Leases.MaxBufferedBytes
 	l.MaxBufferedBytesTotal = c.Leases.MaxBufferedBytesTotal
 	return l, l.Validate()
+}
+
+// parsePortList parses "1755,8755"; "" is the empty list.
+func parsePortList(s string) ([]uint16, error) {
+	var out []uint16
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("port %q: want 1-65535", f)
+		}
+		out = append(out, uint16(p))
+	}
+	return out, nil
 }
 
 func (r RulesConfig) rules() (proxy.Rules, error) {

@@ -27,6 +27,7 @@ import (
 
 	"fwproxy/leases"
 	"fwproxy/metrics"
+	"fwproxy/mmsfilter"
 	"fwproxy/proxy"
 )
 
@@ -98,6 +99,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer lm.Close()
 	reg.MustRegister(metrics.LeaseTable(lm.Stats))
 	deps.Leases = lm
+	if len(cfg.MMSPorts) > 0 {
+		mcfg := mmsfilter.DefaultConfig()
+		mcfg.ExternalIP = lcfg.ListenIP
+		mf, err := mmsfilter.New(mcfg, mmsfilter.Deps{Leases: lm, Logger: log.With("component", "mms"), Observer: metrics.NewMMS(reg)})
+		if err != nil {
+			return err
+		}
+		deps.Filters = make(map[uint16]proxy.Filter, len(cfg.MMSPorts))
+		for _, p := range cfg.MMSPorts {
+			deps.Filters[p] = mmsFilter{mf}
+		}
+	}
 	srv, err := proxy.New(pcfg, deps)
 	if err != nil {
 		return err
@@ -129,7 +142,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("listening", "socks", ln.Addr().String(), "metrics", metricsAddr,
 		"auth", authName(deps.Credentials), "max_sessions", pcfg.MaxSessions,
-		"external_ip", lcfg.ListenIP.String(), "udp_ports", cfg.UDPPorts, "lease_linger", lcfg.Linger)
+		"external_ip", lcfg.ListenIP.String(), "udp_ports", cfg.UDPPorts, "lease_linger", lcfg.Linger,
+		"mms_ports", fmt.Sprint(cfg.MMSPorts))
 	if lcfg.ListenIP.IsLoopback() && !addrIsLoopback(ln.Addr()) {
 		log.Warn("external_ip is a loopback address: UDP relays cannot reach media servers elsewhere; set -external-ip")
 	}
@@ -244,6 +258,14 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 	dur("udp-idle-timeout", "end a UDP association idle this long; 0 never (default 5m)", func(c *Config, d time.Duration) { c.UDPIdleTimeout = d })
 	dur("bind-timeout", "how long BIND waits for the incoming connection (default 2m)", func(c *Config, d time.Duration) { c.BindTimeout = d })
 	dur("drain-timeout", "how long shutdown waits for sessions (default 10s)", func(c *Config, d time.Duration) { c.DrainTimeout = d })
+	fs.Func("mms-ports", "comma-separated TCP `PORTS` whose sessions run through the MMS filter; empty disables it (default 1755)", func(v string) error {
+		ports, err := parsePortList(v)
+		if err != nil {
+			return err
+		}
+		overrides = append(overrides, func(c *Config) { c.MMSPorts = ports })
+		return nil
+	})
 	fs.Func("max-sessions", "cap on concurrent client connections (default 1024)", func(v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil {

@@ -1,0 +1,327 @@
+package mmsfilter
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"fwproxy/leases"
+	"fwproxy/proxy"
+)
+
+// These tests run the filter where it lives: inside a real SOCKS proxy, on
+// loopback, between a scripted player and a scripted media server.
+
+const filterTestTimeout = 10 * time.Second
+
+// proxyFilter is the adapter cmd/fwproxy uses, repeated for the test.
+type proxyFilter struct{ f *Filter }
+
+func (proxyFilter) Name() string { return "mms" }
+func (p proxyFilter) NewSession(_ context.Context, info proxy.SessionInfo) (proxy.FilterSession, error) {
+	return p.f.NewConnection(ConnInfo{Client: info.Client, User: info.User, Server: info.Target, Local: info.Local}), nil
+}
+
+// external is the proxy's outside address: 127.0.0.2, so that it can keep
+// the port a player holds on 127.0.0.1, as across two hosts.
+var external = netip.MustParseAddr("127.0.0.2")
+
+type filterEnv struct {
+	proxyAddr string
+	server    *scriptedServer
+	leases    *leases.Manager
+	held      *heldCounter
+}
+
+// heldCounter counts datagrams the leases buffered or dropped, so that a
+// test can wait until the proxy has dealt with the ones sent into a gap.
+type heldCounter struct {
+	leases.NopObserver
+	n       atomic.Int64
+	changed chan struct{}
+}
+
+func (c *heldCounter) Datagrams(o leases.Outcome, _ leases.DropReason, n, _ int) {
+	if o == leases.OutcomeBuffered || o == leases.OutcomeDropped {
+		c.n.Add(int64(n))
+		select {
+		case c.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (c *heldCounter) waitFor(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.NewTimer(filterTestTimeout)
+	defer deadline.Stop()
+	for c.n.Load() < n {
+		select {
+		case <-c.changed:
+		case <-deadline.C:
+			t.Fatalf("the proxy held or dropped %d datagrams, want %d: it delivered them to a closed port", c.n.Load(), n)
+		}
+	}
+}
+
+func newFilterEnv(t *testing.T, linger time.Duration) *filterEnv {
+	t.Helper()
+	lcfg := leases.DefaultConfig()
+	lcfg.ListenIP = external
+	lcfg.Linger = linger
+	held := &heldCounter{changed: make(chan struct{}, 1)}
+	lm, err := leases.New(lcfg, leases.Deps{Observer: held})
+	require.NoError(t, err)
+	t.Cleanup(func() { lm.Close() })
+
+	srv := newScriptedServer(t)
+	f, err := New(Config{ExternalIP: external, AcquireTimeout: filterTestTimeout}, Deps{Leases: lm})
+	require.NoError(t, err)
+	pcfg := proxy.DefaultConfig()
+	pcfg.ExternalIP = external
+	p, err := proxy.New(pcfg, proxy.Deps{Leases: lm, Filters: map[uint16]proxy.Filter{srv.addr.Port(): proxyFilter{f}}})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go p.Serve(ln)
+	t.Cleanup(func() { p.Close() })
+	return &filterEnv{proxyAddr: ln.Addr().String(), server: srv, leases: lm, held: held}
+}
+
+// scriptedServer is a media server that follows the test's script: it
+// accepts one control connection and sends numbered UDP Data packets.
+type scriptedServer struct {
+	t    *testing.T
+	ln   net.Listener
+	udp  *net.UDPConn
+	addr netip.AddrPort
+	conn net.Conn
+	br   *bufio.Reader
+	seq  uint16
+	dst  netip.AddrPort // TCP peer IP : funnel port
+}
+
+func newScriptedServer(t *testing.T) *scriptedServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	s := &scriptedServer{t: t, ln: ln, udp: u, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	t.Cleanup(func() {
+		ln.Close()
+		u.Close()
+		if s.conn != nil {
+			s.conn.Close()
+		}
+	})
+	return s
+}
+
+func (s *scriptedServer) accept() {
+	c, err := s.ln.Accept()
+	require.NoError(s.t, err)
+	c.SetDeadline(time.Now().Add(filterTestTimeout))
+	s.conn, s.br = c, bufio.NewReader(c)
+}
+
+// expect reads one command packet and returns its first message.
+func (s *scriptedServer) expect(mid MID) Message {
+	return readCommand(s.t, s.br, mid)
+}
+
+func (s *scriptedServer) send(msgs ...Message) {
+	_, err := s.conn.Write(AppendCommand(nil, s.seq, msgs...))
+	require.NoError(s.t, err)
+	s.seq++
+}
+
+// sendData sends Data packets first..last to the funnel's destination.
+func (s *scriptedServer) sendData(first, last uint32) {
+	for loc := first; loc <= last; loc++ {
+		p := dataPacket(s.t, loc, 4, uint8(loc), 64)
+		_, err := s.udp.WriteToUDPAddrPort(p, s.dst)
+		require.NoError(s.t, err)
+	}
+}
+
+func readCommand(t *testing.T, br *bufio.Reader, mid MID) Message {
+	t.Helper()
+	head := make([]byte, HeaderLen)
+	_, err := io.ReadFull(br, head)
+	require.NoError(t, err)
+	h, _, err := ParseHeader(head)
+	require.NoError(t, err)
+	pkt := append(head, make([]byte, h.Len()-HeaderLen)...)
+	_, err = io.ReadFull(br, pkt[HeaderLen:])
+	require.NoError(t, err)
+	p, _, err := ParsePacket(pkt)
+	require.NoError(t, err)
+	m, _, err := ParseMessage(p.Messages)
+	require.NoError(t, err)
+	require.Equal(t, mid, m.MID, "message %v", m.MID)
+	return m
+}
+
+// player is the scripted client: control over SOCKS CONNECT, data on its
+// own UDP port, either straight (announced mode) or through a UDP
+// association (firewall-client mode).
+type player struct {
+	t      *testing.T
+	env    *filterEnv
+	assoc  bool
+	port   uint16
+	udp    *net.UDPConn
+	ctl    net.Conn // association's TCP connection, firewall-client mode
+	relay  netip.AddrPort
+	conn   net.Conn
+	br     *bufio.Reader
+	seq    uint16
+	reader chan uint32
+}
+
+func socksHandshake(t *testing.T, proxyAddr string, cmd byte, dst netip.AddrPort) (net.Conn, *bufio.Reader, netip.AddrPort) {
+	t.Helper()
+	c, err := net.Dial("tcp", proxyAddr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(filterTestTimeout))
+	a := dst.Addr().As4()
+	req := []byte{5, 1, 0, 5, cmd, 0, 1, a[0], a[1], a[2], a[3], byte(dst.Port() >> 8), byte(dst.Port())}
+	_, err = c.Write(req)
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	reply := make([]byte, 2+10)
+	_, err = io.ReadFull(br, reply)
+	require.NoError(t, err)
+	require.Equal(t, byte(0), reply[3], "SOCKS reply")
+	return c, br, netip.AddrPortFrom(netip.AddrFrom4([4]byte(reply[6:10])), binary.BigEndian.Uint16(reply[10:]))
+}
+
+func (p *player) bind(port uint16) {
+	u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)))
+	require.NoError(p.t, err)
+	u.SetDeadline(time.Now().Add(filterTestTimeout))
+	p.udp = u
+	p.port = u.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	if p.assoc {
+		p.ctl, _, p.relay = socksHandshake(p.t, p.env.proxyAddr, 3, netip.AddrPortFrom(netip.IPv4Unspecified(), p.port))
+	}
+}
+
+// recv reads one Data packet's LocationID from the UDP socket.
+func (p *player) recv() uint32 {
+	buf := make([]byte, 2048)
+	n, from, err := p.udp.ReadFromUDPAddrPort(buf)
+	require.NoError(p.t, err)
+	b := buf[:n]
+	if p.assoc {
+		require.Equal(p.t, p.relay.Port(), from.Port(), "data comes through the association")
+		require.GreaterOrEqual(p.t, len(b), 10)
+		b = b[10:] // SOCKS UDP header with an IPv4 address
+	}
+	h, _, err := ParseDataHeader(b)
+	require.NoError(p.t, err)
+	return h.LocationID
+}
+
+// closePort is the player's closesocket() at a playlist transition.
+func (p *player) closePort() {
+	if p.assoc {
+		// Half-close and wait for the proxy's close: from then on the
+		// lease holds what arrives.
+		p.ctl.(*net.TCPConn).CloseWrite()
+		_, err := io.ReadAll(p.ctl)
+		require.NoError(p.t, err)
+	}
+	p.udp.Close()
+}
+
+func (p *player) send(msgs ...Message) {
+	_, err := p.conn.Write(AppendCommand(nil, p.seq, msgs...))
+	require.NoError(p.t, err)
+	p.seq++
+}
+
+func (p *player) expect(mid MID) Message { return readCommand(p.t, p.br, mid) }
+
+func TestFilterPlaylistThroughProxy(t *testing.T) {
+	tests := []struct {
+		name   string
+		assoc  bool
+		linger time.Duration
+		lossy  bool
+	}{
+		{"announced mode", false, 10 * time.Second, false},
+		{"firewall-client mode", true, 10 * time.Second, false},
+		{"firewall-client mode without linger loses the gap", true, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newFilterEnv(t, tt.linger)
+			srv := env.server
+			pl := &player{t: t, env: env, assoc: tt.assoc}
+			pl.bind(0)
+			pl.conn, pl.br, _ = socksHandshake(t, env.proxyAddr, 1, srv.addr)
+			srv.accept()
+
+			pl.send(connectMsg())
+			srv.expect(MIDConnect)
+			srv.send(connectedEXMsg())
+			pl.expect(MIDReportConnectedEX)
+
+			pl.send(msg(MIDConnectFunnel, funnelBody(fmt.Sprintf(`\\127.0.0.1\UDP\%d`, pl.port), vlcTrailer)))
+			fm := srv.expect(MIDConnectFunnel)
+			funnel, err := ParseFunnel(fm)
+			require.NoError(t, err)
+			assert.Equal(t, external, funnel.Addr, "the funnel names the proxy's external address")
+			assert.Equal(t, pl.port, funnel.Port, "and the lease kept the player's port")
+			peer := srv.conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+			assert.Equal(t, external, peer.Addr().Unmap(), "the control connection comes from the external address")
+			srv.dst = netip.AddrPortFrom(peer.Addr().Unmap(), funnel.Port)
+			srv.send(connectedFunnelMsg())
+			pl.expect(MIDReportConnectedFunnel)
+
+			// Entry 1.
+			srv.sendData(0, 9)
+			for want := uint32(0); want <= 9; want++ {
+				require.Equal(t, want, pl.recv())
+			}
+
+			// The playlist transition: the player closes its port when it
+			// sees the stream change, the tail of entry 1 arrives while it
+			// is closed, then it binds the same port again and asks for
+			// the next header.
+			srv.send(endOfStreamMsg(1, 4), streamChangeMsg())
+			pl.expect(MIDReportEndOfStream)
+			pl.closePort()
+			srv.sendData(10, 14)
+			// Only once the proxy has dealt with the tail does the player
+			// bind again: a proxy that relays it to the closed port fails.
+			env.held.waitFor(t, 5)
+			pl.bind(pl.port)
+			pl.send(readBlockMsg(2))
+			srv.expect(MIDReadBlock)
+			srv.sendData(100, 104) // entry 2
+
+			var got []uint32
+			for len(got) == 0 || got[len(got)-1] != 104 {
+				got = append(got, pl.recv())
+			}
+			if tt.lossy {
+				assert.Equal(t, []uint32{100, 101, 102, 103, 104}, got, "without linger the tail of entry 1 is lost")
+				return
+			}
+			assert.Equal(t, []uint32{10, 11, 12, 13, 14, 100, 101, 102, 103, 104}, got, "every packet, in order")
+		})
+	}
+}

@@ -270,6 +270,21 @@ func (l *lease) hasKindLocked(k Kind) bool {
 	return false
 }
 
+// supersedeLocked marks every live holder of kind k as handed over: it stays
+// registered (the lease does not linger while it is), but it is never a
+// delivery target again. Only associations are superseded: their client has
+// already rebound, so if the newer holder goes first, data waits in the
+// buffer for the next rebind instead of going to a socket known to be
+// closing. Announced holders are filter sessions that announce no close;
+// when the newest one leaves, the one before it is still a valid target.
+func (l *lease) supersedeLocked(k Kind) {
+	for _, h := range l.holders {
+		if h.kind == k {
+			h.superseded = true
+		}
+	}
+}
+
 func (l *lease) addHolderLocked(req Request) *Holder {
 	l.nextGen++
 	h := &Holder{l: l, kind: req.Kind, gen: l.nextGen, deliver: req.Deliver}
@@ -303,16 +318,19 @@ func (l *lease) removeHolderLocked(h *Holder) {
 func (l *lease) retargetLocked() {
 	l.target = nil
 	for i := len(l.holders) - 1; i >= 0; i-- {
-		if l.holders[i].kind == KindAssociation {
-			l.target = l.holders[i]
+		if h := l.holders[i]; h.kind == KindAssociation && !h.superseded {
+			l.target = h
 			return
 		}
 	}
 	if l.everAssoc {
 		return
 	}
-	if n := len(l.holders); n > 0 {
-		l.target = l.holders[n-1]
+	for i := len(l.holders) - 1; i >= 0; i-- {
+		if h := l.holders[i]; !h.superseded {
+			l.target = h
+			return
+		}
 	}
 }
 
@@ -425,6 +443,9 @@ type Holder struct {
 	gen      uint64
 	deliver  DeliverFunc
 	released atomic.Bool
+	// superseded is set (under the lease's mu) when a newer holder of the
+	// same kind took the lease over.
+	superseded bool
 }
 
 // Generation numbers the registrations on one lease, starting at 1; a

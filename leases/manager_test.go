@@ -173,6 +173,33 @@ func TestAcquireBeforeReleaseHandsOver(t *testing.T) {
 	assert.EqualValues(t, 2, env.rec.event(EventRelease), "second Release of h1 is a no-op")
 }
 
+// TestSupersededHolderNeverDelivers: when the newer holder goes first, the
+// handed-over one (whose release is still on its way) must not get data.
+func TestSupersededHolderNeverDelivers(t *testing.T) {
+	env := newEnv(t, testConfig())
+	srv := newPeer(t)
+	k := key(7007)
+	s1, s2, s3 := newSink(), newSink(), newSink()
+	h1, err := env.m.Acquire(ctxT(t), k, assoc(s1))
+	require.NoError(t, err)
+	h1.AllowPeer(loopback)
+	h2, err := env.m.Acquire(ctxT(t), k, assoc(s2))
+	require.NoError(t, err)
+	h2.Release()
+	in, _ := snapshotOf(env.m, k)
+	require.Equal(t, StateActive, in.State, "h1 is still registered")
+	srv.send(t, h1.LocalAddr(), "w1", "w2")
+	env.rec.waitFor(t, "buffered", func() bool { return env.rec.outcome(OutcomeBuffered) == 2 })
+	h1.Release()
+	in, _ = snapshotOf(env.m, k)
+	require.Equal(t, StateLingering, in.State)
+	_, err = env.m.Acquire(ctxT(t), k, assoc(s3))
+	require.NoError(t, err)
+	require.Equal(t, []string{"w1", "w2"}, s3.all())
+	require.Empty(t, s1.all())
+	require.Empty(t, s2.all())
+}
+
 func TestAcquireWaitsForClose(t *testing.T) {
 	cfg := testConfig()
 	cfg.Linger = 0

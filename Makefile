@@ -5,7 +5,9 @@ GO       ?= go
 BIN      := bin
 FUZZTIME ?= 30s
 # Every fuzz target, as package:FuzzName.
-FUZZ_TARGETS := ./proxy:FuzzParseRequest
+FUZZ_TARGETS := ./proxy:FuzzParseRequest ./proxy:FuzzParseUDPHeader \
+	./mmsfilter:FuzzMMSFrame ./mmsfilter:FuzzFunnelString ./mmsfilter:FuzzRewrite ./mmsfilter:FuzzStream \
+	./leases:FuzzLeaseOps ./leases:FuzzParseRawSockaddr
 
 .PHONY: all build run test test-deps fuzz bench lint clean
 

@@ -1,10 +1,12 @@
 package metrics
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -134,4 +136,31 @@ func gatherText(t *testing.T, g prometheus.Gatherer) string {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return string(b)
+}
+
+func TestLeasesHandler(t *testing.T) {
+	snapshot := func() []leases.LeaseInfo {
+		return []leases.LeaseInfo{{
+			Key:       leases.Key{Client: netip.MustParseAddr("10.0.0.5"), User: "alice", Port: 7000},
+			LocalAddr: netip.MustParseAddrPort("192.0.2.1:7000"),
+			State:     leases.StateLingering, Associations: 0, Announced: 1,
+			BufferedDatagrams: 3, BufferedBytes: 300, Age: 2 * time.Second,
+		}}
+	}
+	rec := httptest.NewRecorder()
+	LeasesHandler(snapshot).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/leases", nil))
+	assert.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+	var rows []map[string]any
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &rows))
+	require.Len(t, rows, 1)
+	assert.Equal(t, "10.0.0.5", rows[0]["client"])
+	assert.Equal(t, "alice", rows[0]["user"])
+	assert.EqualValues(t, 7000, rows[0]["client_port"])
+	assert.Equal(t, "192.0.2.1:7000", rows[0]["external"])
+	assert.Equal(t, "lingering", rows[0]["state"])
+	assert.EqualValues(t, 3, rows[0]["buffered_datagrams"])
+
+	rec = httptest.NewRecorder()
+	LeasesHandler(func() []leases.LeaseInfo { return nil }).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/leases", nil))
+	assert.JSONEq(t, "[]", rec.Body.String(), "an empty table is an empty list, not null")
 }

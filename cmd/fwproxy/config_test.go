@@ -56,6 +56,25 @@ rules:
 			assert.Equal(t, "127.0.0.1:3080", c.Listen)
 			assert.Equal(t, time.Duration(0), c.IdleTimeout)
 		}},
+		{"udp and mms flags", []string{"-external-ip", "127.0.0.2", "-advertise-ip", "127.0.0.9", "-udp-ports", "40000-40999",
+			"-lease-linger", "0s", "-udp-idle-timeout", "1m", "-bind-timeout", "5s", "-mms-ports", "1755, 8755"}, func(t *testing.T, c Config) {
+			assert.Equal(t, []uint16{1755, 8755}, c.MMSPorts)
+			l, err := c.leasesConfig()
+			require.NoError(t, err)
+			assert.Equal(t, "127.0.0.2", l.ListenIP.String())
+			assert.Equal(t, uint16(40000), l.PortMin)
+			assert.Equal(t, uint16(40999), l.PortMax)
+			assert.Equal(t, time.Duration(0), l.Linger)
+			p, err := c.proxyConfig()
+			require.NoError(t, err)
+			assert.Equal(t, "127.0.0.9", p.AdvertiseIP.String())
+			assert.Equal(t, "127.0.0.2", p.ExternalIP.String())
+			assert.Equal(t, time.Minute, p.UDPIdleTimeout)
+			assert.Equal(t, 5*time.Second, p.BindTimeout)
+		}},
+		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, c Config) {
+			assert.Empty(t, c.MMSPorts)
+		}},
 		{"every flag", []string{"-metrics-listen", "", "-users", "/u", "-log-format", "json", "-log-level", "debug",
 			"-handshake-timeout", "1s", "-dial-timeout", "2s", "-drain-timeout", "3s", "-max-sessions", "7"}, func(t *testing.T, c Config) {
 			assert.Equal(t, "", c.MetricsListen)
@@ -95,6 +114,11 @@ func TestParseArgsRejectsBadConfig(t *testing.T) {
 		{"bad flag value", "", []string{"-max-sessions", "many"}, "max-sessions"},
 		{"negative max sessions", "", []string{"-max-sessions", "-1"}, "max sessions"},
 		{"stray argument", "", []string{"extra"}, "unexpected arguments"},
+		{"wildcard external ip", "", []string{"-external-ip", "0.0.0.0"}, "wildcard"},
+		{"bad external ip", "", []string{"-external-ip", "outside"}, "external_ip"},
+		{"bad udp ports", "", []string{"-udp-ports", "9-1"}, "udp_ports"},
+		{"bad mms port", "", []string{"-mms-ports", "1755,x"}, "mms-ports"},
+		{"negative linger", "lease_linger: -1s\n", nil, "Linger"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -325,3 +325,62 @@ func TestFilterPlaylistThroughProxy(t *testing.T) {
 		})
 	}
 }
+
+// holders returns the announced holders of the lease for the client port.
+func holders(env *filterEnv, port uint16) (announced int, found bool) {
+	for _, l := range env.leases.Snapshot() {
+		if l.Key.Port == port {
+			return l.Announced, true
+		}
+	}
+	return 0, false
+}
+
+func TestFilterLeaseFollowsTheFunnels(t *testing.T) {
+	env := newFilterEnv(t, 10*time.Second)
+	srv := env.server
+	pl := &player{t: t, env: env}
+	pl.conn, pl.br, _ = socksHandshake(t, env.proxyAddr, 1, srv.addr)
+	srv.accept()
+
+	funnel := func(name string) Funnel {
+		pl.send(msg(MIDConnectFunnel, funnelBody(name, vlcTrailer)))
+		f, err := ParseFunnel(srv.expect(MIDConnectFunnel))
+		require.NoError(t, err)
+		return f
+	}
+	const first, second = 41001, 41002
+	f := funnel(fmt.Sprintf(`\\10.9.9.9\UDP\%d`, first))
+	assert.Equal(t, netip.AddrPortFrom(external, first), netip.AddrPortFrom(f.Addr, f.Port), "the announced IP is ignored; the port is kept")
+	n, ok := holders(env, first)
+	require.True(t, ok)
+	assert.Equal(t, 1, n)
+
+	// A second UDP funnel on the same connection moves the lease.
+	f = funnel(fmt.Sprintf(`\\10.9.9.9\UDP\%d`, second))
+	assert.Equal(t, uint16(second), f.Port)
+	n, _ = holders(env, first)
+	assert.Equal(t, 0, n, "the old lease was released")
+	n, _ = holders(env, second)
+	assert.Equal(t, 1, n)
+
+	// A TCP funnel passes unchanged and releases the UDP lease.
+	f = funnel(`\\192.168.0.1\TCP\1242`)
+	assert.Equal(t, TransportTCP, f.Transport)
+	assert.Equal(t, netip.MustParseAddr("192.168.0.1"), f.Addr)
+	n, _ = holders(env, second)
+	assert.Equal(t, 0, n, "data now flows on the control connection")
+
+	// Back to UDP, then the connection ends: nothing is left held.
+	funnel(fmt.Sprintf(`\\10.9.9.9\UDP\%d`, first))
+	pl.conn.Close()
+	srv.conn.Close()
+	deadline := time.Now().Add(filterTestTimeout)
+	for {
+		if n, _ := holders(env, first); n == 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the connection's lease was not released")
+		time.Sleep(time.Millisecond)
+	}
+}

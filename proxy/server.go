@@ -224,20 +224,7 @@ func (s *Server) admit(conn net.Conn) {
 // done; then it closes what is left. It returns ctx's error when it had to
 // cut sessions short.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	first := !s.closing
-	s.closing = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	for sess := range s.sessions {
-		sess.closeIfHandshaking()
-	}
-	if first && len(s.sessions) == 0 {
-		close(s.drained)
-	}
-	s.mu.Unlock()
-
+	s.stopAccepting((*session).closeIfHandshaking)
 	var err error
 	select {
 	case <-s.drained:
@@ -251,22 +238,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops accepting, ends every session at once and waits for their
 // goroutines. It is safe to call more than once.
 func (s *Server) Close() error {
+	s.stopAccepting((*session).abort)
+	s.cancel()
+	s.sessionsWG.Wait()
+	return nil
+}
+
+// stopAccepting marks the server closing, closes its listeners and applies
+// end to every session. drained closes when the last session is gone.
+func (s *Server) stopAccepting(end func(*session)) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	first := !s.closing
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
 	}
 	for sess := range s.sessions {
-		sess.abort()
+		end(sess)
 	}
 	if first && len(s.sessions) == 0 {
 		close(s.drained)
 	}
-	s.mu.Unlock()
-	s.cancel()
-	s.sessionsWG.Wait()
-	return nil
 }
 
 func (s *Server) isClosing() bool {

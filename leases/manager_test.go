@@ -110,6 +110,11 @@ func TestReleaseThenAcquireReclaims(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, StateLingering, in.State)
 	require.Equal(t, env.clock.Now().Add(10*time.Second), in.LingerDeadline)
+	require.Zero(t, in.Associations)
+	env.clock.Advance(3 * time.Second)
+	in, _ = snapshotOf(env.m, k)
+	require.Equal(t, 3*time.Second, in.Age)
+	require.Equal(t, 1, in.Peers)
 
 	srv.send(t, h1.LocalAddr(), seq("d", 4, 6)...)
 	env.rec.waitFor(t, "3 buffered", func() bool { return env.rec.outcome(OutcomeBuffered) == 3 })

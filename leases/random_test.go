@@ -51,7 +51,7 @@ func TestRandomizedInterleavings(t *testing.T) {
 const (
 	randKeys    = 6
 	randSteps   = 300
-	sendPace    = 400 * time.Microsecond
+	sendPace    = time.Millisecond
 	payloadSize = 9 // key u8 | epoch u32 | seq u32
 )
 

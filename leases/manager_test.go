@@ -770,6 +770,7 @@ func TestCloseTearsDown(t *testing.T) {
 	require.Zero(t, env.clock.pending())
 	require.Empty(t, env.m.Snapshot())
 	require.Equal(t, Stats{}, env.m.Stats())
+	require.NotContains(t, env.logs.String(), "reader stopped", "a closed socket ends its reader quietly")
 	assert.EqualValues(t, 5, env.rec.event(EventClose))
 	assert.EqualValues(t, 1, env.rec.dropped(ReasonClosed))
 

@@ -41,7 +41,8 @@ const (
 	// EventJoin: a holder of a kind the lease had no live holder of joined an
 	// active lease (for example an MMS session joining a UDP association).
 	EventJoin
-	// EventRelease: a holder was released (stale releases are not counted).
+	// EventRelease: a holder was released. A repeated Release, or one
+	// after its lease closed (expired, evicted), is not counted.
 	EventRelease
 	// EventExpire: a lingering lease reached its deadline and was closed.
 	EventExpire

@@ -779,3 +779,40 @@ func TestCloseTearsDown(t *testing.T) {
 	require.ErrorIs(t, hs[1].Send([]byte("x"), srv.addr()), net.ErrClosed)
 	hs[1].Release() // after Close: harmless
 }
+
+// TestPortableReader runs the delivery rules over the portable reader that
+// non-Linux systems use.
+func TestPortableReader(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxDatagramSize = 8
+	env := newEnv(t, cfg)
+	env.m.newSource = func(c *net.UDPConn, pool *bufPool, idle func()) (datagramSource, error) {
+		return newStdSource(c, pool, idle), nil
+	}
+	srv := newPeer(t)
+	s1, s2 := newSink(), newSink()
+	h1, err := env.m.Acquire(ctxT(t), key(7070), assoc(s1))
+	require.NoError(t, err)
+	require.NoError(t, h1.Send([]byte("hi"), srv.addr()))
+	srv.send(t, h1.LocalAddr(), "123456789", "p1")
+	require.Equal(t, []string{"p1"}, s1.waitN(t, 1))
+	env.rec.waitFor(t, "too large", func() bool { return env.rec.dropped(ReasonTooLarge) == 1 })
+	h1.Release()
+	srv.send(t, h1.LocalAddr(), "p2", "p3")
+	env.rec.waitFor(t, "buffered", func() bool { return env.rec.outcome(OutcomeBuffered) == 2 })
+	h2, err := env.m.Acquire(ctxT(t), key(7070), assoc(s2))
+	require.NoError(t, err)
+	require.Equal(t, h1.Port(), h2.Port())
+	require.Equal(t, []string{"p2", "p3"}, s2.all())
+}
+
+func TestKeyAndHolderAccessors(t *testing.T) {
+	require.Equal(t, "10.0.0.5/7", key(7).String())
+	require.Equal(t, "alice@10.0.0.5/7", Key{Client: key(7).Client, User: "alice", Port: 7}.String())
+	env := newEnv(t, testConfig())
+	h, err := env.m.Acquire(ctxT(t), key(7), announced(newSink()))
+	require.NoError(t, err)
+	require.Equal(t, KindAnnounced, h.Kind())
+	require.False(t, h.HasAssociation())
+	require.EqualValues(t, 1, h.Generation())
+}

@@ -50,7 +50,7 @@ func TestRandomizedInterleavings(t *testing.T) {
 
 const (
 	randKeys    = 6
-	randSteps   = 300
+	randSteps   = 500
 	sendPace    = time.Millisecond
 	payloadSize = 9 // key u8 | epoch u32 | seq u32
 )

@@ -54,11 +54,25 @@ const (
 	numEvents
 )
 
-var eventNames = [...]string{"unknown", "acquire", "reclaim", "handover", "join", "release", "expire", "close", "evict"}
-
 func (e Event) String() string {
-	if int(e) < len(eventNames) {
-		return eventNames[e]
+	// A switch, not a lookup table: no package-level mutable state.
+	switch e {
+	case EventAcquire:
+		return "acquire"
+	case EventReclaim:
+		return "reclaim"
+	case EventHandover:
+		return "handover"
+	case EventJoin:
+		return "join"
+	case EventRelease:
+		return "release"
+	case EventExpire:
+		return "expire"
+	case EventClose:
+		return "close"
+	case EventEvict:
+		return "evict"
 	}
 	return "unknown"
 }
@@ -78,11 +92,16 @@ const (
 	numOutcomes
 )
 
-var outcomeNames = [...]string{"unknown", "delivered", "buffered", "flushed", "dropped"}
-
 func (o Outcome) String() string {
-	if int(o) < len(outcomeNames) {
-		return outcomeNames[o]
+	switch o {
+	case OutcomeDelivered:
+		return "delivered"
+	case OutcomeBuffered:
+		return "buffered"
+	case OutcomeFlushed:
+		return "flushed"
+	case OutcomeDropped:
+		return "dropped"
 	}
 	return "unknown"
 }
@@ -112,11 +131,26 @@ const (
 	numReasons
 )
 
-var reasonNames = [...]string{"none", "not_permitted", "buffer_full", "total_buffer_full", "no_holder", "expired_unflushed", "evicted", "closed", "too_large"}
-
 func (r DropReason) String() string {
-	if int(r) < len(reasonNames) {
-		return reasonNames[r]
+	switch r {
+	case ReasonNone:
+		return "none"
+	case ReasonNotPermitted:
+		return "not_permitted"
+	case ReasonBufferFull:
+		return "buffer_full"
+	case ReasonTotalBufferFull:
+		return "total_buffer_full"
+	case ReasonNoHolder:
+		return "no_holder"
+	case ReasonExpiredUnflushed:
+		return "expired_unflushed"
+	case ReasonEvicted:
+		return "evicted"
+	case ReasonClosed:
+		return "closed"
+	case ReasonTooLarge:
+		return "too_large"
 	}
 	return "unknown"
 }
@@ -137,11 +171,26 @@ const (
 	numFailReasons
 )
 
-var failNames = [...]string{"unknown", "port_taken", "port_out_of_range", "client_limit", "table_full", "no_port", "closed", "canceled", "bad_request", "other"}
-
 func (r FailReason) String() string {
-	if int(r) < len(failNames) {
-		return failNames[r]
+	switch r {
+	case FailPortTaken:
+		return "port_taken"
+	case FailPortOutOfRange:
+		return "port_out_of_range"
+	case FailClientLimit:
+		return "client_limit"
+	case FailTableFull:
+		return "table_full"
+	case FailNoPort:
+		return "no_port"
+	case FailClosed:
+		return "closed"
+	case FailCanceled:
+		return "canceled"
+	case FailBadRequest:
+		return "bad_request"
+	case FailOther:
+		return "other"
 	}
 	return "unknown"
 }

@@ -9,7 +9,7 @@ FUZZ_TARGETS := ./proxy:FuzzParseRequest ./proxy:FuzzParseUDPHeader \
 	./mmsfilter:FuzzMMSFrame ./mmsfilter:FuzzFunnelString ./mmsfilter:FuzzRewrite ./mmsfilter:FuzzStream \
 	./leases:FuzzLeaseOps ./leases:FuzzParseRawSockaddr
 
-.PHONY: all build run test test-deps fuzz bench lint clean
+.PHONY: all build run test test-deps fuzz bench bench-deps lint clean
 
 all: build
 
@@ -42,10 +42,29 @@ fuzz:
 		if [ -d "$$cache/$${pkg#./}/$$name" ]; then cp -n "$$cache/$${pkg#./}/$$name"/* $$pkg/testdata/fuzz/$$name/ 2>/dev/null || true; fi; \
 	done
 
-## bench: Go benchmarks; each reports its ratio to a baseline measured in
-## the same run.
-bench:
+## bench: fwbench measures direct loopback, fwproxy and (when installed,
+## see bench-deps) Dante's danted side by side in one run and prints each
+## figure with fwproxy's ratios (BENCHMARKS.md); then the Go benchmarks,
+## each with its ratio to a baseline measured in the same run.
+## BENCH_DURATION is each figure's measuring time per system.
+BENCH_DURATION ?= 2s
+bench: build
+	$(GO) build -o $(BIN)/fwbench ./cmd/fwbench
+	./$(BIN)/fwbench -fwproxy $(BIN)/fwproxy -duration $(BENCH_DURATION)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
+
+## bench-deps: installs Dante's server for make bench to compare with. The
+## package's own service is stopped and disabled: fwbench runs danted
+## itself, on loopback, only while it measures.
+bench-deps:
+	@if [ ! -x /usr/sbin/danted ]; then \
+		sudo=; [ "$$(id -u)" -ne 0 ] && sudo=sudo; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$$sudo apt-get update -qq && \
+		$$sudo apt-get install -y -qq --no-install-recommends dante-server >/dev/null; \
+		if command -v systemctl >/dev/null 2>&1; then $$sudo systemctl disable --now danted >/dev/null 2>&1 || true; fi; \
+	fi
+	@/usr/sbin/danted -v | head -1
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

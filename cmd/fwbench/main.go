@@ -1,0 +1,246 @@
+// Command fwbench measures fwproxy side by side with direct loopback (no
+// proxy: the physical limit) and, when it is installed, Dante's danted, in
+// one run on one machine, and prints each figure with fwproxy's ratio to
+// the other two. Absolute numbers on a shared machine mean little; the
+// ratios are the result.
+//
+// It starts and stops everything itself: the loopback peers, fwproxy (a
+// second instance for the memory test) and danted with a configuration it
+// writes. Every load loop is bounded in time and count, and everything
+// stops on error and on SIGINT/SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the command line.
+type options struct {
+	fwproxy  string
+	danted   string
+	dur      time.Duration
+	only     map[string]bool
+	churn    churnConfig
+	leases   []int
+	markdown string
+}
+
+var scenarios = []string{"connect", "bulk", "udp", "churn", "memory"}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("fwbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.fwproxy, "fwproxy", "bin/fwproxy", "fwproxy binary `path`")
+	fs.StringVar(&o.danted, "danted", "/usr/sbin/danted", "danted binary `path`; skipped when absent or empty")
+	fs.DurationVar(&o.dur, "duration", 2*time.Second, "measuring time of each figure on each system")
+	only := fs.String("only", strings.Join(scenarios, ","), "comma-separated scenarios to run")
+	fs.IntVar(&o.churn.clients, "churn-clients", 8, "players in the churn scenario")
+	fs.DurationVar(&o.churn.interval, "churn-interval", time.Millisecond, "sender's gap between datagrams to one player")
+	fs.DurationVar(&o.churn.dwell, "churn-dwell", time.Millisecond, "how long a player reads between rebinds")
+	leases := fs.String("leases", "1000,10000", "comma-separated idle lease counts for the memory scenario")
+	fs.StringVar(&o.markdown, "markdown", "", "also write the report to this `file`")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	o.only = make(map[string]bool)
+	for s := range strings.SplitSeq(*only, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !contains(scenarios, s) {
+			return o, fmt.Errorf("unknown scenario %q (want %s)", s, strings.Join(scenarios, ", "))
+		}
+		o.only[s] = true
+	}
+	for s := range strings.SplitSeq(*leases, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 || n > 40000 {
+			return o, fmt.Errorf("-leases: %q: want counts of 1 to 40000", s)
+		}
+		o.leases = append(o.leases, n)
+	}
+	if o.dur <= 0 || o.churn.clients <= 0 || o.churn.interval <= 0 || o.churn.dwell < 0 {
+		return o, errors.New("-duration, -churn-clients and -churn-interval must be positive")
+	}
+	return o, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// bench is one run: the peers, the systems measured and the results.
+type bench struct {
+	res     *results
+	peers   *peers
+	targets []target
+	dur     time.Duration
+	log     *slog.Logger
+	bin     string // fwproxy binary
+	dir     string // scratch directory for configurations and logs
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "fwbench:", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := runBench(ctx, o, log, stdout); err != nil {
+		log.Error("fwbench failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer) error {
+	raiseFileLimit(log)
+	becomeSubreaper()
+	dir, err := os.MkdirTemp("", "fwbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	pe, err := startPeers()
+	if err != nil {
+		return fmt.Errorf("start peers: %w", err)
+	}
+	defer pe.Close()
+	b := &bench{res: newResults(), peers: pe, dur: o.dur, log: log, bin: o.fwproxy, dir: dir}
+
+	fw, err := startFwproxy(ctx, o.fwproxy, dir, fwproxyOptions{})
+	if err != nil {
+		return err
+	}
+	defer fw.stop()
+	b.targets = []target{{sys: sysDirect}, {sys: sysFwproxy, proxy: fw.addr}}
+	dantedNote := ""
+	if bin := findDanted(o.danted); bin == "" {
+		dantedNote = fmt.Sprintf("danted not found at %q (make bench-deps installs dante-server): no ratios to danted", o.danted)
+		log.Warn(dantedNote)
+	} else {
+		dt, err := startDanted(ctx, bin, dir)
+		if err != nil {
+			return err
+		}
+		defer dt.stop()
+		b.targets = append(b.targets, target{sys: sysDanted, proxy: dt.addr})
+	}
+	log.Info("measuring", "fwproxy", fw.addr, "systems", len(b.targets), "duration", o.dur)
+
+	steps := []struct {
+		scenario string
+		name     string
+		run      func() error
+	}{
+		{"connect", "CONNECT, 1 client", func() error { return b.benchConnect(ctx, 1) }},
+		{"connect", "CONNECT, 16 clients", func() error { return b.benchConnect(ctx, 16) }},
+		{"bulk", "bulk download, 1 stream", func() error { return b.benchBulk(ctx, 1, 'd') }},
+		{"bulk", "bulk upload, 1 stream", func() error { return b.benchBulk(ctx, 1, 'u') }},
+		{"bulk", "bulk download, 4 streams", func() error { return b.benchBulk(ctx, 4, 'd') }},
+		{"bulk", "bulk upload, 4 streams", func() error { return b.benchBulk(ctx, 4, 'u') }},
+		{"udp", "UDP, 1 association, 100 B", func() error { return b.benchUDP(ctx, 1, 100) }},
+		{"udp", "UDP, 1 association, 1200 B", func() error { return b.benchUDP(ctx, 1, 1200) }},
+		{"udp", "UDP, 16 associations, 100 B", func() error { return b.benchUDP(ctx, 16, 100) }},
+		{"udp", "UDP, 16 associations, 1200 B", func() error { return b.benchUDP(ctx, 16, 1200) }},
+		{"churn", "playlist churn", func() error { return b.benchChurn(ctx, fw.addr, o.churn) }},
+		{"memory", "idle lease memory", func() error { return b.benchMemory(ctx, o.leases) }},
+	}
+	var failed []error
+	for _, s := range steps {
+		if !o.only[s.scenario] {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		log.Info("scenario", "name", s.name)
+		if err := s.run(); err != nil {
+			// One broken scenario must not hide the others' figures.
+			log.Error("scenario failed", "name", s.name, "err", err)
+			failed = append(failed, fmt.Errorf("%s: %w", s.name, err))
+		}
+	}
+
+	report := b.report(dantedNote)
+	io.WriteString(stdout, report)
+	if o.markdown != "" {
+		if err := os.WriteFile(o.markdown, []byte(report), 0o644); err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if ctx.Err() != nil {
+		failed = append(failed, ctx.Err())
+	}
+	return errors.Join(failed...)
+}
+
+// report is the machine's description, the table and the targets.
+func (b *bench) report(dantedNote string) string {
+	var w strings.Builder
+	fmt.Fprintf(&w, "\n## fwbench %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	for _, line := range describeMachine() {
+		fmt.Fprintf(&w, "- %s\n", line)
+	}
+	fmt.Fprintf(&w, "- each figure measured for %v per system, systems one after the other\n", b.dur)
+	if dantedNote != "" {
+		fmt.Fprintf(&w, "- %s\n", dantedNote)
+	}
+	fmt.Fprintln(&w)
+	b.res.writeTable(&w)
+	fmt.Fprintln(&w)
+	b.res.writeGoals(&w)
+	return w.String()
+}
+
+// noteLost logs operations that failed during a measurement.
+func (b *bench) noteLost(s system, what string, smp sample) {
+	if smp.lost > 0 {
+		b.log.Warn("operations failed", "system", s, "what", what, "failed", smp.lost, "completed", smp.ok)
+	}
+}
+
+// raiseFileLimit lifts the open-file limit (inherited by fwproxy) so that
+// 10,000 idle associations fit: three descriptors each in fwproxy.
+func raiseFileLimit(log *slog.Logger) {
+	const want = 1 << 16
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= want {
+		return
+	}
+	raised := syscall.Rlimit{Cur: want, Max: max(lim.Max, want)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
+		// Not root: take what the hard limit allows.
+		raised = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised)
+		log.Warn("open-file limit not raised; the memory scenario may fail", "limit", lim.Max, "err", err)
+	}
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// memoryFirstPort is the first client port of the memory scenario; below
+// the kernel's ephemeral ports, clear of the driver's own sockets.
+const memoryFirstPort = 20000
+
+// leaseKind is how the memory scenario keeps its leases idle.
+type leaseKind int
+
+const (
+	// heldLeases: each lease is held by a live, silent UDP association (a
+	// TCP connection, a relay socket and the external socket: three
+	// descriptors in fwproxy).
+	heldLeases leaseKind = iota
+	// lingeringLeases: each association was closed the careful way and its
+	// lease lingers with its external socket only, as between two playlist
+	// items (one descriptor).
+	lingeringLeases
+)
+
+// fdsPerLease is fwproxy's descriptors per lease of each kind.
+var fdsPerLease = [...]int{heldLeases: 3, lingeringLeases: 1}
+
+var leaseKindNames = [...]string{heldLeases: "held by idle associations", lingeringLeases: "lingering"}
+
+// benchMemory measures fwproxy's RSS with idle leases of both kinds, each
+// kind on a fresh fwproxy with raised lease caps: the growth over the idle
+// process divided by the number of leases. A count that would not fit the
+// open-file limit is skipped and said so.
+func (b *bench) benchMemory(ctx context.Context, counts []int) error {
+	limit := fileLimit()
+	for _, kind := range []leaseKind{heldLeases, lingeringLeases} {
+		// What fits: a count over the limit is cut to the largest round
+		// thousand that fits.
+		most := (limit - 256) / fdsPerLease[kind] / 1000 * 1000
+		var fit []int
+		for _, n := range counts {
+			if n > most {
+				b.log.Warn("memory: fewer leases, the open-file limit is too low", "kind", leaseKindNames[kind], "wanted", n, "measured", most, "limit", limit)
+				n = most
+			}
+			if n > 0 && (len(fit) == 0 || n > fit[len(fit)-1]) {
+				fit = append(fit, n)
+			}
+		}
+		if len(fit) == 0 {
+			continue
+		}
+		if err := b.memoryOf(ctx, kind, fit); err != nil {
+			return fmt.Errorf("%s leases: %w", leaseKindNames[kind], err)
+		}
+	}
+	return nil
+}
+
+func (b *bench) memoryOf(ctx context.Context, kind leaseKind, counts []int) error {
+	most := 0
+	for _, n := range counts {
+		most = max(most, n)
+	}
+	// A linger longer than the scenario, so no lease expires while measured.
+	fw, err := startFwproxy(ctx, b.bin, b.dir, fwproxyOptions{maxLeases: most, linger: 10 * time.Minute})
+	if err != nil {
+		return err
+	}
+	defer fw.stop()
+	settle := func() error {
+		select {
+		case <-time.After(time.Second):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := settle(); err != nil {
+		return err
+	}
+	base, err := fw.rssKiB()
+	if err != nil {
+		return err
+	}
+	name := leaseKindNames[kind]
+	b.res.fig(fmt.Sprintf("rss/%d/0", kind), "fwproxy RSS, no lease (before "+name+")", "MiB", lowerIsBetter).set(sysFwproxy, float64(base)/1024)
+
+	var conns []*net.TCPConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	opened := 0
+	for _, n := range counts {
+		more, err := openIdleLeases(ctx, fw.addr, kind, opened, n-opened)
+		conns = append(conns, more...)
+		if err != nil {
+			return fmt.Errorf("%d open: %w", opened, err)
+		}
+		opened = n
+		if err := settle(); err != nil {
+			return err
+		}
+		rss, err := fw.rssKiB()
+		if err != nil {
+			return err
+		}
+		key := fmt.Sprintf("rss/%d/%d", kind, n)
+		if kind == lingeringLeases {
+			key = fmt.Sprintf("rss/%d", n) // the target
+		}
+		b.res.fig(key+"/total", fmt.Sprintf("fwproxy RSS, %d leases %s", n, name), "MiB", lowerIsBetter).set(sysFwproxy, float64(rss)/1024)
+		b.res.fig(key+"/per", fmt.Sprintf("RSS per idle lease, %d leases %s", n, name), "KiB", lowerIsBetter).set(sysFwproxy, float64(rss-base)/float64(n))
+	}
+	return nil
+}
+
+// openIdleLeases makes n idle leases for client ports from
+// memoryFirstPort+first on, eight at a time. For held leases it returns
+// the associations' control connections, which keep them.
+func openIdleLeases(ctx context.Context, proxy string, kind leaseKind, first, n int) ([]*net.TCPConn, error) {
+	const workers = 8
+	conns := make([]*net.TCPConn, n)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n && ctx.Err() == nil; i += workers {
+				port := uint16(memoryFirstPort + first + i)
+				c, err := idleLease(ctx, proxy, kind, port)
+				if err != nil {
+					errs[w] = fmt.Errorf("port %d: %w", port, err)
+					return
+				}
+				conns[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	var opened []*net.TCPConn
+	for _, c := range conns {
+		if c != nil {
+			opened = append(opened, c)
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return opened, err
+		}
+	}
+	return opened, ctx.Err()
+}
+
+// idleLease associates port; for a lingering lease it then closes the
+// association the careful way (half-close, wait for the proxy's close).
+func idleLease(ctx context.Context, proxy string, kind leaseKind, port uint16) (*net.TCPConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	c, _, err := dialSocks(ctx, proxy, cmdUDPAssociate, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port))
+	if err != nil || kind == heldLeases {
+		return c, err
+	}
+	defer c.Close()
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(connectTimeout))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		return nil, fmt.Errorf("waiting for the proxy's close: %w", err)
+	}
+	return nil, nil
+}
+
+// fileLimit is the open-file limit fwproxy inherits from the driver.
+func fileLimit() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 1024
+	}
+	return int(min(lim.Cur, 1<<30))
+}

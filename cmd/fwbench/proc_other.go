@@ -1,0 +1,14 @@
+//go:build !linux
+
+package main
+
+import "syscall"
+
+// procAttr puts a server in its own process group (stop signals the group).
+func procAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
+
+func becomeSubreaper() {}
+
+func reapGroup(int) {}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// system is one thing measured side by side.
+type system int
+
+const (
+	sysDirect  system = iota // no proxy: the loopback limit
+	sysFwproxy               // fwproxy
+	sysDanted                // Dante's danted
+	numSystems
+)
+
+var systemNames = [numSystems]string{"direct", "fwproxy", "danted"}
+
+func (s system) String() string { return systemNames[s] }
+
+// better says which way a figure improves, for the reader of the table.
+type better int
+
+const (
+	higherIsBetter better = iota
+	lowerIsBetter
+)
+
+// figure is one row of the result table: one quantity measured on up to
+// three systems.
+type figure struct {
+	key    string // stable identifier, used by the target checks
+	name   string // what the row shows
+	unit   string
+	better better
+	value  [numSystems]float64
+	has    [numSystems]bool
+}
+
+func (f *figure) set(s system, v float64) {
+	f.value[s] = v
+	f.has[s] = true
+}
+
+// ratio is fwproxy's value divided by other's; ok is false when either is
+// missing or other is 0.
+func (f *figure) ratio(other system) (float64, bool) {
+	if !f.has[sysFwproxy] || !f.has[other] || f.value[other] == 0 {
+		return 0, false
+	}
+	return f.value[sysFwproxy] / f.value[other], true
+}
+
+// results is every figure of a run, in the order measured.
+type results struct {
+	figs  []*figure
+	index map[string]*figure
+}
+
+func newResults() *results { return &results{index: make(map[string]*figure)} }
+
+// fig returns the figure for key, creating it with name, unit and better
+// on first use.
+func (r *results) fig(key, name, unit string, b better) *figure {
+	if f, ok := r.index[key]; ok {
+		return f
+	}
+	f := &figure{key: key, name: name, unit: unit, better: b}
+	r.figs = append(r.figs, f)
+	r.index[key] = f
+	return f
+}
+
+func (r *results) get(key string) *figure { return r.index[key] }
+
+// writeTable prints the results as a Markdown table: each figure, its value
+// per system, and fwproxy's ratio to direct and to danted (fwproxy divided
+// by the other, whichever way the figure improves; the arrow says which).
+func (r *results) writeTable(w io.Writer) {
+	fmt.Fprintln(w, "| figure | unit | direct | fwproxy | danted | fwproxy ÷ direct | fwproxy ÷ danted |")
+	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+	for _, f := range r.figs {
+		arrow := "↑"
+		if f.better == lowerIsBetter {
+			arrow = "↓"
+		}
+		cells := []string{f.name, f.unit + " " + arrow}
+		for s := range numSystems {
+			cells = append(cells, valueCell(f, s))
+		}
+		cells = append(cells, ratioCell(f, sysDirect), ratioCell(f, sysDanted))
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	}
+}
+
+func valueCell(f *figure, s system) string {
+	if !f.has[s] {
+		return "—"
+	}
+	return formatValue(f.value[s])
+}
+
+func ratioCell(f *figure, other system) string {
+	q, ok := f.ratio(other)
+	if !ok {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", q)
+}
+
+// formatValue prints about three significant digits without exponents.
+func formatValue(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case a == 0:
+		return "0"
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}

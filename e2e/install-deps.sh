@@ -12,6 +12,10 @@ need() { # need PACKAGE CHECK-COMMAND...
 need curl command -v curl
 need python3-socks /usr/bin/python3 -c 'import socks'
 need dante-client command -v socksify
+# VLC as the real MMSU player (e2e/vlc_test.go); setpriv runs it unprivileged.
+need vlc-bin command -v vlc
+need vlc-plugin-base dpkg -s vlc-plugin-base
+need util-linux command -v setpriv
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -47,7 +47,7 @@ fuzz:
 ## figure with fwproxy's ratios (BENCHMARKS.md); then the Go benchmarks,
 ## each with its ratio to a baseline measured in the same run.
 ## BENCH_DURATION is each figure's measuring time per system.
-BENCH_DURATION ?= 2s
+BENCH_DURATION ?= 1s
 bench: build
 	$(GO) build -o $(BIN)/fwbench ./cmd/fwbench
 	./$(BIN)/fwbench -fwproxy $(BIN)/fwproxy -duration $(BENCH_DURATION)

@@ -79,8 +79,11 @@ func (b *bench) benchChurn(ctx context.Context, proxy string, cc churnConfig) er
 	b.res.fig("churn/rate", fmt.Sprintf("churn: rebinds, %d players", len(players)), "rebinds/s", higherIsBetter).set(sysFwproxy, perSecond(rebinds.ok, elapsed))
 	b.res.fig("churn/p50", "churn: rebind time p50", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(rebinds.lat, 0.50)))
 	b.res.fig("churn/p99", "churn: rebind time p99", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(rebinds.lat, 0.99)))
-	b.res.fig("churn/sent", "churn: datagrams sent", "count", higherIsBetter).set(sysFwproxy, float64(sumInts(sent)))
-	b.res.fig("churn/lost", "churn: datagrams lost (must be 0)", "count", lowerIsBetter).set(sysFwproxy, float64(lost+dups))
+	sentFig := b.res.fig("churn/sent", "churn: datagrams sent, all rounds", "count", higherIsBetter)
+	lostFig := b.res.fig("churn/lost", "churn: datagrams lost or duplicated, all rounds (must be 0)", "count", lowerIsBetter)
+	sentFig.total, lostFig.total = true, true
+	sentFig.set(sysFwproxy, float64(sumInts(sent)))
+	lostFig.set(sysFwproxy, float64(lost+dups))
 	return nil
 }
 

@@ -36,7 +36,9 @@ func main() {
 type options struct {
 	fwproxy  string
 	danted   string
+	baseline string
 	dur      time.Duration
+	rounds   int
 	only     map[string]bool
 	churn    churnConfig
 	leases   []int
@@ -51,7 +53,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs.StringVar(&o.fwproxy, "fwproxy", "bin/fwproxy", "fwproxy binary `path`")
 	fs.StringVar(&o.danted, "danted", "/usr/sbin/danted", "danted binary `path`; skipped when absent or empty")
-	fs.DurationVar(&o.dur, "duration", 2*time.Second, "measuring time of each figure on each system")
+	fs.StringVar(&o.baseline, "baseline", "", "another fwproxy binary `path` to measure beside -fwproxy (before/after a change)")
+	fs.DurationVar(&o.dur, "duration", time.Second, "measuring time of each run of a figure on each system")
+	fs.IntVar(&o.rounds, "rounds", 3, "runs of each figure per system, interleaved; the table shows the median")
 	only := fs.String("only", strings.Join(scenarios, ","), "comma-separated scenarios to run")
 	fs.IntVar(&o.churn.clients, "churn-clients", 8, "players in the churn scenario")
 	fs.DurationVar(&o.churn.interval, "churn-interval", time.Millisecond, "sender's gap between datagrams to one player")
@@ -78,8 +82,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		o.leases = append(o.leases, n)
 	}
-	if o.dur <= 0 || o.churn.clients <= 0 || o.churn.interval <= 0 || o.churn.dwell < 0 {
-		return o, errors.New("-duration, -churn-clients and -churn-interval must be positive")
+	if o.dur <= 0 || o.rounds <= 0 || o.churn.clients <= 0 || o.churn.interval <= 0 || o.churn.dwell < 0 {
+		return o, errors.New("-duration, -rounds, -churn-clients and -churn-interval must be positive")
 	}
 	return o, nil
 }
@@ -99,6 +103,7 @@ type bench struct {
 	peers   *peers
 	targets []target
 	dur     time.Duration
+	rounds  int
 	log     *slog.Logger
 	bin     string // fwproxy binary
 	dir     string // scratch directory for configurations and logs
@@ -134,7 +139,7 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		return fmt.Errorf("start peers: %w", err)
 	}
 	defer pe.Close()
-	b := &bench{res: newResults(), peers: pe, dur: o.dur, log: log, bin: o.fwproxy, dir: dir}
+	b := &bench{res: newResults(), peers: pe, dur: o.dur, rounds: o.rounds, log: log, bin: o.fwproxy, dir: dir}
 
 	fw, err := startFwproxy(ctx, o.fwproxy, dir, fwproxyOptions{})
 	if err != nil {
@@ -153,6 +158,14 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		}
 		defer dt.stop()
 		b.targets = append(b.targets, target{sys: sysDanted, proxy: dt.addr})
+	}
+	if o.baseline != "" {
+		bl, err := startFwproxy(ctx, o.baseline, dir, fwproxyOptions{})
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		defer bl.stop()
+		b.targets = append(b.targets, target{sys: sysBaseline, proxy: bl.addr})
 	}
 	log.Info("measuring", "fwproxy", fw.addr, "systems", len(b.targets), "duration", o.dur)
 
@@ -179,14 +192,23 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		if !o.only[s.scenario] {
 			continue
 		}
-		if ctx.Err() != nil {
-			break
+		// Each round measures every system once, so the systems see the
+		// machine's other load alike; memory is measured once.
+		rounds := o.rounds
+		if s.scenario == "memory" {
+			rounds = 1
 		}
-		log.Info("scenario", "name", s.name)
-		if err := s.run(); err != nil {
-			// One broken scenario must not hide the others' figures.
-			log.Error("scenario failed", "name", s.name, "err", err)
-			failed = append(failed, fmt.Errorf("%s: %w", s.name, err))
+		for round := range rounds {
+			if ctx.Err() != nil {
+				break
+			}
+			log.Info("scenario", "name", s.name, "round", round+1)
+			if err := s.run(); err != nil {
+				// One broken scenario must not hide the others' figures.
+				log.Error("scenario failed", "name", s.name, "err", err)
+				failed = append(failed, fmt.Errorf("%s: %w", s.name, err))
+				break
+			}
 		}
 	}
 
@@ -210,7 +232,7 @@ func (b *bench) report(dantedNote string) string {
 	for _, line := range describeMachine() {
 		fmt.Fprintf(&w, "- %s\n", line)
 	}
-	fmt.Fprintf(&w, "- each figure measured for %v per system, systems one after the other\n", b.dur)
+	fmt.Fprintf(&w, "- each figure: the median of %d runs of %v per system, the systems taking turns\n", b.rounds, b.dur)
 	if dantedNote != "" {
 		fmt.Fprintf(&w, "- %s\n", dantedNote)
 	}

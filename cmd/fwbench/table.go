@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -11,13 +12,14 @@ import (
 type system int
 
 const (
-	sysDirect  system = iota // no proxy: the loopback limit
-	sysFwproxy               // fwproxy
-	sysDanted                // Dante's danted
+	sysDirect   system = iota // no proxy: the loopback limit
+	sysFwproxy                // fwproxy
+	sysDanted                 // Dante's danted
+	sysBaseline               // another fwproxy binary (-baseline), for before/after
 	numSystems
 )
 
-var systemNames = [numSystems]string{"direct", "fwproxy", "danted"}
+var systemNames = [numSystems]string{"direct", "fwproxy", "danted", "baseline"}
 
 func (s system) String() string { return systemNames[s] }
 
@@ -36,13 +38,31 @@ type figure struct {
 	name   string // what the row shows
 	unit   string
 	better better
-	value  [numSystems]float64
+	value  [numSystems]float64 // the median of runs
 	has    [numSystems]bool
+	runs   [numSystems][]float64
+	// total makes the figure the sum of its runs instead of their median
+	// (counts that must be 0 in every run: datagrams lost).
+	total bool
 }
 
+// set records one run's value for s; the figure shows the median of the
+// runs, which a neighbour's burst of load in one run does not move.
 func (f *figure) set(s system, v float64) {
-	f.value[s] = v
+	f.runs[s] = append(f.runs[s], v)
+	if f.total {
+		f.value[s] += v
+	} else {
+		f.value[s] = median(f.runs[s])
+	}
 	f.has[s] = true
+}
+
+// median of v (the lower middle for an even count); v is not reordered.
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
 }
 
 // ratio is fwproxy's value divided by other's; ok is false when either is
@@ -79,19 +99,42 @@ func (r *results) get(key string) *figure { return r.index[key] }
 // writeTable prints the results as a Markdown table: each figure, its value
 // per system, and fwproxy's ratio to direct and to danted (fwproxy divided
 // by the other, whichever way the figure improves; the arrow says which).
+// A baseline binary, when one was measured, gets its own columns.
 func (r *results) writeTable(w io.Writer) {
-	fmt.Fprintln(w, "| figure | unit | direct | fwproxy | danted | fwproxy ÷ direct | fwproxy ÷ danted |")
-	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+	withBase := false
+	for _, f := range r.figs {
+		withBase = withBase || f.has[sysBaseline]
+	}
+	head := "| figure | unit | direct | fwproxy | danted |"
+	rule := "| --- | --- | ---: | ---: | ---: |"
+	if withBase {
+		head += " baseline |"
+		rule += " ---: |"
+	}
+	head += " fwproxy ÷ direct | fwproxy ÷ danted |"
+	rule += " ---: | ---: |"
+	if withBase {
+		head += " fwproxy ÷ baseline |"
+		rule += " ---: |"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, rule)
 	for _, f := range r.figs {
 		arrow := "↑"
 		if f.better == lowerIsBetter {
 			arrow = "↓"
 		}
 		cells := []string{f.name, f.unit + " " + arrow}
-		for s := range numSystems {
+		for _, s := range []system{sysDirect, sysFwproxy, sysDanted} {
 			cells = append(cells, valueCell(f, s))
 		}
+		if withBase {
+			cells = append(cells, valueCell(f, sysBaseline))
+		}
 		cells = append(cells, ratioCell(f, sysDirect), ratioCell(f, sysDanted))
+		if withBase {
+			cells = append(cells, ratioCell(f, sysBaseline))
+		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}
 }

@@ -36,6 +36,41 @@ func TestTableRatios(t *testing.T) {
 	assert.Equal(t, "| RSS per idle lease | KiB ↓ | — | 5.50 | — | — | — |", lines[4])
 }
 
+func TestFigureIsTheMedianOfRuns(t *testing.T) {
+	f := newResults().fig("k", "n", "u", higherIsBetter)
+	for _, v := range []float64{5, 100, 7} {
+		f.set(sysFwproxy, v)
+	}
+	assert.Equal(t, 7.0, f.value[sysFwproxy])
+	f.set(sysFwproxy, 1)
+	assert.Equal(t, 5.0, f.value[sysFwproxy], "even count: the lower middle")
+	assert.Equal(t, []float64{5, 100, 7, 1}, f.runs[sysFwproxy], "runs keep their order")
+}
+
+func TestTotalFigureSumsRuns(t *testing.T) {
+	f := newResults().fig("lost", "lost", "count", lowerIsBetter)
+	f.total = true
+	for _, v := range []float64{0, 2, 0} {
+		f.set(sysFwproxy, v)
+	}
+	assert.Equal(t, 2.0, f.value[sysFwproxy])
+}
+
+func TestTableBaselineColumns(t *testing.T) {
+	r := newResults()
+	f := r.fig("k", "rate", "rt/s", higherIsBetter)
+	f.set(sysDirect, 100)
+	f.set(sysFwproxy, 50)
+	f.set(sysBaseline, 25)
+	var b strings.Builder
+	r.writeTable(&b)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	require.Len(t, lines, 3)
+	assert.Contains(t, lines[0], "| baseline |")
+	assert.Contains(t, lines[0], "fwproxy ÷ baseline")
+	assert.Equal(t, "| rate | rt/s ↑ | 100 | 50.0 | — | 25.0 | 0.50× | — | 2.00× |", lines[2])
+}
+
 func TestFormatValue(t *testing.T) {
 	for v, want := range map[float64]string{0: "0", 0.5: "0.50", 12.34: "12.3", 1234.5: "1234", -3: "-3.00"} {
 		assert.Equal(t, want, formatValue(v), "%v", v)

@@ -451,8 +451,17 @@ func TestPing(t *testing.T) {
 		c.expect(mmsfilter.MIDPing)
 		c.send(mmsfilter.MIDPong, Fields{}.U32(0, 0))
 	}
-	c.tcp.Close()
-	s.Close() // waits for the session: every Pong sent was read
+	// CloseFile comes after the Pongs, so once the server has closed the
+	// connection it has counted them.
+	c.send(mmsfilter.MIDCloseFile, Fields{}.U32(1, 1))
+	c.tcp.SetReadDeadline(time.Now().Add(stepTimeout))
+	for {
+		if _, err := c.br.ReadByte(); err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+	}
+	s.Close()
 	st := s.Stats()
 	assert.GreaterOrEqual(t, st.Pings, int64(2))
 	assert.Equal(t, int64(2), st.Pongs)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -447,4 +449,42 @@ func TestPlaylistWithoutLinger(t *testing.T) {
 	assert.Positive(t, lost-firewallLost, "without lingering, announced players must lose the tails held while they rebind")
 	assert.Equal(t, float64(lost), m.sum("fwproxy_leases_datagrams_total", `outcome="dropped"`), "the proxy counted every lost packet as dropped")
 	assert.Zero(t, m.sum("fwproxy_leases_datagrams_total", `outcome="buffered"`), "linger 0 buffers nothing")
+}
+
+// TestMMSDemo: `make demo` works: mmsdemo starts the server, fwproxy and
+// its players, prints its tables, exits 0 (nothing lost with lingering
+// leases), and its run against -lease-linger 0 shows the loss.
+func TestMMSDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "mmsdemo"),
+		"-fwproxy", filepath.Join(binDir, "fwproxy"), "-asset", "testdata/sine440.asf", "-entries", "3", "-interval", "5ms")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	require.NoError(t, cmd.Run(), "mmsdemo:\n%s\n%s", out.String(), errOut.String())
+	t.Logf("mmsdemo:\n%s", out.String())
+
+	text := out.String()
+	lingering, old, found := strings.Cut(text, "fwproxy -lease-linger 0")
+	require.True(t, found, "the comparison with -lease-linger 0 is printed")
+	lost := func(table, row string) int {
+		for _, line := range strings.Split(table, "\n") {
+			if strings.HasPrefix(line, row) {
+				f := strings.Fields(strings.TrimPrefix(line, row))
+				require.GreaterOrEqual(t, len(f), 4, line)
+				n, err := strconv.Atoi(f[3])
+				require.NoError(t, err, line)
+				return n
+			}
+		}
+		t.Fatalf("no row %q in\n%s", row, table)
+		return 0
+	}
+	for _, row := range []string{"firewall client, close then bind", "firewall client, new association first",
+		"firewall client, both at once", "SOCKS player, UDP announced", "MMST player"} {
+		assert.Zero(t, lost(lingering, row), "%s with lingering leases", row)
+	}
+	assert.Positive(t, lost(old, "firewall client, close then bind"), "without lingering the close-first firewall client loses its tails")
+	assert.Positive(t, lost(old, "SOCKS player, UDP announced"), "without lingering the announced player loses its tails")
+	assert.Zero(t, lost(old, "MMST player"), "MMST has no UDP to lose")
 }

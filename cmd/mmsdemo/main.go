@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -51,6 +52,7 @@ type options struct {
 	fwproxy    string
 	asset      string
 	externalIP string
+	playerIP   string
 	entries    int
 	packets    int
 	interval   time.Duration
@@ -58,6 +60,7 @@ type options struct {
 	gap        time.Duration
 	compare    bool
 	verbose    bool
+	local      netip.Addr // playerIP parsed
 }
 
 func main() {
@@ -83,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (bool, er
 	fs.StringVar(&o.fwproxy, "fwproxy", defaultFwproxy(), "fwproxy `BINARY` to run")
 	fs.StringVar(&o.asset, "asset", "e2e/testdata/sine440.asf", "ASF `FILE` the server streams")
 	fs.StringVar(&o.externalIP, "external-ip", "127.0.0.2", "fwproxy's -external-ip (a loopback address other than the players')")
+	fs.StringVar(&o.playerIP, "player-ip", "127.0.0.3", "the players' loopback address")
 	fs.IntVar(&o.entries, "entries", 5, "playlist entries")
 	fs.IntVar(&o.packets, "packets", 8, "packets per entry")
 	fs.DurationVar(&o.interval, "interval", 10*time.Millisecond, "time between data packets")
@@ -92,6 +96,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (bool, er
 	fs.BoolVar(&o.verbose, "v", false, "show fwproxy's log")
 	if err := fs.Parse(args); err != nil {
 		return false, err
+	}
+	var err error
+	if o.local, err = netip.ParseAddr(o.playerIP); err != nil || !o.local.Is4() {
+		return false, fmt.Errorf("-player-ip %q: want an IPv4 address", o.playerIP)
 	}
 	if o.fwproxy == "" {
 		return false, errors.New("no fwproxy binary: build it (make build) and pass -fwproxy")
@@ -238,6 +246,7 @@ func config(o options, srv *mmsserver.Server, p *fwproxy, ports *mmsplayer.Ports
 	c.Path = "playlist"
 	c.Proxy = p.socks
 	c.Mode = mode
+	c.LocalIP = o.local
 	c.Ports = ports
 	c.Plan = plan
 	c.LossWait = time.Second

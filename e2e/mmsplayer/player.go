@@ -100,7 +100,7 @@ func Play(ctx context.Context, cfg Config) *Report {
 	p := &player{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		socks:     socksClient{proxy: cfg.Proxy, user: cfg.User, pass: cfg.Password, timeout: cfg.StepTimeout},
+		socks:     socksClient{proxy: cfg.Proxy, user: cfg.User, pass: cfg.Password, timeout: cfg.StepTimeout, local: cfg.LocalIP},
 		t:         newTally(cfg.Verify),
 		port:      cfg.Port,
 		headerInc: lastHeaderInc,
@@ -276,7 +276,7 @@ func (p *player) dialControl(ctx context.Context) error {
 		c, _, err = p.socks.request(ctx, cmdConnect, p.cfg.Server)
 	} else {
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.StepTimeout)
-		var d net.Dialer
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.cfg.LocalIP, 0))}
 		c, err = d.DialContext(dctx, "tcp", p.cfg.Server.String())
 		cancel()
 	}

@@ -57,6 +57,8 @@ func config(s *mmsserver.Server, mode mmsplayer.Mode) mmsplayer.Config {
 	c.Server = s.Addr()
 	c.Path = "pl"
 	c.Mode = mode
+	// A loopback address of the players' own (see Config.LocalIP).
+	c.LocalIP = netip.MustParseAddr("127.0.0.3")
 	c.LossWait = 200 * time.Millisecond
 	return c
 }
@@ -253,7 +255,7 @@ func fakeSocks(t *testing.T, rep byte) string {
 // failure named, never a hang.
 func TestFailuresAreReported(t *testing.T) {
 	s := server(t, entry(t, 2), 1, 0)
-	taken, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	taken, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3)})
 	require.NoError(t, err)
 	defer taken.Close()
 	silent, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})

@@ -38,6 +38,9 @@ type socksClient struct {
 	proxy      string
 	user, pass string
 	timeout    time.Duration
+	// local is the address the connections come from: the player's
+	// LocalIP, which the proxy takes for the client's identity.
+	local netip.Addr
 }
 
 // request opens a connection to the proxy, authenticates and sends one
@@ -46,7 +49,7 @@ type socksClient struct {
 func (s socksClient) request(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Conn, netip.AddrPort, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	var d net.Dialer
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(s.local, 0))}
 	c, err := d.DialContext(ctx, "tcp", s.proxy)
 	if err != nil {
 		return nil, netip.AddrPort{}, fmt.Errorf("socks: dial %s: %w", s.proxy, err)

@@ -53,10 +53,39 @@ type association struct {
 	idled      atomic.Bool
 	ended      atomic.Bool
 
-	// inBuf is deliver's scratch: header and payload are written in one
-	// datagram. deliver is never called concurrently for one holder.
-	inBuf []byte
+	// lastName is the association's own one-entry cache of the last
+	// destination name it resolved, so that a stream to a named host does
+	// not take the server-wide name cache's lock per datagram. Used by
+	// clientLoop only.
+	lastName cachedNameFor
+
+	// sink writes encapsulated datagrams to the client; deliver is never
+	// called concurrently for one holder, so it needs no lock.
+	sink clientSink
 }
+
+// clientSink sends one datagram to the client: the SOCKS UDP header naming
+// from (built in the sink's own scratch, so nothing escapes per datagram),
+// then payload, without copying the payload where the platform allows
+// (Linux: sendmsg with two iovecs). payload is not retained.
+type clientSink interface {
+	send(from netip.AddrPort, payload []byte, to netip.AddrPort) error
+}
+
+// cachedNameFor is a resolved name with the name it is for.
+type cachedNameFor struct {
+	name string
+	cachedName
+}
+
+// datagramBufs holds read buffers of one maximum datagram for the client
+// readers (Linux), so that an idle association holds none: that is what
+// keeps 10,000 idle associations small. sync.Pool keeps a cache per P, so
+// no lock is shared by all associations; a busy reader keeps its buffer
+// across datagrams (see rawClientSource), so the pool is not touched per
+// datagram either. Pointers to arrays: one allocation, and Put does not
+// allocate.
+var datagramBufs = sync.Pool{New: func() any { return new([maxDatagram]byte) }}
 
 // associate serves UDP ASSOCIATE. DST.PORT is the port the client sends
 // from; the client's IP is the control connection's, whatever DST.ADDR says
@@ -80,10 +109,12 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 	if !ss.own(relay) {
 		return errors.New("session aborted")
 	}
-	a := &association{
-		ss: ss, relay: relay, clientIP: ss.client.Addr(),
-		inBuf: make([]byte, 0, maxUDPHeaderLen+maxDatagram),
+	sink, err := newClientSink(relay)
+	if err != nil {
+		ss.sendReply(ReplyGeneralFailure, netip.AddrPort{})
+		return fmt.Errorf("udp associate: relay socket: %w", err)
 	}
+	a := &association{ss: ss, relay: relay, clientIP: ss.client.Addr(), sink: sink}
 	a.lastActive.Store(time.Now().UnixNano())
 	if p := uint16(req.DestAddr.Port); p != 0 {
 		a.client = netip.AddrPortFrom(a.clientIP, p)
@@ -113,8 +144,10 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 	go a.clientLoop(ctx, &wg)
 
 	// The association lives as long as its TCP connection (RFC 1928 §7).
-	// Bytes the client sends on it mean nothing; they are read and dropped.
-	_, ctlErr := io.Copy(io.Discard, ss.br)
+	// Bytes the client sends on it mean nothing; they are read and dropped
+	// through a small array rather than io.Discard, which would hold an
+	// 8 KiB buffer for the whole (usually silent) life of the association.
+	ctlErr := discardUntilEOF(ss.br)
 
 	// Release first, while the relay socket still delivers: from here on
 	// the lease buffers. Only then close the relay, and (on return) the TCP
@@ -134,6 +167,19 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 		return nil
 	}
 	return ctlErr
+}
+
+// discardUntilEOF reads r until it ends; nil at EOF.
+func discardUntilEOF(r io.Reader) error {
+	var junk [64]byte
+	for {
+		if _, err := r.Read(junk[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 // acquire takes the lease for (client, P), asking for external port P.
@@ -172,8 +218,8 @@ func (a *association) currentHolder() *leases.Holder {
 	return a.holder
 }
 
-// clientLoop relays the client's datagrams out through the lease. It owns
-// its read buffer; it ends when the relay socket is closed.
+// clientLoop relays the client's datagrams out through the lease. It ends
+// when the relay socket is closed.
 func (a *association) clientLoop(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	if err := a.readClient(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -184,13 +230,18 @@ func (a *association) clientLoop(ctx context.Context, wg *sync.WaitGroup) {
 
 func (a *association) readClient(ctx context.Context) error {
 	s := a.ss.srv
-	buf := make([]byte, maxDatagram)
+	src, err := newClientSource(a.relay)
+	if err != nil {
+		return err
+	}
+	defer src.close()
 	var h *leases.Holder
 	for {
-		n, from, err := a.relay.ReadFromUDPAddrPort(buf)
+		buf, from, err := src.next()
 		if err != nil {
 			return err
 		}
+		n := len(buf)
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		if from.Addr() != a.clientIP || (a.client.Port() != 0 && from.Port() != a.client.Port()) {
 			s.udp.count(udpOut, udpForeignSource, n)
@@ -237,6 +288,14 @@ func (a *association) readClient(ctx context.Context) error {
 	}
 }
 
+// clientSource is how clientLoop receives the client's datagrams: next
+// blocks until one arrives; b is valid until the following call (or close)
+// and must not be retained. close releases what the source holds.
+type clientSource interface {
+	next() (b []byte, from netip.AddrPort, err error)
+	close()
+}
+
 // destination resolves a datagram's destination, names through a cache so
 // that a stream to a named host costs one lookup.
 func (a *association) destination(ctx context.Context, hdr udpHeader) (netip.AddrPort, error) {
@@ -244,11 +303,16 @@ func (a *association) destination(ctx context.Context, hdr udpHeader) (netip.Add
 		return netip.AddrPortFrom(hdr.Addr, hdr.Port), nil
 	}
 	s := a.ss.srv
+	// The comparison with the []byte conversion does not allocate.
+	if c := &a.lastName; c.name != "" && c.name == string(hdr.Domain) && time.Now().Before(c.expires) {
+		return netip.AddrPortFrom(c.ip, hdr.Port), nil
+	}
 	name := string(hdr.Domain)
 	if ip, err := netip.ParseAddr(name); err == nil {
 		return netip.AddrPortFrom(ip.Unmap(), hdr.Port), nil
 	}
 	if c, ok := s.names.Get(name); ok && time.Now().Before(c.expires) {
+		a.lastName = cachedNameFor{name: name, cachedName: c}
 		return netip.AddrPortFrom(c.ip, hdr.Port), nil
 	}
 	if err := checkDomain(name); err != nil {
@@ -260,18 +324,17 @@ func (a *association) destination(ctx context.Context, hdr udpHeader) (netip.Add
 	if err != nil || len(addrs) == 0 {
 		return netip.AddrPort{}, fmt.Errorf("resolve %q: %w", name, err)
 	}
-	ip := addrs[0].Unmap()
-	s.names.Add(name, cachedName{ip: ip, expires: time.Now().Add(nameCacheTTL)})
-	return netip.AddrPortFrom(ip, hdr.Port), nil
+	c := cachedName{ip: addrs[0].Unmap(), expires: time.Now().Add(nameCacheTTL)}
+	s.names.Add(name, c)
+	a.lastName = cachedNameFor{name: name, cachedName: c}
+	return netip.AddrPortFrom(c.ip, hdr.Port), nil
 }
 
 // deliver is the lease's DeliverFunc: one inbound datagram, encapsulated,
 // to the client's port. b is not retained.
 func (a *association) deliver(b []byte, from netip.AddrPort) {
 	s := a.ss.srv
-	out := appendUDPHeader(a.inBuf[:0], from)
-	out = append(out, b...)
-	if _, err := a.relay.WriteToUDPAddrPort(out, a.client); err != nil {
+	if err := a.sink.send(from, b, a.client); err != nil {
 		s.udp.count(udpIn, udpSendFailed, len(b))
 		return
 	}

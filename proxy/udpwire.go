@@ -10,6 +10,10 @@ import (
 // a 255-byte domain with its length byte, and the port (RFC 1928 §7).
 const maxUDPHeaderLen = 2 + 1 + 1 + 1 + 255 + 2
 
+// maxUDPAddrHeaderLen is the longest header appendUDPHeader writes: the
+// sender is always an address, at most IPv6.
+const maxUDPAddrHeaderLen = 2 + 1 + 1 + 16 + 2
+
 // Errors of the UDP request header parser.
 var (
 	errUDPShort    = errors.New("udp header: datagram shorter than its header")

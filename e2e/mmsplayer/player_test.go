@@ -169,7 +169,10 @@ func dropFirstReadBlock(t *testing.T, to *mmsserver.Server) *net.TCPAddr {
 			return
 		}
 		defer c.Close()
-		up, err := net.Dial("tcp", to.Addr().String())
+		// Dial from the player's address: the server sends UDP to its
+		// TCP peer's IP.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: c.RemoteAddr().(*net.TCPAddr).IP}}
+		up, err := d.Dial("tcp", to.Addr().String())
 		if err != nil {
 			return
 		}

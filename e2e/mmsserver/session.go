@@ -53,9 +53,10 @@ type session struct {
 	peer netip.AddrPort
 	log  *slog.Logger
 
-	in      chan inbound
-	readErr error         // set by readLoop before it closes in
-	quit    chan struct{} // closed when run returns, so readLoop never blocks on in
+	in         chan inbound
+	readErr    error         // set by readLoop before it closes in
+	quit       chan struct{} // closed when run returns, so readLoop never blocks on in
+	readerDone chan struct{} // closed by readLoop when it returns
 
 	seq  uint16 // server-to-client packet counter
 	wbuf []byte
@@ -82,24 +83,21 @@ func newSession(s *Server, c *net.TCPConn) *session {
 	peer := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	return &session{
 		srv: s, cfg: &s.cfg, conn: c, peer: peer,
-		log:  s.log.With("peer", peer),
-		in:   make(chan inbound, inboundQueueDepth),
-		quit: make(chan struct{}),
+		log:        s.log.With("peer", peer),
+		in:         make(chan inbound, inboundQueueDepth),
+		quit:       make(chan struct{}),
+		readerDone: make(chan struct{}),
 	}
 }
 
 // run serves the connection until the client closes it, an error, or the
 // server's Close. It closes conn and waits for its reader.
 func (ss *session) run() error {
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		ss.readLoop()
-	}()
+	go ss.readLoop()
 	defer func() {
 		close(ss.quit)
 		ss.conn.Close()
-		<-readerDone
+		<-ss.readerDone
 		ss.stopTicker()
 		if ss.tailTimer != nil {
 			ss.tailTimer.Stop()
@@ -167,6 +165,7 @@ func (ss *session) run() error {
 
 // readLoop frames the client's commands and passes their messages to run.
 func (ss *session) readLoop() {
+	defer close(ss.readerDone)
 	defer close(ss.in)
 	br := bufio.NewReader(ss.conn)
 	var prefix [lengthBias]byte

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -468,6 +469,11 @@ func TestMMSDemo(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "mmsdemo"),
 		"-fwproxy", filepath.Join(binDir, "fwproxy"), "-asset", "testdata/sine440.asf", "-entries", "3", "-interval", "5ms")
+	// mmsdemo stops its fwproxy itself; should it hang, the timeout kills
+	// its whole process group, fwproxy included.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	require.NoError(t, cmd.Run(), "mmsdemo:\n%s\n%s", out.String(), errOut.String())

@@ -112,10 +112,10 @@ func Play(ctx context.Context, cfg Config) *Report {
 	err := p.run(ctx)
 	p.shutdown(ctx)
 	if err != nil {
+		// Errors not classified where they happened (a failed write on
+		// the control connection) are protocol failures, or timeouts.
 		var f *failure
-		if !errors.As(err, &f) {
-			f = &failure{kind: FailProtocol, err: err}
-		}
+		errors.As(fail(FailProtocol, err), &f)
 		p.failures = append(p.failures, Failure{Entry: p.entry, Kind: f.kind, Err: f.err})
 		r.Err = err
 	}

@@ -66,6 +66,7 @@ func (b *bench) benchChurn(ctx context.Context, proxy string, cc churnConfig) er
 	}
 	// The last datagrams may still be on their way through the proxy.
 	var rebinds sample
+	var closes, assocs []time.Duration
 	lost, dups, received := 0, 0, 0
 	for i, p := range players {
 		p.drainFor(300 * time.Millisecond)
@@ -74,18 +75,29 @@ func (b *bench) benchChurn(ctx context.Context, proxy string, cc churnConfig) er
 		dups += p.dups
 		received += got
 		rebinds.merge(p.rebinds)
+		closes = append(closes, p.closes...)
+		assocs = append(assocs, p.assocs...)
 	}
 	b.log.Info("churn", "players", len(players), "sent", sumInts(sent), "received", received, "duplicates", dups, "rebinds", rebinds.ok)
-	b.res.fig("churn/rate", fmt.Sprintf("churn: rebinds, %d players", len(players)), "rebinds/s", higherIsBetter).set(sysFwproxy, perSecond(rebinds.ok, elapsed))
-	b.res.fig("churn/p50", "churn: rebind time p50", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(rebinds.lat, 0.50)))
-	b.res.fig("churn/p99", "churn: rebind time p99", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(rebinds.lat, 0.99)))
-	sentFig := b.res.fig("churn/sent", "churn: datagrams sent, all rounds", "count", higherIsBetter)
-	lostFig := b.res.fig("churn/lost", "churn: datagrams lost or duplicated, all rounds (must be 0)", "count", lowerIsBetter)
+	key, label := fmt.Sprintf("churn/%d", len(players)), fmt.Sprintf("churn, %d players", len(players))
+	b.res.fig(key+"/rate", label+": rebinds", "rebinds/s", higherIsBetter).set(sysFwproxy, perSecond(rebinds.ok, elapsed))
+	b.res.fig(key+"/p50", label+": rebind time p50", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(rebinds.lat, 0.50)))
+	b.res.fig(key+"/p99", label+": rebind time p99", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(rebinds.lat, 0.99)))
+	b.res.fig(key+"/close/p99", label+": half-close to the proxy's close, p99", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(closes, 0.99)))
+	b.res.fig(key+"/assoc/p99", label+": new association (dial to reply), p99", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(assocs, 0.99)))
+	sentFig := b.res.fig(key+"/sent", label+": datagrams sent, all rounds", "count", higherIsBetter)
+	lostFig := b.res.fig(key+"/lost", label+": datagrams lost or duplicated, all rounds (must be 0)", "count", lowerIsBetter)
 	sentFig.total, lostFig.total = true, true
 	sentFig.set(sysFwproxy, float64(sumInts(sent)))
 	lostFig.set(sysFwproxy, float64(lost+dups))
 	return nil
 }
+
+// playerIP is the players' address, for their UDP ports and their control
+// connections (the proxy takes a client's IP from the latter). fwproxy's
+// relay sockets bind 127.0.0.1 and its leases 127.0.0.2, so nothing else
+// can take a player's port in the gap between its close and its bind.
+var playerIP = netip.MustParseAddr("127.0.0.3")
 
 // player is one media client churning one UDP port.
 type player struct {
@@ -97,11 +109,14 @@ type player struct {
 	seen    []bool // by sequence number
 	dups    int
 	rebinds sample
-	buf     []byte
+	// closes and assocs split each rebind: the half-close until the
+	// proxy's close, and the new association's dial until its reply.
+	closes, assocs []time.Duration
+	buf            []byte
 }
 
 func newPlayer(ctx context.Context, proxy string, idx int) (*player, error) {
-	sock, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	sock, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(playerIP, 0)))
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +132,7 @@ func newPlayer(ctx context.Context, proxy string, idx int) (*player, error) {
 func (p *player) associate(ctx context.Context, proxy string) error {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	ctl, bound, err := dialSocks(ctx, proxy, cmdUDPAssociate, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p.port))
+	ctl, bound, err := dialSocksFrom(ctx, playerIP, proxy, cmdUDPAssociate, netip.AddrPortFrom(playerIP, p.port))
 	if err != nil {
 		return fmt.Errorf("udp associate port %d: %w", p.port, err)
 	}
@@ -208,6 +223,7 @@ func (p *player) churn(ctx context.Context, proxy string, end time.Time, dwell t
 
 // rebind is the careful client's close and bind-again of its port.
 func (p *player) rebind(ctx context.Context, proxy string) error {
+	start := time.Now()
 	p.ctl.CloseWrite()
 	p.ctl.SetReadDeadline(time.Now().Add(connectTimeout))
 	if _, err := io.Copy(io.Discard, p.ctl); err != nil {
@@ -215,17 +231,23 @@ func (p *player) rebind(ctx context.Context, proxy string) error {
 	}
 	p.ctl.Close()
 	p.ctl = nil
+	p.closes = append(p.closes, time.Since(start))
 	// The lease was released before the proxy closed: everything still on
 	// its way to this socket is already queued in it.
 	p.drainQueued()
 	p.sock.Close()
-	sock, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(p.port)})
+	sock, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(playerIP, p.port)))
 	if err != nil {
 		p.sock = nil
 		return fmt.Errorf("bind port %d again: %w", p.port, err)
 	}
 	p.sock = sock
-	return p.associate(ctx, proxy)
+	assocStart := time.Now()
+	if err := p.associate(ctx, proxy); err != nil {
+		return err
+	}
+	p.assocs = append(p.assocs, time.Since(assocStart))
+	return nil
 }
 
 // readFor reads datagrams until d has passed.

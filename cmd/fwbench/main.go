@@ -41,8 +41,10 @@ type options struct {
 	rounds   int
 	only     map[string]bool
 	churn    churnConfig
-	leases   []int
-	markdown string
+	// churnPlayers are the churn scenario's player counts, one run each.
+	churnPlayers []int
+	leases       []int
+	markdown     string
 }
 
 var scenarios = []string{"connect", "bulk", "udp", "churn", "memory"}
@@ -57,7 +59,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.dur, "duration", time.Second, "measuring time of each run of a figure on each system")
 	fs.IntVar(&o.rounds, "rounds", 3, "runs of each figure per system, interleaved; the table shows the median")
 	only := fs.String("only", strings.Join(scenarios, ","), "comma-separated scenarios to run")
-	fs.IntVar(&o.churn.clients, "churn-clients", 8, "players in the churn scenario")
+	players := fs.String("churn-players", "2,8", "comma-separated player counts of the churn scenario, one run each")
 	fs.DurationVar(&o.churn.interval, "churn-interval", time.Millisecond, "sender's gap between datagrams to one player")
 	fs.DurationVar(&o.churn.dwell, "churn-dwell", time.Millisecond, "how long a player reads between rebinds")
 	leases := fs.String("leases", "1000,10000", "comma-separated idle lease counts for the memory scenario")
@@ -75,17 +77,30 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		o.only[s] = true
 	}
-	for s := range strings.SplitSeq(*leases, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 || n > 40000 {
-			return o, fmt.Errorf("-leases: %q: want counts of 1 to 40000", s)
-		}
-		o.leases = append(o.leases, n)
+	var err error
+	if o.leases, err = parseCounts("-leases", *leases, 40000); err != nil {
+		return o, err
 	}
-	if o.dur <= 0 || o.rounds <= 0 || o.churn.clients <= 0 || o.churn.interval <= 0 || o.churn.dwell < 0 {
-		return o, errors.New("-duration, -rounds, -churn-clients and -churn-interval must be positive")
+	if o.churnPlayers, err = parseCounts("-churn-players", *players, 256); err != nil {
+		return o, err
+	}
+	if o.dur <= 0 || o.rounds <= 0 || o.churn.interval <= 0 || o.churn.dwell < 0 {
+		return o, errors.New("-duration, -rounds and -churn-interval must be positive")
 	}
 	return o, nil
+}
+
+// parseCounts parses "1000,10000": positive counts up to most.
+func parseCounts(flagName, list string, most int) ([]int, error) {
+	var out []int
+	for s := range strings.SplitSeq(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 || n > most {
+			return nil, fmt.Errorf("%s: %q: want counts of 1 to %d", flagName, s, most)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func contains(list []string, s string) bool {
@@ -184,8 +199,16 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		{"udp", "UDP, 1 association, 1200 B", func() error { return b.benchUDP(ctx, 1, 1200) }},
 		{"udp", "UDP, 16 associations, 100 B", func() error { return b.benchUDP(ctx, 16, 100) }},
 		{"udp", "UDP, 16 associations, 1200 B", func() error { return b.benchUDP(ctx, 16, 1200) }},
-		{"churn", "playlist churn", func() error { return b.benchChurn(ctx, fw.addr, o.churn) }},
 		{"memory", "idle lease memory", func() error { return b.benchMemory(ctx, o.leases) }},
+	}
+	for _, n := range o.churnPlayers {
+		cc := o.churn
+		cc.clients = n
+		steps = append(steps[:len(steps)-1], struct {
+			scenario string
+			name     string
+			run      func() error
+		}{"churn", fmt.Sprintf("playlist churn, %d players", n), func() error { return b.benchChurn(ctx, fw.addr, cc) }}, steps[len(steps)-1])
 	}
 	var failed []error
 	for _, s := range steps {
@@ -212,7 +235,7 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		}
 	}
 
-	report := b.report(dantedNote)
+	report := b.report(dantedNote, o.churnPlayers)
 	io.WriteString(stdout, report)
 	if o.markdown != "" {
 		if err := os.WriteFile(o.markdown, []byte(report), 0o644); err != nil {
@@ -226,7 +249,7 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 }
 
 // report is the machine's description, the table and the targets.
-func (b *bench) report(dantedNote string) string {
+func (b *bench) report(dantedNote string, churnPlayers []int) string {
 	var w strings.Builder
 	fmt.Fprintf(&w, "\n## fwbench %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	for _, line := range describeMachine() {
@@ -239,7 +262,7 @@ func (b *bench) report(dantedNote string) string {
 	fmt.Fprintln(&w)
 	b.res.writeTable(&w)
 	fmt.Fprintln(&w)
-	b.res.writeGoals(&w)
+	b.res.writeGoals(&w, churnPlayers)
 	return w.String()
 }
 

@@ -34,3 +34,21 @@ func reapGroup(pgid int) {
 		}
 	}
 }
+
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT (linux/in.h).
+const ipBindAddressNoPort = 24
+
+// bindNoPort is a net.Dialer Control for dials from a chosen local address:
+// the kernel picks the port at connect time, as for an unbound socket,
+// instead of at bind time, where every TIME_WAIT connection the churn
+// leaves behind makes the search for a free port slower.
+func bindNoPort(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}

@@ -12,3 +12,6 @@ func procAttr() *syscall.SysProcAttr {
 func becomeSubreaper() {}
 
 func reapGroup(int) {}
+
+// bindNoPort does nothing where IP_BIND_ADDRESS_NO_PORT does not exist.
+func bindNoPort(string, string, syscall.RawConn) error { return nil }

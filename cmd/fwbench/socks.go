@@ -135,7 +135,17 @@ func udpPayload(b []byte) ([]byte, error) {
 // dialSocks connects to the proxy and runs a handshake for cmd and dst.
 // On error nothing stays open.
 func dialSocks(ctx context.Context, proxy string, cmd byte, dst netip.AddrPort) (*net.TCPConn, netip.AddrPort, error) {
+	return dialSocksFrom(ctx, netip.Addr{}, proxy, cmd, dst)
+}
+
+// dialSocksFrom is dialSocks from the local address from (the kernel's
+// choice when from is the zero Addr).
+func dialSocksFrom(ctx context.Context, from netip.Addr, proxy string, cmd byte, dst netip.AddrPort) (*net.TCPConn, netip.AddrPort, error) {
 	var d net.Dialer
+	if from.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+		d.Control = bindNoPort
+	}
 	c, err := d.DialContext(ctx, "tcp", proxy)
 	if err != nil {
 		return nil, netip.AddrPort{}, err

@@ -29,7 +29,7 @@ import (
 // the MMS filter on the server's port, and emulated players, all on
 // loopback. The lease sockets and rewritten funnels use 127.0.0.2 so that
 // the proxy can keep a firewall client's port (the client holds it on
-// 127.0.0.3).
+// playerIP).
 //
 // How the zero-loss result is made deterministic, and the loss of the old
 // behaviour certain:
@@ -48,15 +48,19 @@ import (
 //   - the player's gap after Logging is long against the proxy's reaction
 //     time, so the proxy has handled the tail before the rebind.
 
-// externalIP is where fwproxy's lease sockets bind in these tests, and
-// playerIP the players' own address (UDP sockets and TCP connections): a
-// loopback address of their own, so that the port a player has given up
-// for its close→bind gap is not taken meanwhile by another test on this
-// shared machine binding 127.0.0.1.
-const (
-	externalIP = "127.0.0.2"
-	playerIP   = "127.0.0.3"
-)
+// externalIP is where fwproxy's lease sockets bind in these tests.
+const externalIP = "127.0.0.2"
+
+// playerIP is the players' own address (UDP sockets and TCP connections):
+// a loopback address picked at random for this test process, so that the
+// port a player has given up for its close→bind gap is not taken meanwhile
+// by another test (or another run of this one) on this shared machine.
+var playerIP = randomLoopback()
+
+// randomLoopback picks an address in 127.64.0.0/10, away from 127.0.0.x.
+func randomLoopback() netip.Addr {
+	return netip.AddrFrom4([4]byte{127, byte(64 + rand.IntN(64)), byte(rand.IntN(256)), byte(1 + rand.IntN(254))})
+}
 
 // testPorts hands the players of this test process their UDP ports, from
 // below the ephemeral range.
@@ -112,7 +116,7 @@ func playerConfig(srv *mmsserver.Server, p *proxyProc, mode mmsplayer.Mode, entr
 	cfg.Path = "playlist"
 	cfg.Proxy = p.socks
 	cfg.Mode = mode
-	cfg.LocalIP = netip.MustParseAddr(playerIP)
+	cfg.LocalIP = playerIP
 	cfg.Ports = testPorts
 	cfg.Plan = plan
 	cfg.LossWait = time.Second

@@ -110,8 +110,9 @@ type Config struct {
 	// LocalIP is the player's address: its UDP socket binds there, its
 	// TCP connections (to the proxy, or to the server) come from there,
 	// and the funnel announces it. Default 127.0.0.1. On a machine shared
-	// with other tests, another loopback address (127.0.0.3) keeps the
-	// player's port out of their way while it is between close and bind.
+	// with other tests, a loopback address of the players' own (say
+	// 127.0.0.3) keeps the player's port out of their way while it is
+	// between close and bind.
 	LocalIP netip.Addr
 	// Port is the UDP port. 0 takes one from Ports, or, without Ports,
 	// one the system picks.

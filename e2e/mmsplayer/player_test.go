@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -27,6 +28,11 @@ import (
 // e2e package plays through fwproxy.
 
 const testTimeout = 30 * time.Second
+
+// playerIP is the players' address: a loopback address picked at random
+// for this test process, so that no other test on the machine binds the
+// port a player is between closing and binding again.
+var playerIP = netip.AddrFrom4([4]byte{127, byte(64 + rand.IntN(64)), byte(rand.IntN(256)), byte(1 + rand.IntN(254))})
 
 func entry(t testing.TB, packets int) *asf.File {
 	t.Helper()
@@ -58,7 +64,7 @@ func config(s *mmsserver.Server, mode mmsplayer.Mode) mmsplayer.Config {
 	c.Path = "pl"
 	c.Mode = mode
 	// A loopback address of the players' own (see Config.LocalIP).
-	c.LocalIP = netip.MustParseAddr("127.0.0.3")
+	c.LocalIP = playerIP
 	c.LossWait = 200 * time.Millisecond
 	return c
 }
@@ -258,7 +264,7 @@ func fakeSocks(t *testing.T, rep byte) string {
 // failure named, never a hang.
 func TestFailuresAreReported(t *testing.T) {
 	s := server(t, entry(t, 2), 1, 0)
-	taken, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3)})
+	taken, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(playerIP, 0)))
 	require.NoError(t, err)
 	defer taken.Close()
 	silent, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})

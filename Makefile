@@ -46,11 +46,13 @@ fuzz:
 ## see bench-deps) Dante's danted side by side in one run and prints each
 ## figure with fwproxy's ratios (BENCHMARKS.md); then the Go benchmarks,
 ## each with its ratio to a baseline measured in the same run.
-## BENCH_DURATION is each figure's measuring time per system.
+## BENCH_DURATION is each run's measuring time per system (three runs per
+## figure); DANTED is danted's path (empty: measure without it).
 BENCH_DURATION ?= 1s
+DANTED         ?= /usr/sbin/danted
 bench: build
 	$(GO) build -o $(BIN)/fwbench ./cmd/fwbench
-	./$(BIN)/fwbench -fwproxy $(BIN)/fwproxy -duration $(BENCH_DURATION)
+	./$(BIN)/fwbench -fwproxy $(BIN)/fwproxy -danted "$(DANTED)" -duration $(BENCH_DURATION) -markdown $(BIN)/bench.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
 
 ## bench-deps: installs Dante's server for make bench to compare with. The

@@ -284,7 +284,7 @@ func (t *announcedTarget) deliver(b []byte, _ netip.AddrPort) {
 }
 
 // sessionObserver passes events on and acts on the ones the connection
-// cares about: a TCP funnel releases the lease; a playlist transition holds
+// cares about: a TCP funnel releases the lease; a stream change holds
 // announced-mode delivery until the client's next ReadBlock, and is logged.
 type sessionObserver struct {
 	FilterObserver
@@ -296,16 +296,17 @@ func (o sessionObserver) Transition(t Transition) {
 	switch t {
 	case TransitionFunnelTCP:
 		o.s.releaseForTCP()
-	case TransitionEntryEnd, TransitionStreamChange:
-		// The player closes its UDP port now and binds it again before it
-		// asks for the next header with ReadBlock (S1 §3.1.5.19, S8). A
-		// player behind its own association announces that itself; one
-		// that only tunnels TCP does not, so its datagrams wait in the
-		// lease meanwhile (leases.Holder.Hold).
+	case TransitionStreamChange:
+		// The player closes its UDP port on this message and binds it
+		// again before it asks for the next header with ReadBlock
+		// (S1 §3.1.5.19, S8). A player behind its own association
+		// announces that itself; one that only tunnels TCP does not, so
+		// its datagrams wait in the lease meanwhile (leases.Holder.Hold).
+		// The hold is set before the message reaches the player. Not
+		// earlier, at EndOfStream: a player that stops at the end of an
+		// entry (VLC) would never ask to resume and lose its entry's tail.
 		o.s.hold()
-		if t == TransitionStreamChange {
-			o.s.f.log.Info("mms playlist transition", "client", o.s.conn.Client, "server", o.s.conn.Server)
-		}
+		o.s.f.log.Info("mms playlist transition", "client", o.s.conn.Client, "server", o.s.conn.Server)
 	case TransitionPlaylistEnd:
 		o.s.f.log.Info("mms playlist end", "client", o.s.conn.Client, "server", o.s.conn.Server)
 	}

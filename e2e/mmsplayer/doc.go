@@ -23,7 +23,7 @@
 // A player loses nothing by its own doing: before it closes a socket it
 // makes sure nothing more is on its way to it (the proxy closed the
 // association, which it does only after releasing the lease; or the MMS
-// filter holds announced delivery from EndOfStream to ReadBlock) and reads
+// filter holds announced delivery from StreamChange to ReadBlock) and reads
 // what the kernel already queued. When the new association races ahead of
 // the old one's close, the new socket shares the port with the old one
 // (SO_REUSEADDR, Linux) and the old one is connected to its own relay, so

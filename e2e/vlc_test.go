@@ -239,10 +239,10 @@ func TestVLCPlaysMMSU(t *testing.T) {
 				m := settledMetrics(t, p)
 				assert.Equal(t, 1.0, m.sum("fwproxy_mms_funnel_rewrites_total", `mode="announced"`), "VLC's funnel was rewritten")
 				// The header and every packet reached the proxy and went on
-				// to VLC, but for a packet still in flight when EndOfStream
-				// passed: the filter holds those for the player's next
-				// ReadBlock, which VLC (whose end of stream StreamChange
-				// is) never sends.
+				// to VLC, but for the entry's tail if the server sent it
+				// after StreamChange: the filter holds that for the
+				// player's next ReadBlock, which VLC (for which
+				// EndOfStream is the end of the stream) never sends.
 				delivered := m.sum("fwproxy_leases_datagrams_total", `outcome="delivered"`)
 				assert.Equal(t, float64(len(asset.Packets)+1), delivered+m.sum("fwproxy_leases_datagrams_total", `outcome="buffered"`),
 					"the header and every packet reached the proxy")

@@ -1,6 +1,8 @@
 package leases
 
 import (
+	"net/netip"
+
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -76,4 +78,23 @@ func TestHoldWithLingerZeroDrops(t *testing.T) {
 	h.Resume()
 	p.send(t, h.LocalAddr(), "kept")
 	assert.Equal(t, []string{"kept"}, s.waitN(t, 1))
+}
+
+// TestAllowPeerSurvivesAFullPeerSet: a client that sends to more hosts than
+// MaxPeers must not push the media server a filter registered out of the
+// permitted set.
+func TestAllowPeerSurvivesAFullPeerSet(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxPeers = 2
+	env := newEnv(t, cfg)
+	media := newPeer(t)
+	s := newSink()
+	h, err := env.m.Acquire(ctxT(t), key(7004), assoc(s))
+	require.NoError(t, err)
+	h.AllowPeer(media.addr().Addr())
+	for i := range 5 {
+		require.NoError(t, h.Send([]byte("x"), netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 9)))
+	}
+	media.send(t, h.LocalAddr(), "still permitted")
+	assert.Equal(t, []string{"still permitted"}, s.waitN(t, 1))
 }

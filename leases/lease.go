@@ -27,10 +27,14 @@ type lease struct {
 	// Close races a last Release.
 	finished atomic.Bool
 
-	// peersMu guards peers and peerNext. It is separate from mu so Send
+	// peersMu guards peers, peerNext and pinned. It is separate from mu so Send
 	// never waits behind a delivery.
 	peersMu     sync.RWMutex
 	peers       []netip.Addr // ring of permitted inbound IPs, len <= MaxPeers
+	// pinned are the peers an application filter registered (AllowPeer):
+	// a client that sends to many hosts must not push its media server out
+	// of the ring. Bounded by MaxPeers as well.
+	pinned []netip.Addr
 	peerNext    int          // next slot to overwrite once full
 	peersWarned bool
 
@@ -370,12 +374,35 @@ func (l *lease) permitted(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	l.peersMu.RLock()
 	defer l.peersMu.RUnlock()
+	for _, p := range l.pinned {
+		if p == ip {
+			return true
+		}
+	}
 	for _, p := range l.peers {
 		if p == ip {
 			return true
 		}
 	}
 	return false
+}
+
+// pin adds ip to the pinned peers, which the ring's replacement never
+// touches; when they too are full the oldest pinned entry goes.
+func (l *lease) pin(ip netip.Addr) {
+	ip = ip.Unmap()
+	if !ip.IsValid() {
+		return
+	}
+	l.peersMu.Lock()
+	defer l.peersMu.Unlock()
+	if slices.Contains(l.pinned, ip) {
+		return
+	}
+	if len(l.pinned) >= l.m.cfg.MaxPeers {
+		l.pinned = slices.Delete(l.pinned, 0, 1)
+	}
+	l.pinned = append(l.pinned, ip)
 }
 
 // permit adds ip to the permitted peers, replacing the oldest entry when
@@ -407,7 +434,7 @@ func (l *lease) permit(ip netip.Addr) {
 
 func (l *lease) info(now time.Time) LeaseInfo {
 	l.peersMu.RLock()
-	peers := len(l.peers)
+	peers := len(l.peers) + len(l.pinned)
 	l.peersMu.RUnlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -500,10 +527,11 @@ func (h *Holder) WriteTo(b []byte, dst netip.AddrPort) error {
 }
 
 // AllowPeer permits ip as an inbound peer (an application filter registers
-// the media server this way). It is not undone by Release: the permission
+// the media server this way); it stays permitted however many hosts the
+// client sends to. It is not undone by Release: the permission
 // belongs to the lease and survives a reclaim.
 func (h *Holder) AllowPeer(ip netip.Addr) {
-	h.l.permit(ip)
+	h.l.pin(ip)
 }
 
 // Release unregisters the holder. When it was the lease's last holder the

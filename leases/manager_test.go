@@ -545,9 +545,10 @@ func TestInboundFilter(t *testing.T) {
 	srv.send(t, h.LocalAddr(), "reply")
 	require.Equal(t, []string{"reply"}, s.waitN(t, 1))
 
-	// The peer set is bounded: two more peers push the oldest out.
-	h.AllowPeer(netip.MustParseAddr("192.0.2.1"))
-	h.AllowPeer(netip.MustParseAddr("::ffff:192.0.2.2")) // mapped form is unmapped
+	// The peer set is bounded: two more peers the client sends to push the
+	// oldest out.
+	require.NoError(t, h.Send([]byte("x"), netip.MustParseAddrPort("127.0.1.1:9")))
+	require.NoError(t, h.Send([]byte("x"), netip.MustParseAddrPort("[::ffff:127.0.1.2]:9"))) // mapped form is unmapped
 	in, _ := snapshotOf(env.m, key(7010))
 	require.Equal(t, 2, in.Peers)
 	srv.send(t, h.LocalAddr(), "evicted peer")
@@ -559,9 +560,9 @@ func TestInboundFilter(t *testing.T) {
 		ip   string
 		want bool
 	}{
-		{"192.0.2.1", true},
-		{"::ffff:192.0.2.1", true},
-		{"192.0.2.2", true},
+		{"127.0.1.1", true},
+		{"::ffff:127.0.1.1", true},
+		{"127.0.1.2", true},
 		{"127.0.0.1", false},
 		{"2001:db8::1", false},
 	}

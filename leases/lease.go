@@ -29,13 +29,13 @@ type lease struct {
 
 	// peersMu guards peers, peerNext and pinned. It is separate from mu so Send
 	// never waits behind a delivery.
-	peersMu     sync.RWMutex
-	peers       []netip.Addr // ring of permitted inbound IPs, len <= MaxPeers
+	peersMu sync.RWMutex
+	peers   []netip.Addr // ring of permitted inbound IPs, len <= MaxPeers
 	// pinned are the peers an application filter registered (AllowPeer):
 	// a client that sends to many hosts must not push its media server out
 	// of the ring. Bounded by MaxPeers as well.
-	pinned []netip.Addr
-	peerNext    int          // next slot to overwrite once full
+	pinned      []netip.Addr
+	peerNext    int // next slot to overwrite once full
 	peersWarned bool
 
 	// mu is the delivery lock. It guards the fields below and is held

@@ -172,7 +172,10 @@ type rawClientSink struct {
 	msg syscall.Msghdr
 	sa4 syscall.RawSockaddrInet4
 	sa6 syscall.RawSockaddrInet6
-	err error
+	// inet6 is set for an AF_INET6 socket, which takes IPv4 destinations
+	// only in their IPv4-mapped form (as WriteToUDPAddrPort would send them).
+	inet6 bool
+	err   error
 }
 
 var _ clientSink = (*rawClientSink)(nil)
@@ -183,6 +186,9 @@ func newClientSink(c *net.UDPConn) (clientSink, error) {
 		return nil, err
 	}
 	s := &rawClientSink{rc: rc}
+	if ua, ok := c.LocalAddr().(*net.UDPAddr); ok && ua.IP.To4() == nil {
+		s.inet6 = true
+	}
 	s.writeFn = s.writeFD
 	return s, nil
 }
@@ -200,24 +206,24 @@ func (s *rawClientSink) send(from netip.AddrPort, payload []byte, to netip.AddrP
 		s.iov[1].Base = &payload[0]
 		s.msg.Iovlen = 2
 	}
-	// The relay socket is bound to the family of the control connection's
-	// local address, so the client's address is of the same family.
-	if ip := to.Addr(); ip.Is4() {
+	if ip := to.Addr(); ip.Is4() && !s.inet6 {
 		s.sa4 = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Addr: ip.As4()}
 		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&s.sa4.Port))[:], to.Port())
 		s.msg.Name, s.msg.Namelen = (*byte)(unsafe.Pointer(&s.sa4)), syscall.SizeofSockaddrInet4
 	} else {
+		// As16 maps an IPv4 address.
 		s.sa6 = syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Addr: ip.As16()}
 		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&s.sa6.Port))[:], to.Port())
 		s.msg.Name, s.msg.Namelen = (*byte)(unsafe.Pointer(&s.sa6)), syscall.SizeofSockaddrInet6
 	}
 	s.err = nil
-	if err := s.rc.Write(s.writeFn); err != nil {
-		return err
-	}
+	err := s.rc.Write(s.writeFn)
 	// Drop the references to the caller's buffers: they are only valid
 	// during the call.
 	s.iov = [2]syscall.Iovec{}
+	if err != nil {
+		return err
+	}
 	return s.err
 }
 

@@ -187,7 +187,7 @@ func stream(ctx context.Context, sender *net.UDPConn, ext []netip.AddrPort, inte
 	sent := make([]int, len(ext))
 	msg := make([]byte, 200)
 	next := time.Now()
-	for ctx.Err() == nil && time.Now().Before(end) {
+	for n := 0; n < maxStepsPerWorker && ctx.Err() == nil && time.Now().Before(end); n++ {
 		for i, to := range ext {
 			binary.BigEndian.PutUint64(msg, uint64(sent[i]))
 			if _, err := sender.WriteToUDPAddrPort(msg, to); err == nil {
@@ -264,7 +264,7 @@ func (p *player) readFor(d time.Duration) {
 
 // drainFor reads until no datagram has come for quiet.
 func (p *player) drainFor(quiet time.Duration) {
-	for {
+	for range maxStepsPerWorker {
 		p.sock.SetReadDeadline(time.Now().Add(quiet))
 		n, _, err := p.sock.ReadFromUDPAddrPort(p.buf)
 		if errors.Is(err, os.ErrDeadlineExceeded) || err != nil {

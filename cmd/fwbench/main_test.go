@@ -1,0 +1,64 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, o.dur)
+	assert.Equal(t, 3, o.rounds)
+	assert.Equal(t, []int{1000, 10000}, o.leases)
+	assert.Equal(t, []int{2, 8}, o.churnPlayers)
+	for _, s := range scenarios {
+		assert.True(t, o.only[s], "every scenario runs by default: %s", s)
+	}
+
+	o, err = parseFlags([]string{"-only", "udp, churn", "-churn-players", "4", "-leases", "500", "-danted", ""}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]bool{"udp": true, "churn": true}, o.only)
+	assert.Equal(t, []int{4}, o.churnPlayers)
+	assert.Equal(t, []int{500}, o.leases)
+	assert.Empty(t, o.danted)
+
+	for _, bad := range [][]string{
+		{"-only", "connect,nope"},
+		{"-leases", "0"},
+		{"-leases", "50000"},
+		{"-churn-players", "x"},
+		{"-rounds", "0"},
+		{"-duration", "-1s"},
+	} {
+		_, err := parseFlags(bad, io.Discard)
+		assert.Error(t, err, "%q", bad)
+	}
+}
+
+func TestWriteGoals(t *testing.T) {
+	r := newResults()
+	c := r.fig("connect/1/rate", "c", "conn/s", higherIsBetter)
+	c.set(sysFwproxy, 6000)
+	c.set(sysDanted, 2000)
+	u := r.fig("udp/16/100/p99", "p", "µs", lowerIsBetter)
+	u.set(sysFwproxy, 600)
+	u.set(sysDanted, 1000)
+	lost := r.fig("churn/2/lost", "l", "count", lowerIsBetter)
+	lost.total = true
+	lost.set(sysFwproxy, 0)
+	lost.set(sysFwproxy, 1)
+
+	var b strings.Builder
+	r.writeGoals(&b, []int{2})
+	out := b.String()
+	assert.Contains(t, out, "| CONNECT rate ≥ 3× danted, 1 client(s) | 3.00× danted | yes |")
+	assert.Contains(t, out, "| UDP p99 ≤ ½ danted, 16 association(s), 100 B | 0.60× danted | **no** |")
+	assert.Contains(t, out, "| churn, 2 players: 0 datagrams lost | 1.00 lost | **no** |", "a loss in any round fails")
+	assert.Contains(t, out, "| CONNECT rate ≥ 3× danted, 16 client(s) | — | not measured |")
+}

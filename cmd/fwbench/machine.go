@@ -3,15 +3,18 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"time"
 )
 
-// describeMachine says what the figures were measured on.
-func describeMachine() []string {
+// describeMachine says what the figures were measured on; danted is the
+// binary measured, "" when none was.
+func describeMachine(danted string) []string {
 	lines := []string{
 		fmt.Sprintf("CPU: %s, %d logical CPUs", cpuModel(), runtime.NumCPU()),
 		fmt.Sprintf("kernel: %s, Go %s %s/%s", readTrim("/proc/sys/kernel/osrelease"), runtime.Version(), runtime.GOOS, runtime.GOARCH),
@@ -19,7 +22,7 @@ func describeMachine() []string {
 	if mem := memTotal(); mem != "" {
 		lines = append(lines, "memory: "+mem)
 	}
-	if v := dantedVersion(); v != "" {
+	if v := dantedVersion(danted); v != "" {
 		lines = append(lines, "danted: "+v)
 	}
 	return lines
@@ -58,13 +61,14 @@ func memTotal() string {
 	return firstField(b, "MemTotal")
 }
 
-// dantedVersion is the first line of `danted -v`, when danted is there.
-func dantedVersion() string {
-	path := findDanted("/usr/sbin/danted")
+// dantedVersion is the first line of `danted -v`; "" without a binary.
+func dantedVersion(path string) string {
 	if path == "" {
 		return ""
 	}
-	out, _ := exec.Command(path, "-v").CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, path, "-v").CombinedOutput()
 	line, _, _ := strings.Cut(string(out), "\n")
 	return strings.TrimSpace(line)
 }

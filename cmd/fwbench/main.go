@@ -163,11 +163,16 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 	defer fw.stop()
 	b.targets = []target{{sys: sysDirect}, {sys: sysFwproxy, proxy: fw.addr}}
 	dantedNote := ""
-	if bin := findDanted(o.danted); bin == "" {
-		dantedNote = fmt.Sprintf("danted not found at %q (make bench-deps installs dante-server): no ratios to danted", o.danted)
+	dantedBin := findDanted(o.danted)
+	switch {
+	case o.danted == "":
+		dantedNote = "danted not measured (-danted is empty): no ratios to danted"
 		log.Warn(dantedNote)
-	} else {
-		dt, err := startDanted(ctx, bin, dir)
+	case dantedBin == "":
+		dantedNote = fmt.Sprintf("danted not found at %s (make bench-deps installs dante-server): no ratios to danted", o.danted)
+		log.Warn(dantedNote)
+	default:
+		dt, err := startDanted(ctx, dantedBin, dir)
 		if err != nil {
 			return err
 		}
@@ -235,7 +240,7 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		}
 	}
 
-	report := b.report(dantedNote, o.churnPlayers)
+	report := b.report(dantedBin, dantedNote, o.churnPlayers)
 	io.WriteString(stdout, report)
 	if o.markdown != "" {
 		if err := os.WriteFile(o.markdown, []byte(report), 0o644); err != nil {
@@ -249,10 +254,10 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 }
 
 // report is the machine's description, the table and the targets.
-func (b *bench) report(dantedNote string, churnPlayers []int) string {
+func (b *bench) report(dantedBin, dantedNote string, churnPlayers []int) string {
 	var w strings.Builder
 	fmt.Fprintf(&w, "\n## fwbench %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	for _, line := range describeMachine() {
+	for _, line := range describeMachine(dantedBin) {
 		fmt.Fprintf(&w, "- %s\n", line)
 	}
 	fmt.Fprintf(&w, "- each figure: the median of %d runs of %v per system, the systems taking turns\n", b.rounds, b.dur)

@@ -147,6 +147,7 @@ func (s *Server) dialFromExternal(ctx context.Context, network, address string) 
 	if dst, err := netip.ParseAddrPort(address); err == nil && ext.IsValid() &&
 		ext.Is4() == dst.Addr().Unmap().Is4() && (!ext.IsLoopback() || dst.Addr().IsLoopback()) {
 		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ext, 0))
+		d.Control = bindNoPort
 	}
 	return d.DialContext(ctx, network, address)
 }

@@ -78,14 +78,16 @@ type cachedNameFor struct {
 	cachedName
 }
 
-// datagramBufs holds read buffers of one maximum datagram for the client
-// readers (Linux), so that an idle association holds none: that is what
-// keeps 10,000 idle associations small. sync.Pool keeps a cache per P, so
-// no lock is shared by all associations; a busy reader keeps its buffer
-// across datagrams (see rawClientSource), so the pool is not touched per
-// datagram either. Pointers to arrays: one allocation, and Put does not
-// allocate.
-var datagramBufs = sync.Pool{New: func() any { return new([maxDatagram]byte) }}
+// newDatagramBufs returns the pool of read buffers of one maximum datagram
+// for the client readers (Linux), so that an idle association holds none:
+// that is what keeps 10,000 idle associations small. sync.Pool keeps a
+// cache per P, so no lock is shared by all associations; a busy reader keeps
+// its buffer across datagrams (see rawClientSource), so the pool is not
+// touched per datagram either. Pointers to arrays: one allocation, and Put
+// does not allocate. The server owns the pool.
+func newDatagramBufs() *sync.Pool {
+	return &sync.Pool{New: func() any { return new([maxDatagram]byte) }}
+}
 
 // associate serves UDP ASSOCIATE. DST.PORT is the port the client sends
 // from; the client's IP is the control connection's, whatever DST.ADDR says
@@ -230,7 +232,7 @@ func (a *association) clientLoop(ctx context.Context, wg *sync.WaitGroup) {
 
 func (a *association) readClient(ctx context.Context) error {
 	s := a.ss.srv
-	src, err := newClientSource(a.relay)
+	src, err := newClientSource(a.relay, s.datagramBufs)
 	if err != nil {
 		return err
 	}

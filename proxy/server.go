@@ -64,6 +64,8 @@ type Server struct {
 	leases  Leaser
 	udp     *udpCounters
 	names   *lru.Cache[string, cachedName]
+	// datagramBufs lends UDP ASSOCIATE's client readers their buffers.
+	datagramBufs *sync.Pool
 
 	// baseCtx is the parent of every session's context; cancelled by Close.
 	baseCtx context.Context
@@ -109,6 +111,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.obs = nopObserver{}
 	}
 	s.udp = newUDPCounters(s.obs)
+	s.datagramBufs = newDatagramBufs()
 	// The plain LRU, not the expirable one: that one starts a goroutine
 	// nothing can stop. Entries carry their own expiry instead.
 	s.names, _ = lru.New[string, cachedName](nameCacheSize)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -16,7 +17,7 @@ import (
 // blocking ReadFromUDPAddrPort would pin a 64 KiB buffer to every idle
 // association. Without a buffer, readFD first asks the kernel whether a
 // datagram is queued (a zero-length MSG_PEEK); only then does it take one
-// from datagramBufs. It keeps it across datagrams, so a busy association
+// from the server's pool. It keeps it across datagrams, so a busy association
 // does not go to the pool per datagram, until bufferHold after taking it: a
 // read deadline then wakes the reader, which hands the buffer back, clears
 // the deadline and goes on. So an association that falls silent holds a
@@ -30,7 +31,8 @@ type rawClientSource struct {
 	// allocate.
 	readFn func(fd uintptr) bool
 
-	buf   *[maxDatagram]byte // from datagramBufs; nil while idle
+	bufs  *sync.Pool         // the server's datagram buffers
+	buf   *[maxDatagram]byte // from bufs; nil while idle
 	taken bool               // readFD took buf: next must arm the deadline
 
 	// The last readFD's results, handed from the callback to next.
@@ -45,12 +47,12 @@ var _ clientSource = (*rawClientSource)(nil)
 // bufferHold is how long a client reader keeps a pooled buffer.
 const bufferHold = 500 * time.Millisecond
 
-func newClientSource(c *net.UDPConn) (clientSource, error) {
+func newClientSource(c *net.UDPConn, bufs *sync.Pool) (clientSource, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	s := &rawClientSource{c: c, rc: rc}
+	s := &rawClientSource{c: c, rc: rc, bufs: bufs}
 	s.readFn = s.readFD
 	return s, nil
 }
@@ -90,7 +92,7 @@ func (s *rawClientSource) readFD(fd uintptr) bool {
 		if !datagramQueued(fd) {
 			return false
 		}
-		s.buf = datagramBufs.Get().(*[maxDatagram]byte)
+		s.buf = s.bufs.Get().(*[maxDatagram]byte)
 		s.taken = true
 	}
 	for {
@@ -132,7 +134,7 @@ func datagramQueued(fd uintptr) bool {
 // close gives the buffer back; the source stays usable.
 func (s *rawClientSource) close() {
 	if s.buf != nil {
-		datagramBufs.Put(s.buf)
+		s.bufs.Put(s.buf)
 		s.buf = nil
 	}
 }

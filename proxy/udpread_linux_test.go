@@ -56,7 +56,7 @@ func TestRawClientSinkGathersHeaderAndPayload(t *testing.T) {
 // given its buffer back and must take one again).
 func TestRawClientSourceAcrossIdle(t *testing.T) {
 	relay, client := udpPair(t, "udp4", "127.0.0.1")
-	src, err := newClientSource(relay)
+	src, err := newClientSource(relay, newDatagramBufs())
 	require.NoError(t, err)
 	defer src.close()
 	to := addrPortOf(relay.LocalAddr())

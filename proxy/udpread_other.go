@@ -5,6 +5,7 @@ package proxy
 import (
 	"net"
 	"net/netip"
+	"sync"
 )
 
 // stdClientSource is the portable client reader: it blocks in
@@ -17,7 +18,7 @@ type stdClientSource struct {
 
 var _ clientSource = (*stdClientSource)(nil)
 
-func newClientSource(c *net.UDPConn) (clientSource, error) {
+func newClientSource(c *net.UDPConn, _ *sync.Pool) (clientSource, error) {
 	return &stdClientSource{c: c, buf: make([]byte, maxDatagram)}, nil
 }
 

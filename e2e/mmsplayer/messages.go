@@ -1,46 +1,18 @@
 package mmsplayer
 
 import (
-	"encoding/binary"
-	"math"
 	"net/netip"
 
+	"fwproxy/e2e/mmsserver"
 	"fwproxy/mmsfilter"
 )
 
 // Client-to-server message bodies (from absolute offset 40), with the
 // values of mms-protocol.md §2.2 that WMP, VLC and libmms send.
 
-// fields builds a message body little-endian, field by field.
-type fields []byte
-
-func (f fields) u32(v ...uint32) fields {
-	for _, x := range v {
-		f = binary.LittleEndian.AppendUint32(f, x)
-	}
-	return f
-}
-
-func (f fields) u16(v ...uint16) fields {
-	for _, x := range v {
-		f = binary.LittleEndian.AppendUint16(f, x)
-	}
-	return f
-}
-
-func (f fields) f64(v float64) fields {
-	return binary.LittleEndian.AppendUint64(f, math.Float64bits(v))
-}
-
-func (f fields) zeros(n int) fields { return append(f, make([]byte, n)...) }
-
-// utf16z appends s (ASCII) as UTF-16LE and a NUL unit.
-func (f fields) utf16z(s string) fields {
-	for i := 0; i < len(s); i++ {
-		f = append(f, s[i], 0)
-	}
-	return append(f, 0, 0)
-}
+// fields is the server's body builder: one implementation of the layout
+// for both peers.
+type fields = mmsserver.Fields
 
 func msg(mid mmsfilter.MID, f fields) mmsfilter.Message { return mmsfilter.Message{MID: mid, Body: f} }
 
@@ -71,64 +43,64 @@ const (
 // connectMsg is LinkViewerToMacConnect; the subscriber string names the
 // server, as every player's does (it needs no rewriting through a proxy).
 func connectMsg(server netip.AddrPort) mmsfilter.Message {
-	return msg(mmsfilter.MIDConnect, fields{}.u32(noPacketPair, macToViewerRev, viewerToMacRev).
-		utf16z(subscriber+"; Host: "+server.String()))
+	return msg(mmsfilter.MIDConnect, fields{}.U32(noPacketPair, macToViewerRev, viewerToMacRev).
+		UTF16Z(subscriber+"; Host: "+server.String()))
 }
 
 // funnelInfoMsg asks for the server's transport info without packet-pair
 // (modern clients SHOULD send it; VLC and libmms do not).
 func funnelInfoMsg() mmsfilter.Message {
-	return msg(mmsfilter.MIDFunnelInfo, fields{}.u32(noPacketPair))
+	return msg(mmsfilter.MIDFunnelInfo, fields{}.U32(noPacketPair))
 }
 
 // connectFunnelMsg announces \\ip\UDP\port (or \TCP\) with a NUL.
 func connectFunnelMsg(f mmsfilter.Funnel) mmsfilter.Message {
-	b := fields{}.u32(0, maxBlockBytes, 0, maxBitRate, funnelModeData)
+	b := fields{}.U32(0, maxBlockBytes, 0, maxBitRate, funnelModeData)
 	b = mmsfilter.AppendFunnelName(b, f)
 	return msg(mmsfilter.MIDConnectFunnel, append(b, 0, 0))
 }
 
 func openFileMsg(name string, inc uint8) mmsfilter.Message {
-	return msg(mmsfilter.MIDOpenFile, fields{}.u32(uint32(inc), 0, 0, 0).utf16z(name))
+	return msg(mmsfilter.MIDOpenFile, fields{}.U32(uint32(inc), 0, 0, 0).UTF16Z(name))
 }
 
 func readBlockMsg(inc uint8) mmsfilter.Message {
-	return msg(mmsfilter.MIDReadBlock, fields{}.u32(openFileID, 0, 0, readBlockLen, 0xFFFFFFFF, 0).
-		f64(0).f64(readDeadline).u32(uint32(inc), 0))
+	return msg(mmsfilter.MIDReadBlock, fields{}.U32(openFileID, 0, 0, readBlockLen, 0xFFFFFFFF, 0).
+		F64(0).F64(readDeadline).U32(uint32(inc), 0))
 }
 
 func cancelReadBlockMsg(inc uint8) mmsfilter.Message {
-	return msg(mmsfilter.MIDCancelReadBlock, fields{}.u32(uint32(inc)))
+	return msg(mmsfilter.MIDCancelReadBlock, fields{}.U32(uint32(inc)))
 }
 
 // streamSwitchMsg selects every stream at full rate.
 func streamSwitchMsg(ids []uint16) mmsfilter.Message {
-	b := fields{}.u32(uint32(len(ids)))
+	b := fields{}.U32(uint32(len(ids)))
 	for _, id := range ids {
-		b = b.u16(noStream, id, 0)
+		b = b.U16(noStream, id, 0)
 	}
 	return msg(mmsfilter.MIDStreamSwitch, b)
 }
 
 func startPlayingMsg(inc uint8) mmsfilter.Message {
-	return msg(mmsfilter.MIDStartPlaying, fields{}.u32(openFileID, playPadding).f64(0).
-		u32(0xFFFFFFFF, noLocation, playToEnd, uint32(inc)))
+	return msg(mmsfilter.MIDStartPlaying, fields{}.U32(openFileID, playPadding).F64(0).
+		U32(0xFFFFFFFF, noLocation, playToEnd, uint32(inc)))
 }
 
-func pongMsg() mmsfilter.Message { return msg(mmsfilter.MIDPong, fields{}.u32(0, 0)) }
+func pongMsg() mmsfilter.Message { return msg(mmsfilter.MIDPong, fields{}.U32(0, 0)) }
 
 func closeFileMsg() mmsfilter.Message {
-	return msg(mmsfilter.MIDCloseFile, fields{}.u32(1, openFileID))
+	return msg(mmsfilter.MIDCloseFile, fields{}.U32(1, openFileID))
 }
 
 // loggingMsg is Logging with a CLIENT_LOG that says little: its size, the
 // source ID, 0xFFFFFFFF for the client IP (as new clients SHOULD, so no
 // address needs rewriting), protocol "mms" and the transport.
 func loggingMsg(transport string) mmsfilter.Message {
-	b := fields{}.u32(clientLogLen).zeros(1142).u32(openFileID, 0xFFFFFFFF).zeros(260 + 16 + 8 + 16)
+	b := fields{}.U32(clientLogLen).Zeros(1142).U32(openFileID, 0xFFFFFFFF).Zeros(260 + 16 + 8 + 16)
 	b = append(b, padASCII("mms", 8)...)
 	b = append(b, padASCII(transport, 8)...)
-	return msg(mmsfilter.MIDLogging, b.zeros(5*4))
+	return msg(mmsfilter.MIDLogging, b.Zeros(5*4))
 }
 
 func padASCII(s string, n int) []byte {

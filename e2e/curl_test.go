@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -96,4 +97,34 @@ func TestCurlThroughProxy(t *testing.T) {
 	assert.Contains(t, m, `fwproxy_socks_authentications_total{method="username_password",result="success"} 2`)
 	assert.Contains(t, m, `fwproxy_socks_requests_total{command="connect",reply="succeeded"} 2`)
 	assert.True(t, open.logs.contains(`"msg":"session"`, `"command":"connect"`, `"reply":"succeeded"`), "one log line per session")
+}
+
+// TestUsersReloadOnSIGHUP: the users file is read again on SIGHUP; a file
+// that does not load leaves the current users in place.
+func TestUsersReloadOnSIGHUP(t *testing.T) {
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	t.Cleanup(web.Close)
+	url := web.URL + "/"
+	path := usersFile(t, "alice", "s3cret")
+	p := startProxy(t, "-users", path)
+	fetch := func(user string) error {
+		_, err := curl(t, "--socks5", p.socks, "--proxy-user", user, url)
+		return err
+	}
+	require.NoError(t, fetch("alice:s3cret"))
+	require.Error(t, fetch("bob:n3w"))
+
+	reload := func(wantLog string) {
+		before := strings.Count(p.logs.String(), wantLog)
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+		p.waitLog(t, wantLog, before+1)
+	}
+	require.NoError(t, os.Rename(usersFile(t, "bob", "n3w"), path))
+	reload("SIGHUP: users reloaded")
+	require.NoError(t, fetch("bob:n3w"))
+	require.Error(t, fetch("alice:s3cret"))
+
+	require.NoError(t, os.WriteFile(path, []byte("bob:clear-text\n"), 0o600))
+	reload("SIGHUP: users not reloaded")
+	require.NoError(t, fetch("bob:n3w"), "a bad file keeps the users that were loaded")
 }

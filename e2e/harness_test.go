@@ -188,3 +188,16 @@ func (p *proxyProc) waitMetric(t *testing.T, line string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// waitLog waits until the process has logged a line containing s at least
+// n times in all.
+func (p *proxyProc) waitLog(t *testing.T, s string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for strings.Count(p.logs.String(), s) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("log line %q not seen %d times:\n%s", s, n, p.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -242,3 +242,31 @@ func TestShutdownCutsShortAfterDeadline(t *testing.T) {
 	c.expectClosed()
 	assert.Equal(t, 0, ts.rec.openSessions())
 }
+
+func TestReloadableUsers(t *testing.T) {
+	target := echoTarget(t)
+	first := testUsers(t)
+	line, err := HashPassword("bob", []byte("n3w"))
+	require.NoError(t, err)
+	second, err := ParseUsers(strings.NewReader(line + "\n"))
+	require.NoError(t, err)
+	users := NewReloadableUsers(first)
+	ts := startServer(t, testConfig(), Deps{Credentials: users})
+
+	login := func(user, pass string) byte {
+		c := dialClient(t, ts.addr)
+		c.greet(methodUserPass)
+		status := c.login(user, pass)
+		if status == 0 {
+			rep, _ := c.request(CommandConnect, spec(target))
+			require.Equal(t, ReplySucceeded, rep)
+		}
+		return status
+	}
+	assert.Equal(t, byte(0), login("alice", "s3cret"))
+	assert.Equal(t, byte(1), login("bob", "n3w"))
+	users.Replace(second)
+	assert.Equal(t, byte(1), login("alice", "s3cret"), "a removed user is refused at once")
+	assert.Equal(t, byte(0), login("bob", "n3w"), "a new user is accepted without a restart")
+	assert.Equal(t, 1, users.Len())
+}

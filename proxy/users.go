@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	socks5 "github.com/armon/go-socks5"
 	"golang.org/x/crypto/bcrypt"
@@ -115,3 +116,30 @@ func HashPassword(name string, password []byte) (string, error) {
 	}
 	return name + ":" + string(h), nil
 }
+
+// ReloadableUsers is a credential store whose users can be replaced while
+// the server runs (the daemon reloads its users file on SIGHUP). Sessions
+// authenticate against whichever set is current when they ask.
+type ReloadableUsers struct {
+	cur atomic.Pointer[Users]
+}
+
+var _ socks5.CredentialStore = (*ReloadableUsers)(nil)
+
+// NewReloadableUsers starts with u.
+func NewReloadableUsers(u *Users) *ReloadableUsers {
+	r := &ReloadableUsers{}
+	r.cur.Store(u)
+	return r
+}
+
+// Replace makes u the current users.
+func (r *ReloadableUsers) Replace(u *Users) { r.cur.Store(u) }
+
+// Valid implements socks5.CredentialStore.
+func (r *ReloadableUsers) Valid(user, password string) bool {
+	return r.cur.Load().Valid(user, password)
+}
+
+// Len returns the number of current users.
+func (r *ReloadableUsers) Len() int { return r.cur.Load().Len() }

@@ -77,12 +77,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	deps := proxy.Deps{Logger: log}
+	var reloadable *proxy.ReloadableUsers
 	if cfg.Users != "" {
 		users, err := proxy.LoadUsers(cfg.Users)
 		if err != nil {
 			return err
 		}
-		deps.Credentials = users
+		reloadable = proxy.NewReloadableUsers(users)
+		deps.Credentials = reloadable
 	}
 
 	lcfg, err := cfg.leasesConfig()
@@ -148,11 +150,24 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Warn("external_ip is a loopback address: UDP relays cannot reach media servers elsewhere; set -external-ip")
 	}
 
+	// SIGHUP reloads the users file; a file that does not load leaves the
+	// current users in place.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
-	case runErr = <-serveErr:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
+			break wait
+		case runErr = <-serveErr:
+			break wait
+		case <-hup:
+			reloadUsers(log, cfg.Users, reloadable)
+		}
 	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
@@ -171,6 +186,21 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return nil
 	}
 	return runErr
+}
+
+// reloadUsers loads path into users, or logs why it keeps the old ones.
+func reloadUsers(log *slog.Logger, path string, users *proxy.ReloadableUsers) {
+	if users == nil {
+		log.Info("SIGHUP: no users file to reload")
+		return
+	}
+	u, err := proxy.LoadUsers(path)
+	if err != nil {
+		log.Error("SIGHUP: users not reloaded, keeping the current ones", "err", err)
+		return
+	}
+	users.Replace(u)
+	log.Info("SIGHUP: users reloaded", "path", path, "users", u.Len())
 }
 
 func addrIsLoopback(a net.Addr) bool {

@@ -124,6 +124,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("listen socks: %w", err)
 	}
 	var metricsSrv *http.Server
+	metricsDone := make(chan struct{}) // closed when the metrics server's Serve returned
 	metricsAddr := "disabled"
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
@@ -137,7 +138,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 			ReadHeaderTimeout: 5 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
-		go metricsSrv.Serve(mln)
+		go func() {
+			defer close(metricsDone)
+			metricsSrv.Serve(mln)
+		}()
+	} else {
+		close(metricsDone)
 	}
 
 	serveErr := make(chan error, 1)
@@ -178,6 +184,7 @@ wait:
 		metricsSrv.Shutdown(drainCtx)
 		metricsSrv.Close()
 	}
+	<-metricsDone
 	if runErr == nil {
 		<-serveErr
 	}

@@ -4,7 +4,7 @@
 // playlists of any number of entries, keep-alive pings.
 //
 // It follows the sequences of mmsfilter/PROTOCOL.md §4 and serves what VLC needs
-// (§5): valid ASF (package asf), openFileId 1, the header as Data packets
+// (§5.1): valid ASF (package asf), openFileId 1, the header as Data packets
 // marked with the ReadBlock's incarnation, media marked with the
 // StartPlaying's. Between playlist entries it sends EndOfStream hr 1 and
 // ReportStreamChange, then waits for ReadBlock (MMSU) or sends the next

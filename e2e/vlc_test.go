@@ -24,7 +24,7 @@ import (
 )
 
 // VLC as the real player: Debian's vlc-bin with vlc-plugin-base, whose
-// access_mms module speaks MMSU (mms-protocol.md §5). It binds UDP port
+// access_mms module speaks MMSU (mmsfilter/PROTOCOL.md §5.1). It binds UDP port
 // 7000 on its control connection's local address (hard-coded), announces
 // it, tunnels only TCP through --socks, and treats StreamChange as the end
 // of the stream: it plays the first entry of a server-side playlist.

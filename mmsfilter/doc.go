@@ -26,8 +26,11 @@
 // server), does not answer the client itself (a forged
 // ReportDisconnectedFunnel would shift every later server seq), does not
 // touch UDP, and does not trust the announced IP: the server sends to the
-// control connection's peer (S1 §3.2.5.5).
+// control connection's peer ([MS-MMSP] §3.2.5.5).
 //
-// The facts behind every offset are in /work/shared/mms-protocol.md (cited
-// as §n). Memory is bounded per direction by MaxCommandLen.
+// The facts behind every offset are in PROTOCOL.md beside this file, in our
+// own words with the sections of the public specification ([MS-MMSP],
+// Microsoft Media Server Protocol) they come from. In this package a bare
+// §n cites PROTOCOL.md; [MS-MMSP] §x.y cites the specification. Memory is
+// bounded per direction by MaxCommandLen.
 package mmsfilter

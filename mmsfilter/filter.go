@@ -69,7 +69,7 @@ type Config struct {
 	// ExternalIP is the address written into rewritten funnels. Unset
 	// means the proxy's local address on its connection to the server,
 	// which is where a spec-following server sends UDP anyway (it ignores
-	// the funnel's IP and uses the TCP peer's, S1 §3.2.5.5).
+	// the funnel's IP and uses the TCP peer's, [MS-MMSP] §3.2.5.5).
 	ExternalIP netip.Addr
 	// AcquireTimeout bounds getting a lease for a funnel; the client waits
 	// for the server's answer meanwhile. Must be > 0.
@@ -234,7 +234,7 @@ func (s *Connection) onFunnel(ctx context.Context, announced Funnel) (netip.Addr
 		return netip.AddrPort{}, fmt.Errorf("lease for %v: %w", key, err)
 	}
 	t.holder.Store(h)
-	// The media server may send from any UDP source port (S1 leaves it
+	// The media server may send from any UDP source port ([MS-MMSP] leaves it
 	// open), so its IP is what is permitted.
 	h.AllowPeer(s.conn.Server.Addr().Unmap())
 	old := s.target
@@ -299,7 +299,7 @@ func (o sessionObserver) Transition(t Transition) {
 	case TransitionStreamChange:
 		// The player closes its UDP port on this message and binds it
 		// again before it asks for the next header with ReadBlock
-		// (S1 §3.1.5.19, S8). A player behind its own association
+		// ([MS-MMSP] §3.1.5.19, KB 319381). A player behind its own association
 		// announces that itself; one that only tunnels TCP does not, so
 		// its datagrams wait in the lease meanwhile (leases.Holder.Hold).
 		// The hold is set before the message reaches the player. Not

@@ -6,11 +6,11 @@ import (
 )
 
 // Wire constants of the MMST control channel. All integers are little-endian
-// (mms-protocol.md §1, [MS-MMSP] §2.2).
+// (PROTOCOL.md §1, [MS-MMSP] §2.2).
 const (
 	// SessionID is the TcpMessageHeader sessionId; on the wire CE FA 0B B0.
 	// Bytes 4–7 equal to it are what tells a command from a Data packet
-	// (mms-protocol.md §1.3).
+	// (PROTOCOL.md §1.3).
 	SessionID uint32 = 0xB00BFACE
 	// Seal is the TcpMessageHeader seal, ASCII "MMS " on the wire.
 	Seal uint32 = 0x20534D4D
@@ -23,7 +23,7 @@ const (
 	DataHeaderLen = 8
 
 	// MaxCommandLen bounds a TcpMessageHeader packet (header included). The
-	// spec sets no limit (S1 §5.1 only asks implementers to validate
+	// spec sets no limit ([MS-MMSP] §5.1 only asks implementers to validate
 	// lengths). The largest messages in practice are Logging (40+1490
 	// bytes), the 1056-byte packet-pair ReportFunnelInfo and NTLM tokens of a
 	// few KiB; 64 KiB is far above all of them and equals the ceiling the

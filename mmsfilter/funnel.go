@@ -7,7 +7,7 @@ import (
 	"strconv"
 )
 
-// Funnel layout (LinkViewerToMacConnectFunnel, mms-protocol.md §2.2, S1
+// Funnel layout (LinkViewerToMacConnectFunnel, PROTOCOL.md §2.2, [MS-MMSP]
 // §2.2.4.18), offsets relative to the start of the message:
 //
 //	 0          4     8          12         16         20         24     28
@@ -31,12 +31,12 @@ const (
 	// units, too short even for long IPv4 names.)
 	maxFunnelNameUnits = 128
 
-	// maxPortDigits: the port is 1–5 digits (S1 §2.2.4.18 ABNF).
+	// maxPortDigits: the port is 1–5 digits ([MS-MMSP] §2.2.4.18 ABNF).
 	maxPortDigits = 5
 )
 
 // Funnel is what a client announces in a ConnectFunnel message. The server
-// ignores Addr and sends to the control connection's peer at Port (S1
+// ignores Addr and sends to the control connection's peer at Port ([MS-MMSP]
 // §3.2.5.5), so Addr is informative only: never send to it.
 type Funnel struct {
 	Addr      netip.Addr
@@ -251,7 +251,7 @@ func checkReplacement(to netip.AddrPort) error {
 //   - Everything after the port up to the end of the message (the NUL, what
 //     trails it, the old padding) is kept byte for byte, as the netfilter
 //     helper did. We keep it rather than write NUL + zeros because WMP's
-//     trailer is unconfirmed (mms-protocol.md §8): whatever the client put
+//     trailer is unconfirmed (PROTOCOL.md §8): whatever the client put
 //     there, the server still sees. A same-length replacement therefore
 //     changes nothing but the characters.
 //   - Zero padding then makes the message a whole number of chunks, and

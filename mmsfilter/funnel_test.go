@@ -13,7 +13,7 @@ import (
 )
 
 // layoutFunnelPacket writes a ConnectFunnel packet field by field from the
-// tables of mms-protocol.md §1.1 and §2.2 and the length rules of §1.2 —
+// tables of PROTOCOL.md §1.1 and §2.2 and the length rules of §1.2 —
 // deliberately not through AppendCommand, so the golden tests check the
 // builders as well as the rewrite. tail is the funnel name plus whatever
 // follows it before the zero padding.
@@ -88,7 +88,7 @@ func funnelGoldenCases() []struct {
 	}{
 		{
 			name:       "vlc_ipv4_same_length",
-			comment:    "VLC mmsu:// worked example of mms-protocol.md §1.2: 23 chars + NUL + '0' = 50 bytes, 112 bytes total",
+			comment:    "VLC mmsu:// worked example of PROTOCOL.md §1.2: 23 chars + NUL + '0' = 50 bytes, 112 bytes total",
 			seq:        1,
 			maxBitRate: 0x000A0000,
 			text:       `\\192.168.1.10\UDP\7000`,
@@ -140,7 +140,7 @@ func funnelGoldenCases() []struct {
 		},
 		{
 			name:       "ipv6_bracketed",
-			comment:    "RFC 3986 bracketed IPv6 (S1 §2.2.4.18) rewritten to IPv6: brackets kept",
+			comment:    "RFC 3986 bracketed IPv6 ([MS-MMSP] §2.2.4.18) rewritten to IPv6: brackets kept",
 			seq:        2,
 			maxBitRate: 0x00989680,
 			text:       `\\[fd00::17]\UDP\5004`,
@@ -509,7 +509,7 @@ func FuzzRewrite(f *testing.F) {
 	})
 }
 
-// Example: the VLC funnel of mms-protocol.md §1.2, rewritten to the
+// Example: the VLC funnel of PROTOCOL.md §1.2, rewritten to the
 // proxy's external address.
 func ExampleRewriteFunnel() {
 	var fields []byte

@@ -50,7 +50,7 @@ func (b body) utf16z(s string) body { return append(appendUTF16(b, s), 0, 0) }
 
 func msg(mid MID, b body) Message { return Message{MID: mid, Body: b} }
 
-// Client messages, with field values of VLC/libmms (mms-protocol.md §2.2, §5).
+// Client messages, with field values of VLC/libmms (PROTOCOL.md §2.2, §5).
 
 func connectMsg() Message {
 	return msg(MIDConnect, body{}.u32(0xF0F0F0EF, 0x0004000B, 0x0003001C).

@@ -3,10 +3,10 @@ package mmsfilter
 // MID is the message ID of an MMS message (u32 at offset 4 of the message,
 // absolute offset 36 for the first message of a packet). The high 16 bits
 // give the direction: 0x0003 client to server, 0x0004 server to client
-// (mms-protocol.md §1.1, §2.1).
+// (PROTOCOL.md §1.1, §2.1).
 type MID uint32
 
-// The complete MID table of [MS-MMSP] §2.2.4 (mms-protocol.md §2.1).
+// The complete MID table of [MS-MMSP] §2.2.4 (PROTOCOL.md §2.1).
 const (
 	MIDConnect           MID = 0x00030001
 	MIDConnectFunnel     MID = 0x00030002

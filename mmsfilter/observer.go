@@ -39,7 +39,7 @@ func (NopObserver) Problem(Direction, Problem, error) {}
 // Transition is a session event.
 type Transition uint8
 
-// Transitions, with the message that causes each (mms-protocol.md §2, §4).
+// Transitions, with the message that causes each (PROTOCOL.md §2, §4).
 const (
 	// TransitionConnected: ReportConnectedEX.
 	TransitionConnected Transition = iota

@@ -7,7 +7,7 @@ import "sync"
 type State uint8
 
 // States, in the order a session normally goes through them
-// (mms-protocol.md §4.a, §4.b).
+// (PROTOCOL.md §4.a, §4.b).
 const (
 	// StateIdle: nothing from the server yet.
 	StateIdle State = iota
@@ -61,7 +61,7 @@ func (s State) String() string {
 }
 
 // hrEntryEnd is the ReportEndOfStream hr that announces a StreamChange: the
-// end of a playlist entry, not of the playlist (S1 §2.2.4.5).
+// end of a playlist entry, not of the playlist ([MS-MMSP] §2.2.4.5).
 const hrEntryEnd = 0x00000001
 
 // Session follows one MMS control connection from both directions and

@@ -47,7 +47,7 @@ func runSteps(t *testing.T, steps []step) {
 	}
 }
 
-// TestSessionPlaylist follows mms-protocol.md §4.a and §4.b: a UDP session
+// TestSessionPlaylist follows PROTOCOL.md §4.a and §4.b: a UDP session
 // over a two-entry server-side playlist.
 func TestSessionPlaylist(t *testing.T) {
 	runSteps(t, []step{

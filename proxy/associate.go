@@ -30,7 +30,7 @@ var _ Leaser = (*leases.Manager)(nil)
 const maxDatagram = 64 << 10
 
 // association is one UDP ASSOCIATE: the firewall client's remote bind of
-// its UDP port P (RFC 1928 §7, DESIGN.md data path 2). The client sends
+// its UDP port P (RFC 1928 §7, ARCHITECTURE.md, UDP ASSOCIATE). The client sends
 // SOCKS-encapsulated datagrams from P to the relay socket; they leave
 // through the lease's external socket. What the lease receives comes back
 // encapsulated from the relay socket to P.

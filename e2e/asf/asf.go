@@ -1,7 +1,8 @@
 // Package asf reads the parts of an Advanced Systems Format file that an MMS
 // server streams and a player needs: the header (the Header Object and the
 // first 50 bytes of the Data Object, which MMS sends as the stream header,
-// mms-protocol.md §3.1) and the fixed-size data packets that follow.
+// [MS-MMSP] §2.2.2, mmsfilter/PROTOCOL.md §3.3) and the fixed-size data
+// packets that follow.
 //
 // It is test infrastructure for fwproxy's emulated media server and
 // players, not a demuxer: it does not look inside data packets, and it
@@ -19,7 +20,7 @@ import (
 )
 
 // Object GUIDs as they appear on the wire (the first three fields of a GUID
-// are little-endian). From the ASF specification, §10.1 and §10.2.
+// are little-endian). From the ASF specification ([ASF] §10.1 and §10.2).
 const (
 	guidHeader           = "\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9\x00\xaa\x00\x62\xce\x6c" // 75B22630-668E-11CF-A6D9-00AA0062CE6C
 	guidData             = "\x36\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9\x00\xaa\x00\x62\xce\x6c" // 75B22636-668E-11CF-A6D9-00AA0062CE6C
@@ -27,7 +28,7 @@ const (
 	guidStreamProperties = "\x91\x07\xdc\xb7\xb7\xa9\xcf\x11\x8e\xe6\x00\xc0\x0c\x20\x53\x65" // B7DC0791-A9B7-11CF-8EE6-00C00C205365
 )
 
-// Layout constants (ASF specification §3).
+// Layout constants ([ASF] §3.1 to §3.3 and §5.1; mmsfilter/PROTOCOL.md §3.3).
 const (
 	// objectHeaderLen is GUID (16) + size (8), common to every object.
 	objectHeaderLen = 24

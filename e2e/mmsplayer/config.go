@@ -41,7 +41,7 @@ func (m Mode) String() string {
 
 // Order is how the player closes its UDP binding and binds the same port
 // again at a playlist transition (after StreamChange, before ReadBlock,
-// mms-protocol.md §4.b step 5).
+// mmsfilter/PROTOCOL.md §4.b step 5).
 type Order uint8
 
 const (
@@ -133,7 +133,7 @@ type Config struct {
 	// HeaderTimeout is the base of the Header timer (spec: 1 s plus the
 	// header's size at the entry's bit rate). When it fires the player
 	// cancels the ReadBlock and asks again, HeaderRetries times, before it
-	// fails (S1 §3.1.6.1). Must be > 0.
+	// fails ([MS-MMSP] §3.1.2, §3.1.6). Must be > 0.
 	HeaderTimeout time.Duration
 	HeaderRetries int
 	// LossWait is how long, after the playlist ended, the player keeps

@@ -14,7 +14,7 @@ import (
 
 const (
 	// commandPeek is what tells a command from a Data packet and gives
-	// either's length (mms-protocol.md §1.3): bytes 4–7 are the sessionId
+	// either's length (mmsfilter/PROTOCOL.md §1.3): bytes 4–7 are the sessionId
 	// of a command, bytes 6–7 the size of a Data packet; a command's
 	// length is at 8.
 	commandPeek = 16

@@ -12,7 +12,7 @@
 //     the funnel, data relayed to it unwrapped;
 //   - the MMST player: data on the control connection.
 //
-// Each follows mms-protocol.md §4 (Connect, FunnelInfo, ConnectFunnel,
+// Each follows mmsfilter/PROTOCOL.md §4 (Connect, FunnelInfo, ConnectFunnel,
 // OpenFile, ReadBlock with the Header timer and its retries, StreamSwitch,
 // StartPlaying, Pong, and at a playlist change EndOfStream hr 1,
 // StreamChange, Logging, ReadBlock again) and reports, per entry, the

@@ -8,7 +8,7 @@ import (
 )
 
 // Client-to-server message bodies (from absolute offset 40), with the
-// values of mms-protocol.md §2.2 that WMP, VLC and libmms send.
+// values of mmsfilter/PROTOCOL.md §2.2 that WMP, VLC and libmms send.
 
 // fields is the server's body builder: one implementation of the layout
 // for both peers.
@@ -33,7 +33,7 @@ const (
 	// subscriber names the player the way WMP 9 does; the GUID is the
 	// player's instance and fixed here.
 	subscriber = "NSPlayer/9.0.0.2980; {3300AD50-2C39-46c0-AE0A-6A2F8B3A5E6D}"
-	// clientLogLen is the size of CLIENT_LOG in Logging (§2.2).
+	// clientLogLen is the size of CLIENT_LOG in Logging ([MS-MMSP] §2.2.1.1).
 	clientLogLen = 1490
 	// fakeTCPFunnelPort is what libmms announces in a TCP funnel; the
 	// server ignores it.

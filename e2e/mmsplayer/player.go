@@ -17,7 +17,7 @@ import (
 )
 
 // Offsets of the server fields the player reads, relative to the message
-// body (absolute offset − 40; mms-protocol.md §2.2).
+// body (absolute offset − 40; mmsfilter/PROTOCOL.md §2.2).
 const (
 	ofPacketSizeOff  = 52 // ReportOpenFile filePacketSize
 	ofBitRateOff     = 64 // ReportOpenFile fileBitRate
@@ -228,7 +228,7 @@ func (p *player) run(ctx context.Context) error {
 			return err
 		}
 		// MMSU asks for the next header; an MMST server sends it at once
-		// (S1 §3.2.4.2).
+		// ([MS-MMSP] §3.2.4).
 		readBlock = p.cfg.Mode != ModeTCP
 	}
 
@@ -345,7 +345,7 @@ func (p *player) expect(ctx context.Context, mids ...mmsfilter.MID) (mmsfilter.M
 // header gets the current entry's header: with ReadBlock (MMSU, and the
 // first MMST entry) or as the server sends it after StreamChange (MMST).
 // The Header timer is HeaderTimeout plus the header's time at the bit
-// rate; when it fires the player cancels and asks again (S1 §3.1.6.1).
+// rate; when it fires the player cancels and asks again ([MS-MMSP] §3.1.6).
 func (p *player) header(ctx context.Context, want int, bitRate uint32, readBlock bool) (asf.Info, error) {
 	p.retries = 0
 	timeout := p.cfg.HeaderTimeout
@@ -431,7 +431,7 @@ func (p *player) play(ctx context.Context, d time.Duration) (*mmsfilter.Message,
 
 // transition is the player's side of a server-side playlist change: it
 // closes its UDP binding and binds the same port again as the plan says,
-// and sends Logging (S1 §3.1.5.18). The next entry's report records the
+// and sends Logging ([MS-MMSP] §3.1.5.18). The next entry's report records the
 // step.
 func (p *player) transition(ctx context.Context) error {
 	step := Step{Order: OrderKeep}

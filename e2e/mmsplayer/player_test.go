@@ -214,7 +214,7 @@ func dropFirstReadBlock(t *testing.T, to *mmsserver.Server) *net.TCPAddr {
 }
 
 // TestHeaderTimerRetries: no header after ReadBlock: the player cancels
-// and asks again (S1 §3.1.6.1), and plays.
+// and asks again ([MS-MMSP] §3.1.6), and plays.
 func TestHeaderTimerRetries(t *testing.T) {
 	s := server(t, entry(t, 3), 1, 0)
 	c := config(s, mmsplayer.ModeAnnounced)

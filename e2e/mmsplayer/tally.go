@@ -12,7 +12,7 @@ import (
 	"fwproxy/mmsfilter"
 )
 
-// Incarnations the player uses (mms-protocol.md §2.3): a header counter
+// Incarnations the player uses (mmsfilter/PROTOCOL.md §2.3): a header counter
 // cycling 1..8 for ReadBlock and a play counter cycling 9..0xFE for
 // OpenFile and StartPlaying, as modern clients do. Data packets carry the
 // incarnation of the request that caused them, so the two ranges tell
@@ -24,7 +24,7 @@ const (
 	firstPlayInc   = 9
 	lastPlayInc    = 0xFE
 	// tcpHeaderInc marks the header an MMST server sends right after
-	// StreamChange (S1 §3.2.4.2).
+	// StreamChange ([MS-MMSP] §3.2.4).
 	tcpHeaderInc = 0xFF
 
 	headerFlagLast    = 0x0C // AFFlags of the last header piece

@@ -19,7 +19,7 @@ type Entry struct {
 }
 
 // Playlist is a server-side playlist: the entries play one after the
-// other on one control connection (mms-protocol.md §4.b).
+// other on one control connection (mmsfilter/PROTOCOL.md §4.b).
 type Playlist []Entry
 
 // Repeat is a playlist of n entries that all play f.
@@ -131,5 +131,5 @@ func (c Config) Validate() error {
 }
 
 // maxPiece is the largest Data payload: PacketSize is a u16 that counts
-// the 8-byte header (mms-protocol.md §3.1).
+// the 8-byte header (mmsfilter/PROTOCOL.md §3.1).
 const maxPiece = 0xFFFF - 8

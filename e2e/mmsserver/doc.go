@@ -3,8 +3,8 @@
 // (MMSU) or interleaved on the control connection (MMST), server-side
 // playlists of any number of entries, keep-alive pings.
 //
-// It follows the sequences of mms-protocol.md §4 and serves what VLC needs
-// (§5): valid ASF (package asf), openFileId 1, the header as Data packets
+// It follows the sequences of mmsfilter/PROTOCOL.md §4 and serves what VLC needs
+// (§5.1): valid ASF (package asf), openFileId 1, the header as Data packets
 // marked with the ReadBlock's incarnation, media marked with the
 // StartPlaying's. Between playlist entries it sends EndOfStream hr 1 and
 // ReportStreamChange, then waits for ReadBlock (MMSU) or sends the next

@@ -8,8 +8,8 @@ import (
 )
 
 // Server-to-client message bodies (from absolute offset 40), field by field
-// as mms-protocol.md §2.2 lays them out, with the values a Windows Media
-// server sends and VLC accepts (§5).
+// as mmsfilter/PROTOCOL.md §2.2 lays them out, with the values a Windows Media
+// server sends and VLC accepts (PROTOCOL.md §5.1).
 
 // Fields builds a message body little-endian, field by field.
 type Fields []byte
@@ -59,7 +59,7 @@ const (
 	hrInvalidArg   = 0x80070057
 )
 
-// Values of ReportConnectedEX and ReportFunnelInfo (mms-protocol.md §2.2).
+// Values of ReportConnectedEX and ReportFunnelInfo (mmsfilter/PROTOCOL.md §2.2).
 const (
 	noPacketPair       = 0xF0F0F0EF
 	macToViewerRev     = 0x0004000B

@@ -16,7 +16,7 @@ const listenAttempts = 16
 
 // Server is a running emulated media server: MMS control on TCP, and a UDP
 // socket on the same address and port (the spec's server port for resend
-// requests, S1 §3.2.5.11.1) that it also sends MMSU data from.
+// requests, [MS-MMSP] §3.2.5.11.1) that it also sends MMSU data from.
 type Server struct {
 	cfg Config
 	log *slog.Logger
@@ -179,7 +179,7 @@ func (s *Server) serveSession(ss *session) {
 }
 
 // udpLoop counts what clients send over UDP (only RequestPacketListResend
-// exists, S1 §2.2.5); the emulator does not resend.
+// exists, [MS-MMSP] §2.2.5); the emulator does not resend.
 func (s *Server) udpLoop() {
 	defer s.wg.Done()
 	buf := make([]byte, 64<<10)

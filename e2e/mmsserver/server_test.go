@@ -143,7 +143,7 @@ func u32(m mmsfilter.Message, off int) uint32 {
 	return v
 }
 
-// Client message bodies (mms-protocol.md §2.2, VLC's values).
+// Client message bodies (mmsfilter/PROTOCOL.md §2.2, VLC's values).
 
 func funnelBody(f mmsfilter.Funnel) Fields {
 	return append(mmsfilter.AppendFunnelName(Fields{}.U32(0, 0xFFFFFFFF, 0, 0x000A0000, 2), f), 0, 0)
@@ -171,7 +171,7 @@ func (c *rawClient) open(f mmsfilter.Funnel, name string) mmsfilter.Message {
 }
 
 // TestMMSUPlaylist follows a two-entry MMSU playlist message by message
-// (mms-protocol.md §4.a, §4.b), with the entry's tail held back until the
+// (mmsfilter/PROTOCOL.md §4.a, §4.b), with the entry's tail held back until the
 // client speaks after StreamChange.
 func TestMMSUPlaylist(t *testing.T) {
 	e1, e2 := shortEntry(t, 6), shortEntry(t, 4)
@@ -183,7 +183,7 @@ func TestMMSUPlaylist(t *testing.T) {
 
 	c.send(mmsfilter.MIDConnect, Fields{}.U32(0, 0x0004000B, 0x0003001C).UTF16Z("NSPlayer/7.0.0.1956; {0}; Host: test"))
 	ex := c.expect(mmsfilter.MIDReportConnectedEX)
-	// VLC needs at least 96 bytes and string counts that fit (§5).
+	// VLC needs at least 96 bytes and string counts that fit (PROTOCOL.md §5.1).
 	assert.GreaterOrEqual(t, 8+len(ex.Body), 96-32)
 	assert.EqualValues(t, 13, u32(ex, 40), "ServerVersionInfo length, NUL included")
 
@@ -192,7 +192,7 @@ func TestMMSUPlaylist(t *testing.T) {
 	assert.NotZero(t, u32(fi, 20), "nCubs: a client ID")
 
 	c.send(mmsfilter.MIDConnectFunnel, funnelBody(mmsfilter.Funnel{
-		// The server ignores the IP (S1 §3.2.5.5): it sends to the TCP peer.
+		// The server ignores the IP ([MS-MMSP] §3.2.5.5): it sends to the TCP peer.
 		Addr: netip.MustParseAddr("192.0.2.1"), Transport: mmsfilter.TransportUDP, Port: c.udpPort()}))
 	c.expect(mmsfilter.MIDReportConnectedFunnel)
 
@@ -288,7 +288,7 @@ func (c *rawClient) header(inc uint8, n int) []byte {
 }
 
 // TestMMSTPlaylist: data on the control connection; after StreamChange the
-// next header follows at once with incarnation 0xFF (S1 §3.2.4.2), and no
+// next header follows at once with incarnation 0xFF ([MS-MMSP] §3.2.4), and no
 // tail is held (TCP keeps order).
 func TestMMSTPlaylist(t *testing.T) {
 	e := shortEntry(t, 3)

@@ -16,7 +16,7 @@ import (
 )
 
 // Offsets of the client fields the server reads, relative to the message
-// body (absolute offset − 40; mms-protocol.md §2.2).
+// body (absolute offset − 40; mmsfilter/PROTOCOL.md §2.2).
 const (
 	openFileNameOff   = 16 // OpenFile fileName (UTF-16LE, NUL-terminated)
 	readBlockIncOff   = 40 // ReadBlock playIncarnation
@@ -245,7 +245,7 @@ func (ss *session) handle(m mmsfilter.Message) (done bool, err error) {
 	case mmsfilter.MIDLogging:
 		ss.srv.stats.loggings.Add(1)
 	case mmsfilter.MIDCloseFile:
-		// The server deletes the session and closes TCP (S1 §3.2.5.3).
+		// The server deletes the session and closes TCP ([MS-MMSP] §3.2.5.17).
 		return true, nil
 	}
 	// CancelReadBlock, StartStriding and the rest need no answer here: the
@@ -254,7 +254,7 @@ func (ss *session) handle(m mmsfilter.Message) (done bool, err error) {
 }
 
 // connectFunnel records where data goes. A spec server ignores the
-// funnel's IP and sends to the TCP peer's IP at the funnel's port (S1
+// funnel's IP and sends to the TCP peer's IP at the funnel's port ([MS-MMSP]
 // §3.2.5.5): behind a proxy, to the proxy.
 func (ss *session) connectFunnel(m mmsfilter.Message) error {
 	f, err := mmsfilter.ParseFunnel(m)
@@ -412,7 +412,7 @@ func (ss *session) pump() error {
 
 // sendPacket sends data packet i of f. LocationId is the packet's number
 // in the entry, so that a player can name every packet it did not get;
-// AFFlags is the session's 8-bit packet sequence (§3.1).
+// AFFlags is the session's 8-bit packet sequence ([MS-MMSP] §2.2.2).
 func (ss *session) sendPacket(f *asf.File, i int, inc uint8) error {
 	h := mmsfilter.DataHeader{LocationID: uint32(i), PlayIncarnation: inc, AFFlags: ss.afSeq}
 	ss.afSeq++
@@ -451,7 +451,7 @@ func (ss *session) endEntry() error {
 	ss.entry++
 	ss.log.Debug("mmsserver: stream change", "entry", ss.entry, "tail_held", ss.held != nil)
 	if ss.tcpData {
-		// MMST: the next header follows at once (S1 §3.2.4.2).
+		// MMST: the next header follows at once ([MS-MMSP] §3.2.4).
 		return ss.sendHeader(headerIncarnation)
 	}
 	return nil

@@ -53,10 +53,23 @@ type proxyProc struct {
 	exited  chan error
 }
 
-// startProxy runs fwproxy with args (listening on loopback port 0 unless
-// args say otherwise) and waits for its "listening" line. Cleanup stops it
-// with SIGTERM and requires a clean exit.
+// allowLoopback lifts the default refusal of the proxy's host for the
+// loopback networks, where every test's servers live, as an operator would:
+// with explicit allow rules. The proxy's own sockets stay refused.
+var allowLoopback = []string{"-allow", "127.0.0.0/8", "-allow", "::1/128"}
+
+// startProxy runs fwproxy with loopback destinations allowed and args
+// (listening on loopback port 0 unless args say otherwise) and waits for
+// its "listening" line. Cleanup stops it with SIGTERM and requires a clean
+// exit.
 func startProxy(t *testing.T, args ...string) *proxyProc {
+	t.Helper()
+	return startProxyDefaults(t, append(append([]string(nil), allowLoopback...), args...)...)
+}
+
+// startProxyDefaults is startProxy with the default destination rules: the
+// proxy's host is not a destination.
+func startProxyDefaults(t *testing.T, args ...string) *proxyProc {
 	t.Helper()
 	args = append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-log-format", "json", "-log-level", "debug"}, args...)
 	cmd := exec.Command(filepath.Join(binDir, "fwproxy"), args...)

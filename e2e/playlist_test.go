@@ -105,7 +105,10 @@ func startMMSServer(t *testing.T, s playlistSetup) (*mmsserver.Server, *asf.File
 // startMMSProxy runs fwproxy with the MMS filter on srv's port.
 func startMMSProxy(t *testing.T, srv *mmsserver.Server, args ...string) *proxyProc {
 	t.Helper()
-	return startProxy(t, append([]string{"-mms-ports", strconv.Itoa(int(srv.Addr().Port())), "-external-ip", externalIP}, args...)...)
+	// Every emulated player is on 127.0.0.1, and 50 of them at once hold
+	// more sessions than one client's default share.
+	return startProxy(t, append([]string{"-mms-ports", strconv.Itoa(int(srv.Addr().Port())), "-external-ip", externalIP,
+		"-max-sessions-per-client", "0"}, args...)...)
 }
 
 // playerConfig is a player of mode through proxy p that checks every

@@ -164,3 +164,30 @@ func TestLeasesHandler(t *testing.T) {
 	LeasesHandler(func() []leases.LeaseInfo { return nil }).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/leases", nil))
 	assert.JSONEq(t, "[]", rec.Body.String(), "an empty table is an empty list, not null")
 }
+
+// TestSocksRefusalSeriesStartAtZero: every refusal reason and rejection
+// reason is a series from the start, so a first refusal is a change an
+// alert can see.
+func TestSocksRefusalSeriesStartAtZero(t *testing.T) {
+	reg := NewRegistry("test")
+	s := NewSocks(reg)
+	s.DestinationRefused("own_socket")
+	s.ConnectionRejected("client_session_limit")
+	expected := `
+# HELP fwproxy_socks_connections_rejected_total Client connections closed before the handshake, by reason (client_not_allowed, session_limit, client_session_limit).
+# TYPE fwproxy_socks_connections_rejected_total counter
+fwproxy_socks_connections_rejected_total{reason="client_not_allowed"} 0
+fwproxy_socks_connections_rejected_total{reason="client_session_limit"} 1
+fwproxy_socks_connections_rejected_total{reason="session_limit"} 0
+# HELP fwproxy_socks_destinations_refused_total CONNECT and BIND destinations, addresses of requested names and BIND peers refused, by reason.
+# TYPE fwproxy_socks_destinations_refused_total counter
+fwproxy_socks_destinations_refused_total{reason="broadcast"} 0
+fwproxy_socks_destinations_refused_total{reason="multicast"} 0
+fwproxy_socks_destinations_refused_total{reason="own_socket"} 1
+fwproxy_socks_destinations_refused_total{reason="proxy_host"} 0
+fwproxy_socks_destinations_refused_total{reason="rules"} 0
+fwproxy_socks_destinations_refused_total{reason="unspecified"} 0
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected),
+		"fwproxy_socks_connections_rejected_total", "fwproxy_socks_destinations_refused_total"))
+}

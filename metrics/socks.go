@@ -5,11 +5,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"fwproxy/proxy"
 )
 
 // Socks holds the SOCKS server's series; it implements proxy.Observer.
 type Socks struct {
 	rejected          *prometheus.CounterVec
+	refused           *prometheus.CounterVec
 	sessionsActive    prometheus.Gauge
 	handshakeFailures *prometheus.CounterVec
 	auth              *prometheus.CounterVec
@@ -32,10 +35,14 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 		Namespace: Namespace, Subsystem: "tcp", Name: "relayed_bytes_total",
 		Help: "Bytes relayed on CONNECT sessions, by direction.",
 	}, []string{"direction"})
-	return &Socks{
+	m := &Socks{
 		rejected: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "connections_rejected_total",
-			Help: "Client connections closed before the handshake, by reason (client_not_allowed, session_limit).",
+			Help: "Client connections closed before the handshake, by reason (client_not_allowed, session_limit, client_session_limit).",
+		}, []string{"reason"}),
+		refused: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "destinations_refused_total",
+			Help: "CONNECT and BIND destinations, addresses of requested names and BIND peers refused, by reason.",
 		}, []string{"reason"}),
 		sessionsActive: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "sessions_active",
@@ -82,7 +89,21 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 			Help: "Payload bytes of the datagrams in fwproxy_udp_datagrams_total.",
 		}, []string{"direction", "outcome"}),
 	}
+	// Every reason exists from the start, so a refusal is a change from 0
+	// rather than a new series.
+	for _, r := range []string{"client_not_allowed", "session_limit", "client_session_limit"} {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, r := range proxy.RefusalReasons() {
+		m.refused.WithLabelValues(r)
+	}
+	return m
 }
+
+var _ proxy.Observer = (*Socks)(nil)
+
+// DestinationRefused implements proxy.Observer.
+func (m *Socks) DestinationRefused(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 // ActiveChanged implements proxy.Observer.
 func (m *Socks) ActiveChanged(command string, delta int) {

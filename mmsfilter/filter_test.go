@@ -89,6 +89,8 @@ func newFilterEnv(t *testing.T, linger time.Duration) *filterEnv {
 	require.NoError(t, err)
 	pcfg := proxy.DefaultConfig()
 	pcfg.ExternalIP = external
+	// The scripted server is on loopback, the proxy's host.
+	pcfg.Rules.AllowDestinations = []proxy.DestRule{{Network: netip.MustParsePrefix("127.0.0.0/8")}}
 	p, err := proxy.New(pcfg, proxy.Deps{Leases: lm, Filters: map[uint16]proxy.Filter{srv.addr.Port(): proxyFilter{f}}})
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -108,6 +108,9 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 		ss.sendReply(ReplyGeneralFailure, netip.AddrPort{})
 		return fmt.Errorf("udp associate: open relay socket: %w", err)
 	}
+	// The relay socket is one of the proxy's own: a datagram relayed to it
+	// would come back in as a client's and go round again.
+	defer s.self.AddAddr(relay.LocalAddr())()
 	if !ss.own(relay) {
 		return errors.New("session aborted")
 	}
@@ -270,13 +273,19 @@ func (a *association) readClient(ctx context.Context) error {
 			s.udp.count(udpOut, udpFragmented, n-hn)
 			continue
 		}
-		dst, err := a.destination(ctx, hdr)
+		dst, others, err := a.destination(ctx, hdr)
 		if err != nil {
 			s.udp.count(udpOut, udpUnresolved, n-hn)
 			continue
 		}
-		if !s.cfg.Rules.DestinationAllowed(dst) {
-			s.udp.count(udpOut, udpNotAllowed, n-hn)
+		// A name is judged on every address it resolves to, as CONNECT's are
+		// (see destinations), though the datagram goes to the first.
+		r := s.judge(dst, false)
+		for i := 0; r == refusedNone && i < len(others); i++ {
+			r = s.judge(netip.AddrPortFrom(others[i], dst.Port()), false)
+		}
+		if r != refusedNone {
+			s.udp.count(udpOut, udpRefusalOutcome[r], n-hn)
 			continue
 		}
 		if err := h.Send(buf[hn:n], dst); err != nil {
@@ -299,37 +308,42 @@ type clientSource interface {
 }
 
 // destination resolves a datagram's destination, names through a cache so
-// that a stream to a named host costs one lookup.
-func (a *association) destination(ctx context.Context, hdr udpHeader) (netip.AddrPort, error) {
+// that a stream to a named host costs one lookup. For a name, others are
+// the further addresses it resolved to (not to be retained or changed).
+func (a *association) destination(ctx context.Context, hdr udpHeader) (dst netip.AddrPort, others []netip.Addr, err error) {
 	if hdr.Addr.IsValid() {
-		return netip.AddrPortFrom(hdr.Addr, hdr.Port), nil
+		return netip.AddrPortFrom(hdr.Addr, hdr.Port), nil, nil
 	}
 	s := a.ss.srv
 	// The comparison with the []byte conversion does not allocate.
 	if c := &a.lastName; c.name != "" && c.name == string(hdr.Domain) && time.Now().Before(c.expires) {
-		return netip.AddrPortFrom(c.ip, hdr.Port), nil
+		return netip.AddrPortFrom(c.ip, hdr.Port), c.others, nil
 	}
 	name := string(hdr.Domain)
 	if ip, err := netip.ParseAddr(name); err == nil {
-		return netip.AddrPortFrom(ip.Unmap(), hdr.Port), nil
+		return netip.AddrPortFrom(ip.Unmap(), hdr.Port), nil, nil
 	}
 	if c, ok := s.names.Get(name); ok && time.Now().Before(c.expires) {
 		a.lastName = cachedNameFor{name: name, cachedName: c}
-		return netip.AddrPortFrom(c.ip, hdr.Port), nil
+		return netip.AddrPortFrom(c.ip, hdr.Port), c.others, nil
 	}
 	if err := checkDomain(name); err != nil {
-		return netip.AddrPort{}, err
+		return netip.AddrPort{}, nil, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
 	addrs, err := s.resolve(rctx, name)
 	if err != nil || len(addrs) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("resolve %q: %w", name, err)
+		return netip.AddrPort{}, nil, fmt.Errorf("resolve %q: %w", name, err)
 	}
-	c := cachedName{ip: addrs[0].Unmap(), expires: time.Now().Add(nameCacheTTL)}
+	all := make([]netip.Addr, len(addrs))
+	for i, ad := range addrs {
+		all[i] = ad.Unmap().WithZone("")
+	}
+	c := cachedName{ip: all[0], others: all[1:], expires: time.Now().Add(nameCacheTTL)}
 	s.names.Add(name, c)
 	a.lastName = cachedNameFor{name: name, cachedName: c}
-	return netip.AddrPortFrom(c.ip, hdr.Port), nil
+	return netip.AddrPortFrom(c.ip, hdr.Port), c.others, nil
 }
 
 // deliver is the lease's DeliverFunc: one inbound datagram, encapsulated,

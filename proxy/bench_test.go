@@ -107,7 +107,9 @@ func reportRatio(b *testing.B, direct, proxied func()) {
 
 func benchServer(b *testing.B) string {
 	b.Helper()
-	srv, err := New(DefaultConfig(), Deps{})
+	cfg := DefaultConfig()
+	allowLoopback(&cfg)
+	srv, err := New(cfg, Deps{})
 	require.NoError(b, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(b, err)

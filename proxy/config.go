@@ -26,6 +26,10 @@ type Config struct {
 	// MaxSessions caps concurrent client connections; one more is closed at
 	// once and counted. Must be > 0.
 	MaxSessions int
+	// MaxSessionsPerClient caps the concurrent connections of one client
+	// IP, so that one source cannot hold every MaxSessions slot; one more
+	// is closed at once and counted. 0 disables the cap; must be >= 0.
+	MaxSessionsPerClient int
 	// UDPIdleTimeout ends a UDP association that relayed no datagram either
 	// way for this long (its lease then lingers). 0 disables it. The
 	// association always ends when its TCP connection does (RFC 1928 §7).
@@ -33,6 +37,11 @@ type Config struct {
 	// BindTimeout bounds how long BIND waits for the incoming connection.
 	// Must be > 0.
 	BindTimeout time.Duration
+	// BindPortMin and BindPortMax bound the ports BIND listens on,
+	// inclusive. A wanted port outside them is replaced by one inside. The
+	// default keeps BIND off the privileged ports (< 1024), where a client
+	// could pose as a system service of the proxy's host.
+	BindPortMin, BindPortMax uint16
 	// AdvertiseIP, when set, is sent as BND.ADDR in UDP ASSOCIATE and BIND
 	// replies instead of the local address the control connection arrived
 	// on (for a proxy reached through NAT). Never 0.0.0.0.
@@ -47,16 +56,25 @@ type Config struct {
 }
 
 // DefaultConfig returns settings that are safe on any host: loopback
-// clients only, every command, every destination.
+// clients only, every command, every destination except the proxy's host,
+// its own sockets and the addresses that are never destinations (see
+// Server.judge).
 func DefaultConfig() Config {
 	return Config{
 		HandshakeTimeout: 10 * time.Second,
 		DialTimeout:      10 * time.Second,
 		IdleTimeout:      5 * time.Minute,
 		MaxSessions:      1024,
-		UDPIdleTimeout:   5 * time.Minute,
-		BindTimeout:      2 * time.Minute,
-		Rules:            DefaultRules(),
+		// 64 leaves a busy client (a browser's few dozen connections, a
+		// player's control connection and associations) room to spare,
+		// while a single source can take at most 1/16 of the default
+		// MaxSessions. Clients behind one NAT share it: raise it there.
+		MaxSessionsPerClient: 64,
+		UDPIdleTimeout:       5 * time.Minute,
+		BindTimeout:          2 * time.Minute,
+		BindPortMin:          1024,
+		BindPortMax:          65535,
+		Rules:                DefaultRules(),
 	}
 }
 
@@ -83,6 +101,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSessions <= 0 {
 		errs = append(errs, fmt.Errorf("max sessions %d must be > 0", c.MaxSessions))
+	}
+	if c.MaxSessionsPerClient < 0 {
+		errs = append(errs, fmt.Errorf("max sessions per client %d must be >= 0", c.MaxSessionsPerClient))
+	}
+	if c.BindPortMin == 0 || c.BindPortMin > c.BindPortMax {
+		errs = append(errs, fmt.Errorf("bind ports %d-%d: want 1 <= low <= high <= 65535", c.BindPortMin, c.BindPortMax))
 	}
 	if err := c.Rules.Validate(); err != nil {
 		errs = append(errs, err)
@@ -133,7 +157,11 @@ func (r Rules) Validate() error {
 	return nil
 }
 
-// DestRule matches destinations by network and port range.
+// DestRule matches destinations by network and port range. An allow rule
+// narrower than its whole address family (not 0.0.0.0/0 or ::/0) is
+// explicit: it also lifts the default refusal of the proxy's host,
+// multicast and broadcast inside its network, and when it names ports (not
+// every port) the refusal of the proxy's own sockets at those ports.
 type DestRule struct {
 	Network netip.Prefix
 	// FirstPort and LastPort bound the ports, inclusive; both 0 means any.
@@ -186,22 +214,11 @@ func (r Rules) CommandAllowed(cmd Command) bool {
 	return false
 }
 
-// DestinationAllowed reports whether dst may be reached.
+// DestinationAllowed reports whether the deny and allow lists let dst
+// through. The server refuses more than this (the unspecified address, the
+// proxy's host and own sockets, multicast and broadcast; see Server.judge).
 func (r Rules) DestinationAllowed(dst netip.AddrPort) bool {
-	for _, d := range r.DenyDestinations {
-		if d.Matches(dst) {
-			return false
-		}
-	}
-	if len(r.AllowDestinations) == 0 {
-		return true
-	}
-	for _, d := range r.AllowDestinations {
-		if d.Matches(dst) {
-			return true
-		}
-	}
-	return false
+	return !r.verdict(normalise(dst), false).denied
 }
 
 // Allow implements go-socks5's RuleSet: the command must be enabled and the

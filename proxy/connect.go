@@ -48,11 +48,23 @@ func (ss *session) connect(ctx context.Context, req *socks5.Request) error {
 	return ss.relay(ctx, target, fs)
 }
 
-// destinations resolves the request's destination and keeps the addresses
-// the rules allow, in the resolver's order. A failure is a *requestError
-// with the reply the client is owed.
+// destinations resolves the request's destination and judges every
+// address it resolves to, returning them in the resolver's order. A failure
+// is a *requestError with the reply the client is owed.
+//
+// A name is refused when any one of its addresses is refused, not served
+// through the addresses that pass. Keeping the allowed ones would let a
+// name that resolves to an outside address and 127.0.0.1 (or the proxy's
+// own listener) reach the refused one whenever the allowed one does not
+// answer, and a name whose records an attacker controls can be made to do
+// exactly that (DNS rebinding). A name that mixes allowed and refused
+// addresses is a misconfiguration at best; the client can still ask for an
+// allowed address by number.
 func (ss *session) destinations(ctx context.Context, req *socks5.Request) ([]netip.AddrPort, error) {
 	s := ss.srv
+	if _, ok := s.rules.Allow(ctx, &socks5.Request{Command: req.Command, DestAddr: &socks5.AddrSpec{}}); !ok {
+		return nil, &requestError{reply: ReplyNotAllowed, reason: "rules", err: fmt.Errorf("%s not allowed by rules", ss.command)}
+	}
 	port := uint16(req.DestAddr.Port)
 	var addrs []netip.Addr
 	if ip, ok := netip.AddrFromSlice(req.DestAddr.IP); ok {
@@ -63,21 +75,42 @@ func (ss *session) destinations(ctx context.Context, req *socks5.Request) ([]net
 			err = &net.DNSError{Err: "no addresses", Name: req.DestAddr.FQDN, IsNotFound: true}
 		}
 		if err != nil {
-			return nil, &requestError{replyForDialError(err), "resolve", fmt.Errorf("resolve %q: %w", req.DestAddr.FQDN, err)}
+			return nil, &requestError{reply: replyForDialError(err), reason: "resolve", err: fmt.Errorf("resolve %q: %w", req.DestAddr.FQDN, err)}
 		}
 		addrs = resolved
 	}
-	var allowed []netip.AddrPort
+	cands := make([]netip.AddrPort, 0, len(addrs))
 	for _, a := range addrs {
-		req.DestAddr.IP = a.AsSlice()
-		if _, ok := s.rules.Allow(ctx, req); ok {
-			allowed = append(allowed, netip.AddrPortFrom(a.Unmap(), port))
+		dst := normalise(netip.AddrPortFrom(a, port))
+		if err := ss.judgeDestination(ctx, req, dst); err != nil {
+			return nil, err
+		}
+		cands = append(cands, dst)
+	}
+	return cands, nil
+}
+
+// judgeDestination judges one address of the request's destination with
+// the server's judge and then the rule set, counting a refusal.
+func (ss *session) judgeDestination(ctx context.Context, req *socks5.Request, dst netip.AddrPort) error {
+	s := ss.srv
+	r := s.judge(dst, false)
+	if r == refusedNone {
+		probe := *req
+		probe.DestAddr = &socks5.AddrSpec{IP: dst.Addr().AsSlice(), Port: int(dst.Port())}
+		if _, ok := s.rules.Allow(ctx, &probe); !ok {
+			r = refusedRules
 		}
 	}
-	if len(allowed) == 0 {
-		return nil, &requestError{ReplyNotAllowed, "rules", fmt.Errorf("%s to %s not allowed by rules", ss.command, req.DestAddr)}
+	if r == refusedNone {
+		return nil
 	}
-	return allowed, nil
+	s.obs.DestinationRefused(r.String())
+	what := dst.String()
+	if req.DestAddr.FQDN != "" && req.DestAddr.IP == nil {
+		what = fmt.Sprintf("%s (%q)", dst, req.DestAddr.FQDN)
+	}
+	return &requestError{reply: ReplyNotAllowed, reason: r.String(), err: fmt.Errorf("%s to %s refused: %s", ss.command, what, r)}
 }
 
 // dialFirst connects to the first candidate that answers, within ctx. It

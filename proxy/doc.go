@@ -12,6 +12,13 @@
 // what that package lacks: contexts, time limits, session limits, rules by
 // network and port, filters, metrics hooks and graceful shutdown.
 //
+// Every destination (CONNECT, each address of a requested name, each UDP
+// datagram a client relays, BIND's DST.ADDR and its peer) is judged in one
+// place, Server.judge: the unspecified address never, the proxy's host,
+// its own sockets (a selfaddr.Set shared with the daemon), multicast and
+// broadcast only when an explicit allow rule names them.
+//
 // It refuses to listen anywhere it is not told to, to trust a client it has
-// no rule for, and to hold a session past its time limits.
+// no rule for, to let one client IP hold more than its share of sessions,
+// to be its own destination, and to hold a session past its time limits.
 package proxy

@@ -270,3 +270,31 @@ func TestReloadableUsers(t *testing.T) {
 	assert.Equal(t, byte(0), login("bob", "n3w"), "a new user is accepted without a restart")
 	assert.Equal(t, 1, users.Len())
 }
+
+// TestMalformedRequestCountedUnderItsCommand: a request whose address
+// cannot be read is still counted under the command it asked for.
+func TestMalformedRequestCountedUnderItsCommand(t *testing.T) {
+	tests := []struct {
+		name    string
+		send    []byte
+		counted string
+	}{
+		{"connect, bad address type", []byte{5, 1, 0, 9, 1, 2, 3, 4, 0, 80}, "request/connect/address_type_not_supported"},
+		{"connect, bad domain", []byte{5, 1, 0, 3, 3, 'a', 0, 'b', 0, 80}, "request/connect/host_unreachable"},
+		{"bind, bad address type", []byte{5, 2, 0, 9, 1, 2, 3, 4, 0, 80}, "request/bind/address_type_not_supported"},
+		{"udp associate, bad domain", []byte{5, 3, 0, 3, 0, 0, 80}, "request/udp_associate/host_unreachable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, testConfig(), Deps{})
+			c := dialClient(t, ts.addr)
+			c.greet(methodNoAuth)
+			c.write(tt.send)
+			_, err := io.ReadAll(c.br)
+			require.NoError(t, err)
+			require.True(t, waitFor(testTimeout, func() bool { return ts.rec.openSessions() == 0 }))
+			assert.Equal(t, 1, ts.rec.count(tt.counted), "counted as %s", tt.counted)
+			assert.Zero(t, ts.rec.count("request/unknown/address_type_not_supported")+ts.rec.count("request/unknown/host_unreachable"))
+		})
+	}
+}

@@ -21,13 +21,25 @@ import (
 // these machines are shared, but finite.
 const testTimeout = 10 * time.Second
 
-// testConfig is DefaultConfig with limits short enough for tests.
+// testConfig is DefaultConfig with limits short enough for tests, and
+// loopback allowed as a destination (the tests' targets live there).
 func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.HandshakeTimeout = 5 * time.Second
 	cfg.DialTimeout = 5 * time.Second
 	cfg.IdleTimeout = 0
+	allowLoopback(&cfg)
 	return cfg
+}
+
+// allowLoopback lifts the default refusal of the proxy's host for the
+// loopback networks, with explicit allow rules, as an operator would.
+func allowLoopback(cfg *Config) {
+	cfg.Rules.AllowDestinations = append(cfg.Rules.AllowDestinations, loopbackRules()...)
+}
+
+func loopbackRules() []DestRule {
+	return []DestRule{{Network: netip.MustParsePrefix("127.0.0.0/8")}, {Network: netip.MustParsePrefix("::1/128")}}
 }
 
 // recorder is an Observer that remembers what it was told.
@@ -54,7 +66,8 @@ func (r *recorder) SessionsChanged(d int) {
 	r.sessions += d
 	r.mu.Unlock()
 }
-func (r *recorder) HandshakeFailed(reason string) { r.add("handshake/" + reason) }
+func (r *recorder) HandshakeFailed(reason string)    { r.add("handshake/" + reason) }
+func (r *recorder) DestinationRefused(reason string) { r.add("refused/" + reason) }
 func (r *recorder) Authenticated(method string, ok bool) {
 	if ok {
 		r.add("auth/" + method + "/success")

@@ -8,7 +8,7 @@ import "time"
 // goroutines at once and must not block.
 type Observer interface {
 	// ConnectionRejected reports a connection closed before its handshake:
-	// "client_not_allowed" or "session_limit".
+	// "client_not_allowed", "session_limit" or "client_session_limit".
 	ConnectionRejected(reason string)
 	// SessionsChanged adds delta (+1 or -1) to the open-session count.
 	SessionsChanged(delta int)
@@ -17,6 +17,12 @@ type Observer interface {
 	// "no_acceptable_method", "auth_failed", "truncated", "bad_address_type",
 	// "bad_domain".
 	HandshakeFailed(reason string)
+	// DestinationRefused reports a CONNECT or BIND destination, an address
+	// a requested name resolved to, or a BIND peer, refused with one of
+	// RefusalReasons ("unspecified", "multicast", "broadcast",
+	// "proxy_host", "own_socket", "rules"). UDP datagrams are counted by
+	// outcome in UDPCounters instead.
+	DestinationRefused(reason string)
 	// Authenticated reports the outcome of one authentication ("no_auth" or
 	// "username_password").
 	Authenticated(method string, ok bool)
@@ -51,6 +57,7 @@ type nopObserver struct{}
 func (nopObserver) ConnectionRejected(string)                            {}
 func (nopObserver) SessionsChanged(int)                                  {}
 func (nopObserver) HandshakeFailed(string)                               {}
+func (nopObserver) DestinationRefused(string)                            {}
 func (nopObserver) Authenticated(string, bool)                           {}
 func (nopObserver) Request(string, string, time.Duration, time.Duration) {}
 func (nopObserver) Relayed(string, int)                                  {}

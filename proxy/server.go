@@ -13,6 +13,8 @@ import (
 
 	socks5 "github.com/armon/go-socks5"
 	lru "github.com/hashicorp/golang-lru/v2"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // Deps are the server's collaborators; nil fields get working defaults.
@@ -35,6 +37,11 @@ type Deps struct {
 	// Leases provides UDP ASSOCIATE's external ports; nil refuses UDP
 	// ASSOCIATE with "command not supported".
 	Leases Leaser
+	// Self is the set of the proxy's own socket addresses, refused as
+	// destinations. The server adds its listeners, BIND listeners and relay
+	// sockets while they are open; the daemon adds the metrics listener and
+	// the lease manager its lease sockets. nil: the server keeps its own.
+	Self *selfaddr.Set
 }
 
 // nameCacheSize and nameCacheTTL bound the cache of names that UDP clients
@@ -46,7 +53,10 @@ const (
 
 // cachedName is a resolved name and when to look it up again.
 type cachedName struct {
-	ip      netip.Addr
+	ip netip.Addr
+	// others are the name's further addresses, judged too; shared by every
+	// reader of the entry and never changed.
+	others  []netip.Addr
 	expires time.Time
 }
 
@@ -62,6 +72,7 @@ type Server struct {
 	dial    func(ctx context.Context, network, address string) (net.Conn, error)
 	filters map[uint16]Filter
 	leases  Leaser
+	self    *selfaddr.Set
 	udp     *udpCounters
 	names   *lru.Cache[string, cachedName]
 	// datagramBufs lends UDP ASSOCIATE's client readers their buffers.
@@ -76,11 +87,18 @@ type Server struct {
 	// sessionsWG counts session goroutines; Close waits for it.
 	sessionsWG sync.WaitGroup
 
-	// mu guards listeners, sessions and closing.
+	// mu guards listeners, sessions, perClient and closing.
 	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
+	listeners map[net.Listener]func()
 	sessions  map[*session]struct{}
+	// perClient counts open sessions by client IP (MaxSessionsPerClient);
+	// an IP with none has no entry.
+	perClient map[netip.Addr]int
 	closing   bool
+
+	// sessionLimitLog and clientLimitLog keep a flood of refused
+	// connections from writing one warning each.
+	sessionLimitLog, clientLimitLog, bindPeerLog warnLimiter
 	// drained is closed when closing is set and the last session ends.
 	drained chan struct{}
 }
@@ -99,10 +117,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		dial:      deps.Dial,
 		filters:   make(map[uint16]Filter, len(deps.Filters)),
 		leases:    deps.Leases,
+		self:      deps.Self,
 		slots:     make(chan struct{}, cfg.MaxSessions),
-		listeners: make(map[net.Listener]struct{}),
+		listeners: make(map[net.Listener]func()),
 		sessions:  make(map[*session]struct{}),
+		perClient: make(map[netip.Addr]int),
 		drained:   make(chan struct{}),
+	}
+	s.cfg.Rules = cfg.Rules.normalised()
+	if s.self == nil {
+		s.self = selfaddr.New()
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -116,7 +140,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	// nothing can stop. Entries carry their own expiry instead.
 	s.names, _ = lru.New[string, cachedName](nameCacheSize)
 	if s.rules == nil {
-		s.rules = cfg.Rules
+		s.rules = s.cfg.Rules
 	}
 	if s.resolve == nil {
 		s.resolve = resolveSystem
@@ -196,7 +220,7 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // admit starts a session for conn, or closes it when the client is not
-// allowed or the session limit is reached.
+// allowed, the session limit is reached or the client holds its share.
 func (s *Server) admit(conn net.Conn) {
 	client := addrPortOf(conn.RemoteAddr())
 	if !s.cfg.Rules.ClientAllowed(client.Addr()) {
@@ -209,18 +233,26 @@ func (s *Server) admit(conn net.Conn) {
 	case s.slots <- struct{}{}:
 	default:
 		s.obs.ConnectionRejected("session_limit")
-		s.log.Warn("session limit reached, connection closed", "client", client, "max_sessions", s.cfg.MaxSessions)
+		if n, ok := s.sessionLimitLog.allow(time.Now()); ok {
+			s.log.Warn("session limit reached, connection closed", "client", client, "max_sessions", s.cfg.MaxSessions, "refused_since_last_warning", n)
+		}
 		conn.Close()
 		return
 	}
 	sess := newSession(s, conn, client)
-	if !s.trackSession(sess) {
-		<-s.slots
-		conn.Close()
+	switch s.trackSession(sess) {
+	case trackedOK:
+		s.sessionsWG.Add(1)
+		go sess.run()
 		return
+	case trackedClientLimit:
+		s.obs.ConnectionRejected("client_session_limit")
+		if n, ok := s.clientLimitLog.allow(time.Now()); ok {
+			s.log.Warn("client session limit reached, connection closed", "client", client, "max_sessions_per_client", s.cfg.MaxSessionsPerClient, "refused_since_last_warning", n)
+		}
 	}
-	s.sessionsWG.Add(1)
-	go sess.run()
+	<-s.slots
+	conn.Close()
 }
 
 // Shutdown stops accepting, closes sessions that are still in their
@@ -272,36 +304,62 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
+// trackListener records ln and makes its address one of the proxy's own,
+// refused as a destination while it is open.
 func (s *Server) trackListener(ln net.Listener) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return false
 	}
-	s.listeners[ln] = struct{}{}
+	s.listeners[ln] = s.self.AddAddr(ln.Addr())
 	return true
 }
 
 func (s *Server) untrackListener(ln net.Listener) {
 	s.mu.Lock()
+	remove := s.listeners[ln]
 	delete(s.listeners, ln)
 	s.mu.Unlock()
 	ln.Close()
+	if remove != nil {
+		remove()
+	}
 }
 
-func (s *Server) trackSession(sess *session) bool {
+type trackResult uint8
+
+const (
+	trackedOK trackResult = iota
+	trackedClosing
+	trackedClientLimit
+)
+
+// trackSession records sess, unless the server is closing or the client
+// already holds MaxSessionsPerClient sessions.
+func (s *Server) trackSession(sess *session) trackResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return false
+		return trackedClosing
 	}
+	ip := sess.client.Addr()
+	if limit := s.cfg.MaxSessionsPerClient; limit > 0 && s.perClient[ip] >= limit {
+		return trackedClientLimit
+	}
+	s.perClient[ip]++
 	s.sessions[sess] = struct{}{}
-	return true
+	return trackedOK
 }
 
 func (s *Server) untrackSession(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	if ip := sess.client.Addr(); s.perClient[ip] <= 1 {
+		delete(s.perClient, ip)
+	} else {
+		s.perClient[ip]--
+	}
 	if s.closing && len(s.sessions) == 0 {
 		select {
 		case <-s.drained:
@@ -311,6 +369,33 @@ func (s *Server) untrackSession(sess *session) {
 	}
 	s.mu.Unlock()
 	<-s.slots
+}
+
+// warnInterval is how often a limit that refuses connections under a flood
+// logs its warning; in between it only counts.
+const warnInterval = 10 * time.Second
+
+// warnLimiter lets a warning through at most once per warnInterval and
+// counts what it held back, so a flood of refusals writes a few lines that
+// say how many there were, not one line each.
+type warnLimiter struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log now and how many warnings were held back
+// since the last one that was logged.
+func (w *warnLimiter) allow(now time.Time) (suppressed int, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.last.IsZero() && now.Sub(w.last) < warnInterval {
+		w.suppressed++
+		return 0, false
+	}
+	n := w.suppressed
+	w.last, w.suppressed = now, 0
+	return n, true
 }
 
 // addrPortOf returns the address of a TCP or UDP net.Addr, unmapped.

@@ -118,6 +118,7 @@ func (ss *session) handshake() (*socks5.Request, error) {
 	if err != nil {
 		var re *requestError
 		errors.As(err, &re)
+		ss.command = re.cmd
 		s.obs.HandshakeFailed(handshakeReason(err, re.reason))
 		if re.reply != replyNone {
 			ss.sendReply(re.reply, netip.AddrPort{})

@@ -124,6 +124,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 func BenchmarkUDPRoundTrip(b *testing.B) {
 	echo := udpEchoServer(b)
 	cfg := DefaultConfig()
+	allowLoopback(&cfg)
 	srv, err := New(cfg, Deps{Leases: newLeases(b, nil)})
 	require.NoError(b, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -23,11 +23,29 @@ const (
 	udpNotAllowed               // rules deny the destination
 	udpNoLease                  // no external port could be leased
 	udpSendFailed               // the socket write failed
+	udpUnspecified              // to 0.0.0.0 or ::, which is the proxy's host
+	udpOwnSocket                // to one of the proxy's own sockets
+	udpProxyHost                // to the proxy's host (loopback, its addresses)
+	udpMulticast                // to a multicast group
+	udpBroadcast                // to a broadcast address
 	numUDPOutcomes
 )
 
 var udpOutcomeNames = [numUDPOutcomes]string{
 	"relayed", "foreign_source", "bad_header", "fragmented", "unresolved", "not_allowed", "no_lease", "send_failed",
+	"unspecified", "own_socket", "proxy_host", "multicast", "broadcast",
+}
+
+// udpRefusalOutcome is the outcome of a datagram whose destination the
+// judge refused, by reason.
+var udpRefusalOutcome = [numRefusals]udpOutcome{
+	refusedNone:        udpRelayed,
+	refusedUnspecified: udpUnspecified,
+	refusedMulticast:   udpMulticast,
+	refusedBroadcast:   udpBroadcast,
+	refusedProxyHost:   udpProxyHost,
+	refusedOwnSocket:   udpOwnSocket,
+	refusedRules:       udpNotAllowed,
 }
 
 // udpCounters holds one resolved counter pair per direction and outcome.

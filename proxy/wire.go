@@ -131,6 +131,9 @@ type requestError struct {
 	reply  Reply
 	reason string // bounded, used as a metric label
 	err    error
+	// cmd is the request's command when it was read before the failure, so
+	// that the refusal is counted under it.
+	cmd Command
 }
 
 func (e *requestError) Error() string { return fmt.Sprintf("read request: %s: %v", e.reason, e.err) }
@@ -150,23 +153,24 @@ func (e *requestError) Unwrap() error { return e.err }
 func readRequest(r *bufio.Reader) (*socks5.Request, error) {
 	head, err := r.Peek(4)
 	if err != nil {
-		return nil, &requestError{replyNone, "truncated", err}
+		return nil, &requestError{replyNone, "truncated", err, 0}
 	}
 	if head[0] != socksVersion {
-		return nil, &requestError{replyNone, "bad_version", fmt.Errorf("%w: request version %d", ErrBadVersion, head[0])}
+		return nil, &requestError{replyNone, "bad_version", fmt.Errorf("%w: request version %d", ErrBadVersion, head[0]), 0}
 	}
 	switch head[3] {
 	case atypIPv4, atypIPv6, atypDomain:
 	default:
-		return nil, &requestError{ReplyAddressNotSupported, "bad_address_type", fmt.Errorf("address type %d", head[3])}
+		return nil, &requestError{ReplyAddressNotSupported, "bad_address_type", fmt.Errorf("address type %d", head[3]), Command(head[1])}
 	}
+	cmd := Command(head[1])
 	req, err := socks5.NewRequest(r)
 	if err != nil {
-		return nil, &requestError{replyNone, "truncated", err}
+		return nil, &requestError{replyNone, "truncated", err, cmd}
 	}
 	if req.DestAddr.IP == nil {
 		if err := checkDomain(req.DestAddr.FQDN); err != nil {
-			return nil, &requestError{ReplyHostUnreachable, "bad_domain", err}
+			return nil, &requestError{ReplyHostUnreachable, "bad_domain", err, cmd}
 		}
 		// Players (VLC among them) send IP literals as domain names; use
 		// them as addresses rather than asking a resolver.

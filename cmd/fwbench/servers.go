@@ -30,6 +30,10 @@ func startFwproxy(ctx context.Context, bin, dir string, opt fwproxyOptions) (*pr
 	args := []string{
 		"-listen", addr, "-metrics-listen", "", "-external-ip", externalIP,
 		"-log-level", "warn", "-drain-timeout", "1s", "-mms-ports", "",
+		// The targets are on loopback, the proxy's host, and every load
+		// comes from 127.0.0.1: allow the one, do not cap the other
+		// (danted has no such cap either).
+		"-allow", "127.0.0.0/8", "-max-sessions-per-client", "0",
 	}
 	if opt.maxLeases > 0 {
 		cfg := filepath.Join(dir, "fwproxy-leases.yaml")

@@ -43,6 +43,9 @@ type Config struct {
 	// DrainTimeout is how long a SIGINT/SIGTERM waits for sessions.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	MaxSessions  int           `yaml:"max_sessions"`
+	// MaxSessionsPerClient caps one client IP's concurrent connections; 0
+	// disables the cap.
+	MaxSessionsPerClient int `yaml:"max_sessions_per_client"`
 
 	// ExternalIP is the proxy's address towards media servers: lease
 	// sockets and BIND listeners bind there.
@@ -56,7 +59,9 @@ type Config struct {
 	LeaseLinger    time.Duration `yaml:"lease_linger"`
 	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`
 	BindTimeout    time.Duration `yaml:"bind_timeout"`
-	Leases         LeaseLimits   `yaml:"leases"`
+	// BindPorts is the port range "LO-HI" BIND listens on.
+	BindPorts string      `yaml:"bind_ports"`
+	Leases    LeaseLimits `yaml:"leases"`
 	// MMSPorts are the TCP ports whose CONNECT sessions run through the MMS
 	// filter; empty disables it.
 	MMSPorts []uint16 `yaml:"mms_ports"`
@@ -100,6 +105,7 @@ func DefaultConfig() Config {
 		LeaseLinger:    l.Linger,
 		UDPIdleTimeout: p.UDPIdleTimeout,
 		BindTimeout:    p.BindTimeout,
+		BindPorts:      fmt.Sprintf("%d-%d", p.BindPortMin, p.BindPortMax),
 		Leases: LeaseLimits{
 			MaxLeases:             l.MaxLeases,
 			MaxLeasesPerClient:    l.MaxLeasesPerClient,
@@ -107,15 +113,16 @@ func DefaultConfig() Config {
 			MaxBufferedBytes:      l.MaxBufferedBytes,
 			MaxBufferedBytesTotal: l.MaxBufferedBytesTotal,
 		},
-		Listen:           "127.0.0.1:1080",
-		MetricsListen:    "127.0.0.1:9480",
-		LogFormat:        "text",
-		LogLevel:         "info",
-		HandshakeTimeout: p.HandshakeTimeout,
-		DialTimeout:      p.DialTimeout,
-		IdleTimeout:      p.IdleTimeout,
-		DrainTimeout:     10 * time.Second,
-		MaxSessions:      p.MaxSessions,
+		Listen:               "127.0.0.1:1080",
+		MetricsListen:        "127.0.0.1:9480",
+		LogFormat:            "text",
+		LogLevel:             "info",
+		HandshakeTimeout:     p.HandshakeTimeout,
+		DialTimeout:          p.DialTimeout,
+		IdleTimeout:          p.IdleTimeout,
+		DrainTimeout:         10 * time.Second,
+		MaxSessions:          p.MaxSessions,
+		MaxSessionsPerClient: p.MaxSessionsPerClient,
 		Rules: RulesConfig{
 			Clients:  []string{"127.0.0.0/8", "::1/128"},
 			Commands: []string{"connect", "bind", "udp_associate"},
@@ -157,14 +164,18 @@ func parseConfig(data []byte, cfg *Config) error {
 // validated.
 func (c Config) proxyConfig() (proxy.Config, error) {
 	p := proxy.Config{
-		HandshakeTimeout: c.HandshakeTimeout,
-		DialTimeout:      c.DialTimeout,
-		IdleTimeout:      c.IdleTimeout,
-		MaxSessions:      c.MaxSessions,
-		UDPIdleTimeout:   c.UDPIdleTimeout,
-		BindTimeout:      c.BindTimeout,
+		HandshakeTimeout:     c.HandshakeTimeout,
+		DialTimeout:          c.DialTimeout,
+		IdleTimeout:          c.IdleTimeout,
+		MaxSessions:          c.MaxSessions,
+		UDPIdleTimeout:       c.UDPIdleTimeout,
+		BindTimeout:          c.BindTimeout,
+		MaxSessionsPerClient: c.MaxSessionsPerClient,
 	}
 	var err error
+	if p.BindPortMin, p.BindPortMax, err = parsePortRange(c.BindPorts); err != nil {
+		return p, fmt.Errorf("bind_ports: %w", err)
+	}
 	if p.ExternalIP, err = netip.ParseAddr(c.ExternalIP); err != nil {
 		return p, fmt.Errorf("external_ip: %w", err)
 	}
@@ -264,6 +275,17 @@ func destRules(field string, in []DestRuleYAML) ([]proxy.DestRule, error) {
 		out = append(out, rule)
 	}
 	return out, nil
+}
+
+// parseDestRuleFlag parses -allow's "NETWORK" or "NETWORK,PORTS"
+// ("127.0.0.0/8", "127.0.0.1,1080", "::1/128,1024-65535").
+func parseDestRuleFlag(v string) (DestRuleYAML, error) {
+	network, ports, _ := strings.Cut(v, ",")
+	d := DestRuleYAML{Network: strings.TrimSpace(network), Ports: strings.TrimSpace(ports)}
+	if _, err := destRules("-allow", []DestRuleYAML{d}); err != nil {
+		return d, err
+	}
+	return d, nil
 }
 
 // parsePrefix accepts a network ("10.0.0.0/8") or a single address.

@@ -72,6 +72,33 @@ rules:
 			assert.Equal(t, time.Minute, p.UDPIdleTimeout)
 			assert.Equal(t, 5*time.Second, p.BindTimeout)
 		}},
+		{"hardening flags", []string{"-max-sessions-per-client", "3", "-bind-ports", "2000-2999",
+			"-allow", "127.0.0.0/8", "-allow", "127.0.0.1,1080", "-allow", "::1/128,1024-65535"}, func(t *testing.T, c Config) {
+			p, err := c.proxyConfig()
+			require.NoError(t, err)
+			assert.Equal(t, 3, p.MaxSessionsPerClient)
+			assert.Equal(t, uint16(2000), p.BindPortMin)
+			assert.Equal(t, uint16(2999), p.BindPortMax)
+			require.Len(t, p.Rules.AllowDestinations, 3)
+			assert.Equal(t, "127.0.0.0/8", p.Rules.AllowDestinations[0].Network.String())
+			assert.Equal(t, uint16(0), p.Rules.AllowDestinations[0].FirstPort)
+			assert.Equal(t, "127.0.0.1/32", p.Rules.AllowDestinations[1].Network.String())
+			assert.Equal(t, uint16(1080), p.Rules.AllowDestinations[1].LastPort)
+			assert.Equal(t, uint16(1024), p.Rules.AllowDestinations[2].FirstPort)
+		}},
+		{"hardening defaults", nil, func(t *testing.T, c Config) {
+			p, err := c.proxyConfig()
+			require.NoError(t, err)
+			assert.Equal(t, 64, p.MaxSessionsPerClient)
+			assert.Equal(t, uint16(1024), p.BindPortMin)
+			assert.Equal(t, uint16(65535), p.BindPortMax)
+		}},
+		{"hardening keys in the file", []string{"-config", writeFile(t, "max_sessions_per_client: 0\nbind_ports: 1-65535\n")}, func(t *testing.T, c Config) {
+			p, err := c.proxyConfig()
+			require.NoError(t, err)
+			assert.Zero(t, p.MaxSessionsPerClient)
+			assert.Equal(t, uint16(1), p.BindPortMin)
+		}},
 		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, c Config) {
 			assert.Empty(t, c.MMSPorts)
 		}},
@@ -119,6 +146,10 @@ func TestParseArgsRejectsBadConfig(t *testing.T) {
 		{"bad udp ports", "", []string{"-udp-ports", "9-1"}, "udp_ports"},
 		{"bad mms port", "", []string{"-mms-ports", "1755,x"}, "mms-ports"},
 		{"negative linger", "lease_linger: -1s\n", nil, "Linger"},
+		{"negative sessions per client", "", []string{"-max-sessions-per-client", "-1"}, "max sessions per client"},
+		{"bad bind ports", "", []string{"-bind-ports", "0-80"}, "bind_ports"},
+		{"bad allow network", "", []string{"-allow", "localhost"}, "-allow"},
+		{"bad allow ports", "", []string{"-allow", "127.0.0.1,99999"}, "-allow"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	socks5 "github.com/armon/go-socks5"
 	"gopkg.in/yaml.v3"
 
+	"fwproxy/internal/selfaddr"
 	"fwproxy/leases"
 	"fwproxy/metrics"
 	"fwproxy/mmsfilter"
@@ -76,7 +77,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	deps := proxy.Deps{Logger: log}
+	// self holds the addresses of the proxy's own sockets, which are never
+	// destinations: the SOCKS listener (the server adds it), BIND and relay
+	// sockets, and the metrics listener (added below).
+	self := selfaddr.New()
+	deps := proxy.Deps{Logger: log, Self: self}
 	var reloadable *proxy.ReloadableUsers
 	if cfg.Users != "" {
 		users, err := proxy.LoadUsers(cfg.Users)
@@ -133,6 +138,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("listen metrics: %w", err)
 		}
 		metricsAddr = mln.Addr().String()
+		defer self.AddAddr(mln.Addr())()
 		metricsSrv = &http.Server{
 			Handler:           metrics.Handler(reg, log, map[string]http.Handler{"/debug/leases": metrics.LeasesHandler(lm.Snapshot)}),
 			ReadHeaderTimeout: 5 * time.Second,
@@ -149,7 +155,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("listening", "socks", ln.Addr().String(), "metrics", metricsAddr,
-		"auth", authName(deps.Credentials), "max_sessions", pcfg.MaxSessions,
+		"auth", authName(deps.Credentials), "max_sessions", pcfg.MaxSessions, "max_sessions_per_client", pcfg.MaxSessionsPerClient,
 		"external_ip", lcfg.ListenIP.String(), "udp_ports", cfg.UDPPorts, "lease_linger", lcfg.Linger,
 		"mms_ports", fmt.Sprint(cfg.MMSPorts))
 	if lcfg.ListenIP.IsLoopback() && !addrIsLoopback(ln.Addr()) {
@@ -309,6 +315,23 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 			return err
 		}
 		overrides = append(overrides, func(c *Config) { c.MaxSessions = n })
+		return nil
+	})
+	fs.Func("max-sessions-per-client", "cap on one client IP's concurrent connections; 0 no cap (default 64)", func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return err
+		}
+		overrides = append(overrides, func(c *Config) { c.MaxSessionsPerClient = n })
+		return nil
+	})
+	str("bind-ports", "port range `LO-HI` BIND listens on (default "+def.BindPorts+")", func(c *Config, v string) { c.BindPorts = v })
+	fs.Func("allow", "add a destination allow rule `NETWORK[,PORTS]` to rules.allow (repeatable); a rule narrower than /0 also lifts the refusal of the proxy's host, and with PORTS of its own sockets at those ports", func(v string) error {
+		d, err := parseDestRuleFlag(v)
+		if err != nil {
+			return err
+		}
+		overrides = append(overrides, func(c *Config) { c.Rules.Allow = append(c.Rules.Allow, d) })
 		return nil
 	})
 

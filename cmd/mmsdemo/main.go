@@ -265,7 +265,10 @@ type fwproxy struct {
 // MMS filter on the server's port, and waits for its "listening" line.
 func startFwproxy(ctx context.Context, o options, srv *mmsserver.Server, extra []string, stderr io.Writer) (*fwproxy, error) {
 	args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-log-format", "json",
-		"-mms-ports", strconv.Itoa(int(srv.Addr().Port())), "-external-ip", o.externalIP}, extra...)
+		"-mms-ports", strconv.Itoa(int(srv.Addr().Port())), "-external-ip", o.externalIP,
+		// The emulated server is on loopback, which is the proxy's host:
+		// not a destination unless a rule names it.
+		"-allow", "127.0.0.0/8"}, extra...)
 	cmd := exec.Command(o.fwproxy, args...)
 	out, err := cmd.StderrPipe()
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,12 +42,25 @@ type Set struct {
 	// destination and as the fast negative answer.
 	ports map[uint16]int
 
-	// localMu guards local and localAt.
-	localMu sync.Mutex
-	local   []netip.Addr
-	localAt time.Time
-	// interfaceAddrs lists the host's addresses; replaced in tests.
-	interfaceAddrs func() ([]netip.Addr, error)
+	// host is the latest snapshot of the host's addresses, read without a
+	// lock because the UDP relay asks for every datagram; refreshMu lets
+	// one caller at a time replace a stale snapshot while the others go on
+	// with the old one.
+	host      atomic.Pointer[hostSnapshot]
+	refreshMu sync.Mutex
+	// interfaceAddrs lists the host's interface networks; replaced in tests.
+	interfaceAddrs func() ([]netip.Prefix, error)
+}
+
+// hostSnapshot is what the host's interfaces said at one moment.
+type hostSnapshot struct {
+	at time.Time
+	// addrs are the host's own addresses (unmapped, no zone).
+	addrs []netip.Addr
+	// broadcast are the directed broadcast addresses of the host's IPv4
+	// networks (all host bits set), for networks that have them (/30 and
+	// wider: a /31 or /32 has no broadcast address).
+	broadcast []netip.Addr
 }
 
 // New returns an empty set.
@@ -122,27 +136,95 @@ func (s *Set) Contains(dst netip.AddrPort) bool {
 	}
 	wild := s.wildcard[dst.Port()] > 0
 	s.mu.RUnlock()
-	return wild && s.isLocal(dst.Addr())
+	return wild && s.IsHost(dst.Addr())
 }
 
-// isLocal reports whether ip is an address of this host.
-func (s *Set) isLocal(ip netip.Addr) bool {
-	if ip.IsLoopback() {
+// IsHost reports whether ip is an address of this host: loopback, the
+// unspecified address (which Linux connects to the host itself), or an
+// address of one of its interfaces (read at most every few seconds). ip is
+// judged unmapped and without its zone. A nil set still knows loopback and
+// the unspecified address. It does not allocate.
+func (s *Set) IsHost(ip netip.Addr) bool {
+	ip = ip.Unmap().WithZone("")
+	if ip.IsLoopback() || ip.IsUnspecified() {
 		return true
 	}
-	s.localMu.Lock()
-	defer s.localMu.Unlock()
-	if now := time.Now(); s.local == nil || now.Sub(s.localAt) > localRefresh {
-		if addrs, err := s.interfaceAddrs(); err == nil {
-			s.local, s.localAt = addrs, now
-		}
+	if s == nil {
+		return false
 	}
-	for _, a := range s.local {
+	for _, a := range s.snapshot().addrs {
 		if a == ip {
 			return true
 		}
 	}
 	return false
+}
+
+// IsBroadcast reports whether ip is a broadcast address as seen from this
+// host: the limited broadcast 255.255.255.255 or the directed broadcast of
+// one of the host's IPv4 networks. It does not allocate.
+func (s *Set) IsBroadcast(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if ip == limitedBroadcast {
+		return true
+	}
+	if s == nil || !ip.Is4() {
+		return false
+	}
+	for _, a := range s.snapshot().broadcast {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// snapshot returns the host's addresses, refreshed when older than
+// localRefresh. A failed refresh keeps the previous snapshot.
+func (s *Set) snapshot() *hostSnapshot {
+	now := time.Now()
+	h := s.host.Load()
+	if h != nil && now.Sub(h.at) <= localRefresh {
+		return h
+	}
+	if h != nil && !s.refreshMu.TryLock() {
+		return h // another caller is refreshing; the old list will do
+	}
+	if h == nil {
+		s.refreshMu.Lock()
+		if h = s.host.Load(); h != nil {
+			s.refreshMu.Unlock()
+			return h
+		}
+	}
+	defer s.refreshMu.Unlock()
+	nets, err := s.interfaceAddrs()
+	if err != nil {
+		if h != nil {
+			return h
+		}
+		nets = nil
+	}
+	fresh := &hostSnapshot{at: now}
+	for _, p := range nets {
+		a := p.Addr().Unmap().WithZone("")
+		fresh.addrs = append(fresh.addrs, a)
+		if a.Is4() && p.Bits() <= 30 {
+			fresh.broadcast = append(fresh.broadcast, broadcastOf(netip.PrefixFrom(a, p.Bits())))
+		}
+	}
+	s.host.Store(fresh)
+	return fresh
+}
+
+// broadcastOf returns the IPv4 network's address with every host bit set.
+func broadcastOf(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v |= ^uint32(0) >> p.Bits()
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // Len reports how many sockets are registered.
@@ -177,18 +259,32 @@ func normalise(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }
 
-func hostAddrs() ([]netip.Addr, error) {
+// hostAddrs lists the host's interface networks (address and prefix
+// length).
+func hostAddrs() ([]netip.Prefix, error) {
 	ifas, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]netip.Addr, 0, len(ifas))
+	out := make([]netip.Prefix, 0, len(ifas))
 	for _, a := range ifas {
-		if pn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(pn.IP); ok {
-				out = append(out, ip.Unmap())
-			}
+		pn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
 		}
+		ip, ok := netip.AddrFromSlice(pn.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := pn.Mask.Size()
+		if ip.Is4In6() && ones >= 96 {
+			ones -= 96
+		}
+		ip = ip.Unmap()
+		if ones > ip.BitLen() {
+			ones = ip.BitLen()
+		}
+		out = append(out, netip.PrefixFrom(ip, ones))
 	}
 	return out, nil
 }

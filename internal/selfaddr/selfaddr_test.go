@@ -11,9 +11,7 @@ import (
 
 func TestContains(t *testing.T) {
 	s := New()
-	s.interfaceAddrs = func() ([]netip.Addr, error) {
-		return []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}, nil
-	}
+	s.interfaceAddrs = testInterfaces
 	s.Add(netip.MustParseAddrPort("127.0.0.1:1080"))
 	s.Add(netip.MustParseAddrPort("[::ffff:203.0.113.1]:5000"))
 	s.Add(netip.MustParseAddrPort("0.0.0.0:9480"))
@@ -84,5 +82,76 @@ func TestContainsDoesNotAllocate(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(100, func() {
 		s.Contains(hit)
 		s.Contains(miss)
+	}))
+}
+
+// testInterfaces is a host with a /24 on 192.0.2.0, a point-to-point /32
+// and a /64 of 2001:db8::.
+func testInterfaces() ([]netip.Prefix, error) {
+	return []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.1/8"),
+		netip.MustParsePrefix("192.0.2.7/24"),
+		netip.MustParsePrefix("198.51.100.9/32"),
+		netip.MustParsePrefix("2001:db8::7/64"),
+	}, nil
+}
+
+func TestIsHostAndIsBroadcast(t *testing.T) {
+	s := New()
+	s.interfaceAddrs = testInterfaces
+	tests := []struct {
+		ip              string
+		host, broadcast bool
+	}{
+		{"127.0.0.1", true, false},
+		{"127.3.4.5", true, false},
+		{"::1", true, false},
+		{"::ffff:127.0.0.1", true, false},
+		{"0.0.0.0", true, false},
+		{"::", true, false},
+		{"192.0.2.7", true, false},
+		{"::ffff:192.0.2.7", true, false},
+		{"2001:db8::7", true, false},
+		{"fe80::1%eth0", false, false},
+		{"198.51.100.9", true, false},
+		{"192.0.2.8", false, false},
+		{"192.0.2.255", false, true}, // the /24's directed broadcast
+		{"::ffff:192.0.2.255", false, true},
+		{"198.51.100.255", false, false}, // a /32 has no broadcast address
+		{"255.255.255.255", false, true},
+		{"203.0.113.1", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ip, func(t *testing.T) {
+			ip := netip.MustParseAddr(tt.ip)
+			assert.Equal(t, tt.host, s.IsHost(ip), "IsHost")
+			assert.Equal(t, tt.broadcast, s.IsBroadcast(ip), "IsBroadcast")
+		})
+	}
+}
+
+func TestNilSetKnowsLoopbackAndLimitedBroadcast(t *testing.T) {
+	var s *Set
+	assert.True(t, s.IsHost(netip.MustParseAddr("127.0.0.1")))
+	assert.False(t, s.IsHost(netip.MustParseAddr("192.0.2.7")))
+	assert.True(t, s.IsBroadcast(netip.MustParseAddr("255.255.255.255")))
+}
+
+func TestRealHostAddresses(t *testing.T) {
+	s := New()
+	nets, err := hostAddrs()
+	require.NoError(t, err)
+	for _, p := range nets {
+		assert.True(t, s.IsHost(p.Addr()), "%v is this host's", p)
+	}
+}
+
+func TestHostChecksDoNotAllocate(t *testing.T) {
+	s := New()
+	s.interfaceAddrs = testInterfaces
+	ip, bc := netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("192.0.2.255")
+	assert.Zero(t, testing.AllocsPerRun(100, func() {
+		s.IsHost(ip)
+		s.IsBroadcast(bc)
 	}))
 }

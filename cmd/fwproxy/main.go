@@ -23,7 +23,7 @@ import (
 	"time"
 
 	socks5 "github.com/armon/go-socks5"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"fwproxy/leases"
 	"fwproxy/metrics"

@@ -27,7 +27,7 @@ func (ss *session) bind(ctx context.Context, req *socks5.Request) error {
 	var peerIP netip.Addr
 	if ip, ok := netip.AddrFromSlice(req.DestAddr.IP); ok && !ip.Unmap().IsUnspecified() {
 		peerIP = ip.Unmap()
-		if !s.cfg.Rules.DestinationAllowed(netip.AddrPortFrom(peerIP, uint16(req.DestAddr.Port))) {
+		if !s.cfg().Rules.DestinationAllowed(netip.AddrPortFrom(peerIP, uint16(req.DestAddr.Port))) {
 			ss.sendReply(ReplyNotAllowed, netip.AddrPort{})
 			return fmt.Errorf("bind for peer %v not allowed by rules", peerIP)
 		}
@@ -49,8 +49,8 @@ func (ss *session) bind(ctx context.Context, req *socks5.Request) error {
 		return errors.New("session aborted")
 	}
 	bound := addrPortOf(ln.Addr())
-	if s.cfg.AdvertiseIP.IsValid() {
-		bound = netip.AddrPortFrom(s.cfg.AdvertiseIP, bound.Port())
+	if s.cfg().AdvertiseIP.IsValid() {
+		bound = netip.AddrPortFrom(s.cfg().AdvertiseIP, bound.Port())
 	}
 	if err := ss.sendReply(ReplySucceeded, bound); err != nil {
 		return err
@@ -80,7 +80,7 @@ func (ss *session) bind(ctx context.Context, req *socks5.Request) error {
 // listenBind listens on the external address at the wanted port, or at any
 // port when that one is taken or none was asked for.
 func (ss *session) listenBind(want uint16) (*net.TCPListener, error) {
-	ip := ss.srv.cfg.ExternalIP
+	ip := ss.srv.cfg().ExternalIP
 	if !ip.IsValid() {
 		ip = addrPortOf(ss.conn.LocalAddr()).Addr()
 	}
@@ -102,7 +102,7 @@ func (ss *session) listenBind(want uint16) (*net.TCPListener, error) {
 // peer when peerIP is unset). Meanwhile it watches the control connection,
 // so a client that gives up is noticed at once.
 func (ss *session) acceptBind(ln *net.TCPListener, peerIP netip.Addr) (net.Conn, error) {
-	ln.SetDeadline(time.Now().Add(ss.srv.cfg.BindTimeout))
+	ln.SetDeadline(time.Now().Add(ss.srv.cfg().BindTimeout))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go ss.watchControl(ln, &wg)

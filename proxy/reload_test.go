@@ -84,8 +84,11 @@ func TestReconfigure(t *testing.T) {
 			},
 		},
 		{
-			name:    "external IP needs a restart",
-			change:  func(c *Config) { c.ExternalIP = netip.MustParseAddr("127.0.0.2"); c.Rules.DenyDestinations = []DestRule{{Network: loopback}} },
+			name: "external IP needs a restart",
+			change: func(c *Config) {
+				c.ExternalIP = netip.MustParseAddr("127.0.0.2")
+				c.Rules.DenyDestinations = []DestRule{{Network: loopback}}
+			},
 			wantErr: "without a restart",
 			after: func(t *testing.T, ts *testServer, target netip.AddrPort) {
 				assert.Equal(t, ReplySucceeded, connectReply(t, ts, target))

@@ -196,7 +196,7 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 
 	checkListen(ck, "listen", c.Listen, false)
 	checkListen(ck, "metrics_listen", c.MetricsListen, true)
-	if c.MetricsListen != "" && c.MetricsListen == c.Listen {
+	if _, port, _ := net.SplitHostPort(c.Listen); c.MetricsListen != "" && c.MetricsListen == c.Listen && port != "0" {
 		ck.bad("metrics_listen", "%s is also the SOCKS listen address", quote(c.MetricsListen))
 	}
 	if err := s.level.UnmarshalText([]byte(c.LogLevel)); err != nil {

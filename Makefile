@@ -7,7 +7,7 @@ FUZZTIME ?= 30s
 # Every fuzz target, as package:FuzzName.
 FUZZ_TARGETS := ./proxy:FuzzParseRequest ./proxy:FuzzParseUDPHeader \
 	./mmsfilter:FuzzMMSFrame ./mmsfilter:FuzzFunnelString ./mmsfilter:FuzzRewrite ./mmsfilter:FuzzStream \
-	./leases:FuzzLeaseOps ./leases:FuzzParseRawSockaddr \
+	./leases:FuzzLeaseOps ./leases:FuzzParseRawSockaddr ./cmd/fwproxy:FuzzDecodeYAML \
 	./e2e/asf:FuzzParseHeader ./e2e/mmsplayer:FuzzParseUDPHeader
 
 .PHONY: all build static install run test test-deps fuzz bench bench-deps lint clean

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -357,4 +358,23 @@ func TestEditDistance(t *testing.T) {
 		assert.Equal(t, tt.want, editDistance(tt.a, tt.b), "%q %q", tt.a, tt.b)
 	}
 	assert.Equal(t, "", closest("colour", tagNames(reflect.TypeFor[Config]())))
+}
+
+// TestAliasExpansionIsBounded: a list of aliases to one large mapping
+// costs their product; the decoder stops at its budget with one error.
+func TestAliasExpansionIsBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x: &m {network: 192.0.2.0/24")
+	for i := range 500 {
+		fmt.Fprintf(&b, ", ports%d: 1", i)
+	}
+	b.WriteString("}\nrules:\n  allow: [*m")
+	for range 499 {
+		b.WriteString(", *m")
+	}
+	b.WriteString("]\n")
+	cfg := DefaultConfig()
+	errs := decodeYAML("config.yaml", []byte(b.String()), &cfg, origins{})
+	assert.Contains(t, errs.Error(), "expands to more than 100000 values")
+	assert.Less(t, len(errs), maxConfigValues, "decoding stopped at the budget")
 }

@@ -108,11 +108,17 @@ func (o origins) of(key string) string {
 	return ""
 }
 
+// maxConfigValues bounds the values one file may decode to. Aliases are
+// followed, so a small file of aliases to aliases could otherwise expand
+// to billions; a real configuration has a few hundred.
+const maxConfigValues = 100_000
+
 // decoder decodes one source (the file or a flag) into a Config.
 type decoder struct {
 	file   string // for "FILE:LINE"
 	errs   configErrors
 	origin origins
+	values int // decoded so far, against maxConfigValues
 }
 
 func (d *decoder) at(n *yaml.Node) string { return fmt.Sprintf("%s:%d", d.file, n.Line) }
@@ -192,6 +198,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
+	if !d.spend(n) {
+		return
+	}
 	if key != "" {
 		d.origin[key] = d.at(n)
 	}
@@ -211,6 +220,17 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 	}
 }
 
+// spend counts one more value against maxConfigValues and reports
+// whether decoding may go on; the first value past the budget is the one
+// error about it.
+func (d *decoder) spend(n *yaml.Node) bool {
+	d.values++
+	if d.values == maxConfigValues {
+		d.fail(n, "", "the file expands to more than %d values (aliases used many times?)", maxConfigValues)
+	}
+	return d.values < maxConfigValues
+}
+
 func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // "rules:" with nothing under it changes nothing
@@ -222,6 +242,9 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string) {
 	seen := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
+		if !d.spend(k) {
+			return
+		}
 		name := k.Value
 		if line, dup := seen[name]; dup {
 			d.fail(k, "", "key %q given twice (first on line %d)", joinKey(key, name), line)

@@ -71,9 +71,10 @@ func TestMain(m *testing.M) {
 type daemonProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	lines  chan string // stderr, line by line; closed at EOF
 	mu     sync.Mutex
-	seen   []string // every line read so far, for failure messages
+	seen   []string      // every stderr line read so far
+	next   int           // waitLog's position in seen
+	more   chan struct{} // a line was added to seen (capacity 1)
 	exited chan struct{}
 	err    error // Wait's result, once exited is closed
 }
@@ -84,7 +85,7 @@ func startDaemon(t *testing.T, args ...string) *daemonProc {
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	d := &daemonProc{t: t, cmd: cmd, lines: make(chan string, 1024), exited: make(chan struct{})}
+	d := &daemonProc{t: t, cmd: cmd, more: make(chan struct{}, 1), exited: make(chan struct{})}
 	go d.readLoop(stderr)
 	t.Cleanup(func() {
 		if d.running() {
@@ -111,11 +112,10 @@ func (d *daemonProc) readLoop(r io.Reader) {
 		d.seen = append(d.seen, sc.Text())
 		d.mu.Unlock()
 		select {
-		case d.lines <- sc.Text():
-		default: // nobody is waiting for lines this far ahead
+		case d.more <- struct{}{}:
+		default: // a wake-up is pending already
 		}
 	}
-	close(d.lines)
 	d.err = d.cmd.Wait()
 	close(d.exited)
 }
@@ -135,21 +135,35 @@ func (d *daemonProc) running() bool {
 	}
 }
 
-// waitLog returns the next stderr line matching re.
+// match looks for re in the lines not yet passed by waitLog.
+func (d *daemonProc) match(rx *regexp.Regexp) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for ; d.next < len(d.seen); d.next++ {
+		if m := rx.FindStringSubmatch(d.seen[d.next]); m != nil {
+			d.next++
+			return m
+		}
+	}
+	return nil
+}
+
+// waitLog returns the submatches of the next stderr line matching re.
 func (d *daemonProc) waitLog(re string) []string {
 	d.t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.After(daemonTimeout)
 	for {
+		if m := d.match(rx); m != nil {
+			return m
+		}
 		select {
-		case line, ok := <-d.lines:
-			if !ok {
-				<-d.exited
-				d.t.Fatalf("fwproxy exited before logging %q: %v\n%s", re, d.err, d.log())
-			}
-			if m := rx.FindStringSubmatch(line); m != nil {
+		case <-d.more:
+		case <-d.exited:
+			if m := d.match(rx); m != nil {
 				return m
 			}
+			d.t.Fatalf("fwproxy exited before logging %q: %v\n%s", re, d.err, d.log())
 		case <-deadline:
 			d.t.Fatalf("fwproxy did not log %q\n%s", re, d.log())
 		}

@@ -7,15 +7,50 @@ FUZZTIME ?= 30s
 # Every fuzz target, as package:FuzzName.
 FUZZ_TARGETS := ./proxy:FuzzParseRequest ./proxy:FuzzParseUDPHeader \
 	./mmsfilter:FuzzMMSFrame ./mmsfilter:FuzzFunnelString ./mmsfilter:FuzzRewrite ./mmsfilter:FuzzStream \
-	./leases:FuzzLeaseOps ./leases:FuzzParseRawSockaddr \
+	./leases:FuzzLeaseOps ./leases:FuzzParseRawSockaddr ./cmd/fwproxy:FuzzDecodeYAML \
 	./e2e/asf:FuzzParseHeader ./e2e/mmsplayer:FuzzParseUDPHeader
 
-.PHONY: all build run test test-deps fuzz bench bench-deps lint clean
+.PHONY: all build static install run test test-deps fuzz bench bench-deps lint clean
+
+# Installation paths (make install PREFIX=/usr DESTDIR=/tmp/pkg).
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DOCDIR      ?= $(PREFIX)/share/doc/fwproxy
+
+# The version fwproxy -version and fwproxy_build_info report. Without git (a
+# source archive) they are left empty and the binary finds its own
+# (cmd/fwproxy/version.go).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := $(if $(VERSION),-X main.version=$(VERSION)) $(if $(COMMIT),-X main.commit=$(COMMIT))
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/fwproxy ./cmd/fwproxy
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/fwproxy ./cmd/fwproxy
+
+## static: bin/fwproxy linked statically (no cgo: the pure-Go resolver reads
+## /etc/hosts and /etc/resolv.conf itself), to copy to any Linux host.
+static:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/fwproxy ./cmd/fwproxy
+
+## install (STATIC=1: the static build): the binary, the systemd unit and its sysusers.d user, the README,
+## and the example configuration as $(SYSCONFDIR)/fwproxy/config.yaml unless
+## one is there already (the example is always installed beside it).
+install: $(if $(STATIC),static,build)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/fwproxy
+	install -m 0755 $(BIN)/fwproxy $(DESTDIR)$(BINDIR)/fwproxy
+	sed -e 's#/usr/local/bin#$(BINDIR)#g' -e 's#/etc/fwproxy#$(SYSCONFDIR)/fwproxy#g' -e 's#/usr/local/share/doc/fwproxy#$(DOCDIR)#g' \
+		cmd/fwproxy/fwproxy.service > $(DESTDIR)$(UNITDIR)/fwproxy.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/fwproxy.service
+	install -m 0644 cmd/fwproxy/fwproxy.sysusers $(DESTDIR)$(SYSUSERSDIR)/fwproxy.conf
+	install -m 0644 README.md CHANGELOG.md LICENSE $(DESTDIR)$(DOCDIR)/
+	sed -e 's#/etc/fwproxy#$(SYSCONFDIR)/fwproxy#g' cmd/fwproxy/config.example.yaml > $(DESTDIR)$(SYSCONFDIR)/fwproxy/config.example.yaml
+	chmod 0644 $(DESTDIR)$(SYSCONFDIR)/fwproxy/config.example.yaml
+	[ -e $(DESTDIR)$(SYSCONFDIR)/fwproxy/config.yaml ] || cp -p $(DESTDIR)$(SYSCONFDIR)/fwproxy/config.example.yaml $(DESTDIR)$(SYSCONFDIR)/fwproxy/config.yaml
 
 ## run: the proxy with the built-in default configuration (SOCKS5 on
 ## 127.0.0.1:1080, metrics on 127.0.0.1:9480, no authentication).

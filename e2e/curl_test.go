@@ -99,7 +99,8 @@ func TestCurlThroughProxy(t *testing.T) {
 	assert.True(t, open.logs.contains(`"msg":"session"`, `"command":"connect"`, `"reply":"succeeded"`), "one log line per session")
 }
 
-// TestUsersReloadOnSIGHUP: the users file is read again on SIGHUP; a file
+// TestUsersReloadOnSIGHUP: the users file is read again on SIGHUP (with the
+// rest of the configuration, cmd/fwproxy/daemon_test.go); a file
 // that does not load leaves the current users in place.
 func TestUsersReloadOnSIGHUP(t *testing.T) {
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
@@ -120,11 +121,11 @@ func TestUsersReloadOnSIGHUP(t *testing.T) {
 		p.waitLog(t, wantLog, before+1)
 	}
 	require.NoError(t, os.Rename(usersFile(t, "bob", "n3w"), path))
-	reload("SIGHUP: users reloaded")
+	reload("config reloaded")
 	require.NoError(t, fetch("bob:n3w"))
 	require.Error(t, fetch("alice:s3cret"))
 
 	require.NoError(t, os.WriteFile(path, []byte("bob:clear-text\n"), 0o600))
-	reload("SIGHUP: users not reloaded")
+	reload("config reload failed")
 	require.NoError(t, fetch("bob:n3w"), "a bad file keeps the users that were loaded")
 }

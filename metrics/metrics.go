@@ -7,12 +7,8 @@
 package metrics
 
 import (
-	"runtime"
-	"runtime/debug"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Namespace prefixes every fwproxy series.
@@ -23,34 +19,13 @@ const Namespace = "fwproxy"
 var LatencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // NewRegistry returns a registry with the Go runtime and process collectors
-// and fwproxy_build_info.
-func NewRegistry(version string) *prometheus.Registry {
+// and fwproxy_build_info (build.go).
+func NewRegistry(build BuildInfo) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	if version == "" {
-		version = moduleVersion()
-	}
-	promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: Namespace,
-		Name:      "build_info",
-		Help:      "Always 1; labels name the fwproxy version and the Go version it was built with.",
-	}, []string{"version", "goversion"}).WithLabelValues(version, runtime.Version()).Set(1)
+	registerBuildInfo(reg, build)
 	return reg
-}
-
-func moduleVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				return s.Value[:12]
-			}
-		}
-		if bi.Main.Version != "" {
-			return bi.Main.Version
-		}
-	}
-	return "unknown"
 }

@@ -20,7 +20,7 @@ import (
 )
 
 func TestRegistryLints(t *testing.T) {
-	reg := NewRegistry("test")
+	reg := NewRegistry(BuildInfo{Version: "test"})
 	s := NewSocks(reg)
 	// Touch every vector so its series exist for the linter.
 	s.ConnectionRejected("session_limit")
@@ -34,7 +34,7 @@ func TestRegistryLints(t *testing.T) {
 }
 
 func TestSocksSeries(t *testing.T) {
-	reg := NewRegistry("test")
+	reg := NewRegistry(BuildInfo{Version: "test"})
 	s := NewSocks(reg)
 	s.SessionsChanged(1)
 	s.SessionsChanged(1)
@@ -66,7 +66,7 @@ fwproxy_tcp_relayed_bytes_total{direction="target_to_client"} 32
 }
 
 func TestHandlerRoutes(t *testing.T) {
-	reg := NewRegistry("v1.2.3")
+	reg := NewRegistry(BuildInfo{Version: "v1.2.3", Commit: "0123456789ab"})
 	extra := map[string]http.Handler{"/debug/x": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") })}
 	srv := httptest.NewServer(Handler(reg, slog.New(slog.DiscardHandler), extra))
 	t.Cleanup(srv.Close)
@@ -75,8 +75,9 @@ func TestHandlerRoutes(t *testing.T) {
 		path, contains string
 		status         int
 	}{
-		{"/metrics", `fwproxy_build_info{goversion="`, http.StatusOK},
+		{"/metrics", `fwproxy_build_info{commit="`, http.StatusOK},
 		{"/metrics", `version="v1.2.3"`, http.StatusOK},
+		{"/metrics", `commit="0123456789ab"`, http.StatusOK},
 		{"/healthz", "ok", http.StatusOK},
 		{"/debug/x", "x", http.StatusOK},
 		{"/nothing", "", http.StatusNotFound},
@@ -95,7 +96,7 @@ func TestHandlerRoutes(t *testing.T) {
 }
 
 func TestLeasesSeries(t *testing.T) {
-	reg := NewRegistry("test")
+	reg := NewRegistry(BuildInfo{Version: "test"})
 	m := NewLeases(reg, func() leases.Stats {
 		return leases.Stats{Leases: 3, Active: 1, Lingering: 2, BufferedDatagrams: 5, BufferedBytes: 600}
 	})
@@ -169,7 +170,7 @@ func TestLeasesHandler(t *testing.T) {
 // reason is a series from the start, so a first refusal is a change an
 // alert can see.
 func TestSocksRefusalSeriesStartAtZero(t *testing.T) {
-	reg := NewRegistry("test")
+	reg := NewRegistry(BuildInfo{Version: "test"})
 	s := NewSocks(reg)
 	s.DestinationRefused("own_socket")
 	s.ConnectionRejected("client_session_limit")
@@ -190,4 +191,25 @@ fwproxy_socks_destinations_refused_total{reason="unspecified"} 0
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected),
 		"fwproxy_socks_connections_rejected_total", "fwproxy_socks_destinations_refused_total"))
+}
+
+func TestConfigReloads(t *testing.T) {
+	reg := NewRegistry(BuildInfo{Version: "test"})
+	c := NewConfigReloads(reg, time.Unix(100, 0))
+	series := []string{"fwproxy_config_reloads_total", "fwproxy_config_last_reload_success_timestamp_seconds"}
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`# HELP fwproxy_config_last_reload_success_timestamp_seconds Unix time of the last configuration load that took effect (start-up or SIGHUP).
+# TYPE fwproxy_config_last_reload_success_timestamp_seconds gauge
+fwproxy_config_last_reload_success_timestamp_seconds 100
+# HELP fwproxy_config_reloads_total Configuration reloads (SIGHUP) by result; a failed reload keeps the running configuration.
+# TYPE fwproxy_config_reloads_total counter
+fwproxy_config_reloads_total{result="failure"} 0
+fwproxy_config_reloads_total{result="success"} 0
+`), series...), "both results exist at 0 from the start")
+
+	c.Reloaded(false, time.Unix(200, 0))
+	c.Reloaded(true, time.Unix(300, 0))
+	c.Reloaded(false, time.Unix(400, 0))
+	assert.Equal(t, 2.0, testutil.ToFloat64(c.failure))
+	assert.Equal(t, 1.0, testutil.ToFloat64(c.success))
+	assert.Equal(t, 300.0, testutil.ToFloat64(c.lastSuccess), "a failure leaves the last success time")
 }

@@ -129,8 +129,8 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 		}
 	}
 	bound := addrPortOf(relay.LocalAddr())
-	if s.cfg.AdvertiseIP.IsValid() {
-		bound = netip.AddrPortFrom(s.cfg.AdvertiseIP, bound.Port())
+	if s.cfg().AdvertiseIP.IsValid() {
+		bound = netip.AddrPortFrom(s.cfg().AdvertiseIP, bound.Port())
 	}
 	if err := ss.sendReply(ReplySucceeded, bound); err != nil {
 		a.release()
@@ -140,7 +140,7 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 	defer s.obs.ActiveChanged("udp_associate", -1)
 	s.log.Debug("udp association", "client", ss.client, "client_port", a.client.Port(), "relay", bound)
 
-	if idle := s.cfg.UDPIdleTimeout; idle > 0 {
+	if idle := s.cfg().UDPIdleTimeout; idle > 0 {
 		a.idleTimer = time.AfterFunc(time.Duration(math.MaxInt64), a.checkIdle)
 		a.idleTimer.Reset(idle)
 	}
@@ -191,7 +191,7 @@ func discardUntilEOF(r io.Reader) error {
 func (a *association) acquire(ctx context.Context) error {
 	s := a.ss.srv
 	key := leases.Key{Client: a.clientIP, User: a.ss.user, Port: a.client.Port()}
-	actx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	actx, cancel := context.WithTimeout(ctx, s.cfg().HandshakeTimeout)
 	defer cancel()
 	h, err := s.leases.Acquire(actx, key, leases.Request{
 		Kind:     leases.KindAssociation,
@@ -330,7 +330,7 @@ func (a *association) destination(ctx context.Context, hdr udpHeader) (dst netip
 	if err := checkDomain(name); err != nil {
 		return netip.AddrPort{}, nil, err
 	}
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	rctx, cancel := context.WithTimeout(ctx, s.cfg().DialTimeout)
 	defer cancel()
 	addrs, err := s.resolve(rctx, name)
 	if err != nil || len(addrs) == 0 {
@@ -363,7 +363,7 @@ func (a *association) checkIdle() {
 	if a.ended.Load() {
 		return
 	}
-	idle := a.ss.srv.cfg.UDPIdleTimeout
+	idle := a.ss.srv.cfg().UDPIdleTimeout
 	since := time.Since(time.Unix(0, a.lastActive.Load()))
 	if since >= idle {
 		a.idled.Store(true)

@@ -49,8 +49,8 @@ func (ss *session) bind(ctx context.Context, req *socks5.Request) error {
 		return errors.New("session aborted")
 	}
 	bound := addrPortOf(ln.Addr())
-	if s.cfg.AdvertiseIP.IsValid() {
-		bound = netip.AddrPortFrom(s.cfg.AdvertiseIP, bound.Port())
+	if s.cfg().AdvertiseIP.IsValid() {
+		bound = netip.AddrPortFrom(s.cfg().AdvertiseIP, bound.Port())
 	}
 	if err := ss.sendReply(ReplySucceeded, bound); err != nil {
 		return err
@@ -90,7 +90,7 @@ func (ss *session) bindPeers(ctx context.Context, req *socks5.Request) ([]netip.
 		}
 		addrs = []netip.Addr{ip}
 	} else {
-		rctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+		rctx, cancel := context.WithTimeout(ctx, s.cfg().DialTimeout)
 		defer cancel()
 		resolved, err := s.resolve(rctx, req.DestAddr.FQDN)
 		if err == nil && len(resolved) == 0 {
@@ -117,7 +117,7 @@ func (ss *session) bindPeers(ctx context.Context, req *socks5.Request) ([]netip.
 // listenBind listens on the external address at the wanted port when it is
 // inside BindPortMin-BindPortMax and free, else at another port inside them.
 func (ss *session) listenBind(want uint16) (*net.TCPListener, error) {
-	cfg := &ss.srv.cfg
+	cfg := ss.srv.cfg()
 	ip := cfg.ExternalIP
 	if !ip.IsValid() {
 		ip = addrPortOf(ss.conn.LocalAddr()).Addr()
@@ -162,7 +162,7 @@ func (ss *session) listenBind(want uint16) (*net.TCPListener, error) {
 // the control connection, so a client that gives up is noticed at once.
 func (ss *session) acceptBind(ln *net.TCPListener, peers []netip.Addr) (net.Conn, error) {
 	s := ss.srv
-	ln.SetDeadline(time.Now().Add(s.cfg.BindTimeout))
+	ln.SetDeadline(time.Now().Add(s.cfg().BindTimeout))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go ss.watchControl(ln, &wg)

@@ -15,7 +15,7 @@ import (
 // answer with the address the proxy connected from, then relay.
 func (ss *session) connect(ctx context.Context, req *socks5.Request) error {
 	s := ss.srv
-	dialCtx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	dialCtx, cancel := context.WithTimeout(ctx, s.cfg().DialTimeout)
 	defer cancel()
 	dialStart := time.Now()
 	cands, err := ss.destinations(dialCtx, req)
@@ -133,7 +133,7 @@ func (ss *session) dialFirst(ctx context.Context, cands []netip.AddrPort) (net.C
 // filterSession starts the registered filter for dst's port, or the plain
 // pass-through.
 func (ss *session) filterSession(ctx context.Context, dst, local netip.AddrPort) (FilterSession, error) {
-	f := ss.srv.filters[dst.Port()]
+	f := ss.srv.filter(dst.Port())
 	if f == nil {
 		return passThrough{}, nil
 	}

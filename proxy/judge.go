@@ -66,7 +66,7 @@ func (s *Server) judge(dst netip.AddrPort, anyPort bool) refusal {
 	if !ip.IsValid() || ip.IsUnspecified() {
 		return refusedUnspecified
 	}
-	v := s.cfg.Rules.verdict(dst, anyPort)
+	v := s.cfg().Rules.verdict(dst, anyPort)
 	if v.denied {
 		return refusedRules
 	}

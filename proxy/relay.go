@@ -32,7 +32,7 @@ func (ss *session) relay(ctx context.Context, target net.Conn, fs FilterSession)
 		}
 	}
 	r.lastActive.Store(time.Now().UnixNano())
-	if idle := ss.srv.cfg.IdleTimeout; idle > 0 {
+	if idle := ss.srv.cfg().IdleTimeout; idle > 0 {
 		// Armed only after the field is set, so checkIdle always sees it.
 		r.idleTimer = time.AfterFunc(time.Duration(math.MaxInt64), r.checkIdle)
 		r.idleTimer.Reset(idle)
@@ -180,7 +180,7 @@ func (r *relay) checkIdle() {
 	if r.done.Load() {
 		return
 	}
-	idle := r.ss.srv.cfg.IdleTimeout
+	idle := r.ss.srv.cfg().IdleTimeout
 	since := time.Since(time.Unix(0, r.lastActive.Load()))
 	if since < idle {
 		r.probing.Store(false)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,14 +64,15 @@ type cachedName struct {
 // Server is a SOCKS5 server. Create it with New, run it with Serve, stop it
 // with Shutdown or Close.
 type Server struct {
-	cfg     Config
+	// live holds the settings Reconfigure replaces; read it through cfg()
+	// and filter() (reload.go).
+	live    atomic.Pointer[liveConfig]
 	log     *slog.Logger
 	obs     Observer
 	methods map[uint8]socks5.Authenticator
 	rules   socks5.RuleSet
 	resolve func(ctx context.Context, name string) ([]netip.Addr, error)
 	dial    func(ctx context.Context, network, address string) (net.Conn, error)
-	filters map[uint16]Filter
 	leases  Leaser
 	self    *selfaddr.Set
 	udp     *udpCounters
@@ -82,12 +84,13 @@ type Server struct {
 	baseCtx context.Context
 	cancel  context.CancelFunc
 
-	// slots holds one token per open session (Config.MaxSessions).
-	slots chan struct{}
+	// active counts open sessions against Config.MaxSessions (takeSlot).
+	active atomic.Int64
 	// sessionsWG counts session goroutines; Close waits for it.
 	sessionsWG sync.WaitGroup
 
-	// mu guards listeners, sessions, perClient and closing.
+	// mu guards listeners, sessions, perClient and closing, and serialises
+	// Reconfigure.
 	mu        sync.Mutex
 	listeners map[net.Listener]func()
 	sessions  map[*session]struct{}
@@ -108,23 +111,25 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	filters, err := checkFilters(deps.Filters)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		cfg:       cfg,
 		log:       deps.Logger,
 		obs:       deps.Observer,
 		rules:     deps.RuleSet,
 		resolve:   deps.Resolve,
 		dial:      deps.Dial,
-		filters:   make(map[uint16]Filter, len(deps.Filters)),
 		leases:    deps.Leases,
 		self:      deps.Self,
-		slots:     make(chan struct{}, cfg.MaxSessions),
 		listeners: make(map[net.Listener]func()),
 		sessions:  make(map[*session]struct{}),
 		perClient: make(map[netip.Addr]int),
 		drained:   make(chan struct{}),
 	}
-	s.cfg.Rules = cfg.Rules.normalised()
+	cfg.Rules = cfg.Rules.normalised()
+	s.live.Store(&liveConfig{cfg: cfg, filters: filters})
 	if s.self == nil {
 		s.self = selfaddr.New()
 	}
@@ -140,7 +145,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	// nothing can stop. Entries carry their own expiry instead.
 	s.names, _ = lru.New[string, cachedName](nameCacheSize)
 	if s.rules == nil {
-		s.rules = s.cfg.Rules
+		s.rules = liveRules{s}
 	}
 	if s.resolve == nil {
 		s.resolve = resolveSystem
@@ -153,12 +158,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	} else {
 		s.methods = map[uint8]socks5.Authenticator{methodNoAuth: socks5.NoAuthAuthenticator{}}
 	}
-	for port, f := range deps.Filters {
-		if f == nil || port == 0 {
-			return nil, fmt.Errorf("proxy: filter for port %d: missing filter or port", port)
-		}
-		s.filters[port] = f
-	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -170,7 +169,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // the lease sockets listen on.
 func (s *Server) dialFromExternal(ctx context.Context, network, address string) (net.Conn, error) {
 	var d net.Dialer
-	ext := s.cfg.ExternalIP
+	ext := s.cfg().ExternalIP
 	if dst, err := netip.ParseAddrPort(address); err == nil && ext.IsValid() &&
 		ext.Is4() == dst.Addr().Unmap().Is4() && (!ext.IsLoopback() || dst.Addr().IsLoopback()) {
 		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ext, 0))
@@ -223,18 +222,16 @@ func (s *Server) Serve(ln net.Listener) error {
 // allowed, the session limit is reached or the client holds its share.
 func (s *Server) admit(conn net.Conn) {
 	client := addrPortOf(conn.RemoteAddr())
-	if !s.cfg.Rules.ClientAllowed(client.Addr()) {
+	if !s.cfg().Rules.ClientAllowed(client.Addr()) {
 		s.obs.ConnectionRejected("client_not_allowed")
 		s.log.Warn("client not allowed", "client", client)
 		conn.Close()
 		return
 	}
-	select {
-	case s.slots <- struct{}{}:
-	default:
+	if !s.takeSlot() {
 		s.obs.ConnectionRejected("session_limit")
 		if n, ok := s.sessionLimitLog.allow(time.Now()); ok {
-			s.log.Warn("session limit reached, connection closed", "client", client, "max_sessions", s.cfg.MaxSessions, "refused_since_last_warning", n)
+			s.log.Warn("session limit reached, connection closed", "client", client, "max_sessions", s.cfg().MaxSessions, "refused_since_last_warning", n)
 		}
 		conn.Close()
 		return
@@ -248,10 +245,10 @@ func (s *Server) admit(conn net.Conn) {
 	case trackedClientLimit:
 		s.obs.ConnectionRejected("client_session_limit")
 		if n, ok := s.clientLimitLog.allow(time.Now()); ok {
-			s.log.Warn("client session limit reached, connection closed", "client", client, "max_sessions_per_client", s.cfg.MaxSessionsPerClient, "refused_since_last_warning", n)
+			s.log.Warn("client session limit reached, connection closed", "client", client, "max_sessions_per_client", s.cfg().MaxSessionsPerClient, "refused_since_last_warning", n)
 		}
 	}
-	<-s.slots
+	s.releaseSlot()
 	conn.Close()
 }
 
@@ -344,7 +341,7 @@ func (s *Server) trackSession(sess *session) trackResult {
 		return trackedClosing
 	}
 	ip := sess.client.Addr()
-	if limit := s.cfg.MaxSessionsPerClient; limit > 0 && s.perClient[ip] >= limit {
+	if limit := s.cfg().MaxSessionsPerClient; limit > 0 && s.perClient[ip] >= limit {
 		return trackedClientLimit
 	}
 	s.perClient[ip]++
@@ -368,7 +365,7 @@ func (s *Server) untrackSession(sess *session) {
 		}
 	}
 	s.mu.Unlock()
-	<-s.slots
+	s.releaseSlot()
 }
 
 // warnInterval is how often a limit that refuses connections under a flood

@@ -71,7 +71,7 @@ func (ss *session) run() {
 // serve runs the handshake and the command.
 func (ss *session) serve(ctx context.Context) error {
 	s := ss.srv
-	ss.conn.SetDeadline(ss.start.Add(s.cfg.HandshakeTimeout))
+	ss.conn.SetDeadline(ss.start.Add(s.cfg().HandshakeTimeout))
 	req, err := ss.handshake()
 	if err != nil {
 		return err
@@ -179,7 +179,7 @@ func (ss *session) sendReply(rep Reply, bound netip.AddrPort) error {
 // writeReply writes a reply without reporting it (BIND's second reply).
 func (ss *session) writeReply(rep Reply, bound netip.AddrPort) error {
 	var buf [22]byte
-	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.HandshakeTimeout))
+	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg().HandshakeTimeout))
 	_, err := ss.conn.Write(appendReply(buf[:0], rep, bound))
 	ss.conn.SetWriteDeadline(time.Time{})
 	if err != nil {

@@ -1,18 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"fwproxy/leases"
 	"fwproxy/proxy"
@@ -24,16 +23,27 @@ const maxConfigSize = 1 << 20
 // Config is the daemon's configuration: the YAML file's schema, and what
 // -print-config prints. Flags override the file; the file overrides the
 // defaults of DefaultConfig.
+//
+// Adding a setting (see README "Configuration"):
+//  1. a field here with its yaml tag, and `reload:"restart"` when a running
+//     daemon cannot apply it (SIGHUP then keeps the old value and says so);
+//  2. its default in DefaultConfig;
+//  3. its check and its copy into the package's Config in resolve;
+//  4. optionally a flag in the flags table (flags.go).
+//
+// The decoder (decode.go) and the flags parse every field by its Go type,
+// so durations, ports and lists need no parsing code of their own.
 type Config struct {
 	// Listen is the SOCKS5 listen address.
-	Listen string `yaml:"listen"`
+	Listen string `yaml:"listen" reload:"restart"`
 	// MetricsListen serves /metrics and /healthz; "" disables it.
-	MetricsListen string `yaml:"metrics_listen"`
+	MetricsListen string `yaml:"metrics_listen" reload:"restart"`
 	// Users is the users file (name:bcrypt-hash lines); when set,
-	// username/password authentication is required.
+	// username/password authentication is required. SIGHUP rereads it;
+	// turning authentication on or off needs a restart.
 	Users string `yaml:"users"`
 	// LogFormat is text or json; LogLevel is debug, info, warn or error.
-	LogFormat string `yaml:"log_format"`
+	LogFormat string `yaml:"log_format" reload:"restart"`
 	LogLevel  string `yaml:"log_level"`
 
 	// HandshakeTimeout, DialTimeout and IdleTimeout: see README.
@@ -49,19 +59,19 @@ type Config struct {
 
 	// ExternalIP is the proxy's address towards media servers: lease
 	// sockets and BIND listeners bind there.
-	ExternalIP string `yaml:"external_ip"`
+	ExternalIP string `yaml:"external_ip" reload:"restart"`
 	// AdvertiseIP, when set, is the BND.ADDR of UDP ASSOCIATE and BIND.
 	AdvertiseIP string `yaml:"advertise_ip"`
 	// UDPPorts is the external port range "LO-HI" of leases.
-	UDPPorts string `yaml:"udp_ports"`
+	UDPPorts string `yaml:"udp_ports" reload:"restart"`
 	// LeaseLinger keeps a released lease's port open and buffering; 0
 	// closes at once (the old, datagram-losing behaviour).
-	LeaseLinger    time.Duration `yaml:"lease_linger"`
+	LeaseLinger    time.Duration `yaml:"lease_linger" reload:"restart"`
 	UDPIdleTimeout time.Duration `yaml:"udp_idle_timeout"`
 	BindTimeout    time.Duration `yaml:"bind_timeout"`
 	// BindPorts is the port range "LO-HI" BIND listens on.
 	BindPorts string      `yaml:"bind_ports"`
-	Leases    LeaseLimits `yaml:"leases"`
+	Leases    LeaseLimits `yaml:"leases" reload:"restart"`
 	// MMSPorts are the TCP ports whose CONNECT sessions run through the MMS
 	// filter; empty disables it.
 	MMSPorts []uint16 `yaml:"mms_ports"`
@@ -130,78 +140,131 @@ func DefaultConfig() Config {
 	}
 }
 
-// loadConfigFile overlays the YAML file at path on cfg. Unknown keys are
-// errors: a misspelt setting must not be silently ignored.
-func loadConfigFile(path string, cfg *Config) error {
+// readConfigFile reads the YAML file at path, bounded.
+func readConfigFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("load config: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
-		return fmt.Errorf("load config %s: %w", path, err)
+		return nil, err
 	}
 	if len(data) > maxConfigSize {
-		return fmt.Errorf("load config %s: larger than %d bytes", path, maxConfigSize)
+		return nil, fmt.Errorf("larger than %d bytes", maxConfigSize)
 	}
-	if err := parseConfig(data, cfg); err != nil {
-		return fmt.Errorf("load config %s: %w", path, err)
-	}
-	return nil
+	return data, nil
 }
 
-func parseConfig(data []byte, cfg *Config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return nil
+// settings is a Config checked and turned into what each part of the
+// daemon takes.
+type settings struct {
+	cfg    Config
+	proxy  proxy.Config
+	leases leases.Config
+	level  slog.Level
+	// users is the loaded users file; nil when authentication is off.
+	users *proxy.Users
 }
 
-// proxyConfig turns the daemon configuration into the SOCKS server's,
-// validated.
-func (c Config) proxyConfig() (proxy.Config, error) {
-	p := proxy.Config{
-		HandshakeTimeout:     c.HandshakeTimeout,
-		DialTimeout:          c.DialTimeout,
-		IdleTimeout:          c.IdleTimeout,
-		MaxSessions:          c.MaxSessions,
-		UDPIdleTimeout:       c.UDPIdleTimeout,
-		BindTimeout:          c.BindTimeout,
-		MaxSessionsPerClient: c.MaxSessionsPerClient,
+// checker collects every problem of a Config, each located by origin.
+type checker struct {
+	origin      origins
+	errs, warns configErrors
+}
+
+func (ck *checker) bad(key, format string, args ...any) {
+	ck.errs = append(ck.errs, configError{Where: ck.origin.of(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (ck *checker) warn(key, format string, args ...any) {
+	ck.warns = append(ck.warns, configError{Where: ck.origin.of(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// positive and notNegative check a duration or a count.
+func positive[T int | int64 | time.Duration](ck *checker, key string, v T) {
+	if v <= 0 {
+		ck.bad(key, "%v must be more than 0", v)
 	}
-	var err error
-	if p.BindPortMin, p.BindPortMax, err = parsePortRange(c.BindPorts); err != nil {
-		return p, fmt.Errorf("bind_ports: %w", err)
+}
+
+func notNegative[T int | int64 | time.Duration](ck *checker, key string, v T, zero string) {
+	if v < 0 {
+		ck.bad(key, "%v must not be negative (0 %s)", v, zero)
 	}
-	if p.ExternalIP, err = netip.ParseAddr(c.ExternalIP); err != nil {
-		return p, fmt.Errorf("external_ip: %w", err)
+}
+
+// resolve checks everything a start needs, loading the users file, and
+// returns every error and warning found, not only the first.
+func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
+	ck := &checker{origin: origin}
+	s := settings{cfg: c, proxy: proxy.DefaultConfig(), leases: leases.DefaultConfig()}
+
+	checkListen(ck, "listen", c.Listen, false)
+	checkListen(ck, "metrics_listen", c.MetricsListen, true)
+	if _, port, _ := net.SplitHostPort(c.Listen); c.MetricsListen != "" && c.MetricsListen == c.Listen && port != "0" {
+		ck.bad("metrics_listen", "%s is also the SOCKS listen address", quote(c.MetricsListen))
 	}
+	if err := s.level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		ck.bad("log_level", "%s is not a log level (debug, info, warn, error)", quote(c.LogLevel))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		ck.bad("log_format", "%s is not a log format (text, json)", quote(c.LogFormat))
+	}
+
+	p := &s.proxy
+	positive(ck, "handshake_timeout", c.HandshakeTimeout)
+	positive(ck, "dial_timeout", c.DialTimeout)
+	notNegative(ck, "idle_timeout", c.IdleTimeout, "turns it off")
+	notNegative(ck, "drain_timeout", c.DrainTimeout, "closes sessions at once")
+	notNegative(ck, "udp_idle_timeout", c.UDPIdleTimeout, "turns it off")
+	positive(ck, "bind_timeout", c.BindTimeout)
+	positive(ck, "max_sessions", c.MaxSessions)
+	notNegative(ck, "max_sessions_per_client", c.MaxSessionsPerClient, "means no cap")
+	p.MaxSessionsPerClient = c.MaxSessionsPerClient
+	if lo, hi, msg := parsePortRange(c.BindPorts); msg != "" {
+		ck.bad("bind_ports", "%s", msg)
+	} else {
+		p.BindPortMin, p.BindPortMax = lo, hi
+	}
+	p.HandshakeTimeout, p.DialTimeout, p.IdleTimeout = c.HandshakeTimeout, c.DialTimeout, c.IdleTimeout
+	p.UDPIdleTimeout, p.BindTimeout, p.MaxSessions = c.UDPIdleTimeout, c.BindTimeout, c.MaxSessions
+	p.ExternalIP = checkExternalIP(ck, c.ExternalIP)
 	if c.AdvertiseIP != "" {
-		if p.AdvertiseIP, err = netip.ParseAddr(c.AdvertiseIP); err != nil {
-			return p, fmt.Errorf("advertise_ip: %w", err)
+		a, err := netip.ParseAddr(c.AdvertiseIP)
+		switch {
+		case err != nil:
+			ck.bad("advertise_ip", "%q is not an IP address", c.AdvertiseIP)
+		case a.IsUnspecified() || a.IsMulticast():
+			ck.bad("advertise_ip", "%s must be a specific address (the one clients reach the proxy at)", a)
 		}
+		p.AdvertiseIP = a
 	}
-	rules, err := c.Rules.rules()
-	if err != nil {
-		return p, err
-	}
-	p.Rules = rules
-	return p, p.Validate()
-}
+	p.Rules = checkRules(ck, c.Rules)
 
-// leasesConfig turns the daemon configuration into the lease manager's,
-// validated.
-func (c Config) leasesConfig() (leases.Config, error) {
-	l := leases.DefaultConfig()
-	var err error
-	if l.ListenIP, err = netip.ParseAddr(c.ExternalIP); err != nil {
-		return l, fmt.Errorf("external_ip: %w", err)
+	l := &s.leases
+	l.ListenIP = p.ExternalIP
+	if lo, hi, msg := parsePortRange(c.UDPPorts); msg != "" {
+		ck.bad("udp_ports", "%s", msg)
+	} else {
+		l.PortMin, l.PortMax = lo, hi
 	}
-	if l.PortMin, l.PortMax, err = parsePortRange(c.UDPPorts); err != nil {
-		return l, fmt.Errorf("udp_ports: %w", err)
+	notNegative(ck, "lease_linger", c.LeaseLinger, "closes a released lease at once")
+	for _, f := range []struct {
+		key string
+		v   int64
+	}{
+		{"leases.max_leases", int64(c.Leases.MaxLeases)},
+		{"leases.max_leases_per_client", int64(c.Leases.MaxLeasesPerClient)},
+		{"leases.max_buffered_datagrams", int64(c.Leases.MaxBufferedDatagrams)},
+		{"leases.max_buffered_bytes", int64(c.Leases.MaxBufferedBytes)},
+		{"leases.max_buffered_bytes_total", c.Leases.MaxBufferedBytesTotal},
+	} {
+		notNegative(ck, f.key, f.v, "means no cap")
+	}
+	if c.LeaseLinger > 0 && c.Leases.MaxBufferedDatagrams == 0 && c.Leases.MaxBufferedBytes == 0 && c.Leases.MaxBufferedBytesTotal == 0 {
+		ck.bad("lease_linger", "%v needs a buffer cap: set leases.max_buffered_datagrams, max_buffered_bytes or max_buffered_bytes_total above 0", c.LeaseLinger)
 	}
 	l.Linger = c.LeaseLinger
 	l.MaxLeases = c.Leases.MaxLeases
@@ -209,35 +272,108 @@ func (c Config) leasesConfig() (leases.Config, error) {
 	l.MaxBufferedDatagrams = c.Leases.MaxBufferedDatagrams
 	l.MaxBufferedBytes = c.Leases.MaxBufferedBytes
 	l.MaxBufferedBytesTotal = c.Leases.MaxBufferedBytesTotal
-	return l, l.Validate()
-}
 
-// parsePortList parses "1755,8755"; "" is the empty list.
-func parsePortList(s string) ([]uint16, error) {
-	var out []uint16
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
+	if len(ck.errs) == 0 {
+		// What the packages themselves refuse, in case a check above is
+		// missing; their messages use Go names, so they come last.
+		if err := p.Validate(); err != nil {
+			ck.bad("", "%v", err)
 		}
-		p, err := strconv.ParseUint(f, 10, 16)
-		if err != nil || p == 0 {
-			return nil, fmt.Errorf("port %q: want 1-65535", f)
+		if err := l.Validate(); err != nil {
+			ck.bad("", "%v", err)
 		}
-		out = append(out, uint16(p))
 	}
-	return out, nil
-}
-
-func (r RulesConfig) rules() (proxy.Rules, error) {
-	var out proxy.Rules
-	for _, s := range r.Clients {
-		p, err := parsePrefix(s)
+	if c.Users != "" {
+		u, err := proxy.LoadUsers(c.Users)
 		if err != nil {
-			return out, fmt.Errorf("rules.clients: %w", err)
+			ck.bad("users", "%v", err)
 		}
-		out.Clients = append(out.Clients, p)
+		s.users = u
 	}
-	for _, c := range r.Commands {
+	if len(ck.errs) == 0 && l.ListenIP.IsLoopback() && !hostIsLoopback(c.Listen) {
+		ck.warn("external_ip", "%s is a loopback address: UDP relays cannot reach media servers elsewhere", l.ListenIP)
+	}
+	return s, ck.errs, ck.warns
+}
+
+// checkListen checks a listen address: HOST:PORT with a numeric port
+// (0 picks a free one) and a host that is an address or resolves.
+func checkListen(ck *checker, key, addr string, optional bool) {
+	if addr == "" {
+		if !optional {
+			ck.bad(key, `is empty; want HOST:PORT such as 127.0.0.1:1080`)
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		ck.bad(key, "%q is not HOST:PORT (such as 127.0.0.1:1080 or [::1]:1080)", addr)
+		return
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n > 65535 {
+		ck.bad(key, "%q: %q is not a port (0-65535)", addr, port)
+		return
+	}
+	if host == "" {
+		return // every address
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return
+	}
+	if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
+		ck.bad(key, "%q: host %q does not resolve", addr, host)
+	}
+}
+
+// checkExternalIP parses external_ip; an address that is not this host's
+// is only a warning, so a configuration can be checked before it is
+// deployed on the host that has the address.
+func checkExternalIP(ck *checker, s string) netip.Addr {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		ck.bad("external_ip", "%q is not an IP address", s)
+		return netip.Addr{}
+	case a.IsUnspecified():
+		ck.bad("external_ip", "%s must be a specific address (the proxy's address towards media servers, not a wildcard)", a)
+		return a
+	case a.IsMulticast():
+		ck.bad("external_ip", "%s is a multicast address", a)
+		return a
+	case a.Zone() != "":
+		ck.bad("external_ip", "%s: an address with a zone cannot be used", a)
+		return a
+	}
+	if !isLocalAddr(a) {
+		ck.warn("external_ip", "%s is not an address of this host: lease sockets and BIND listeners cannot bind until it is", a)
+	}
+	return a
+}
+
+// isLocalAddr reports whether a UDP socket can bind a.
+func isLocalAddr(a netip.Addr) bool {
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+	if err != nil {
+		return !errors.Is(err, syscall.EADDRNOTAVAIL)
+	}
+	c.Close()
+	return true
+}
+
+func checkRules(ck *checker, r RulesConfig) proxy.Rules {
+	var out proxy.Rules
+	for i, s := range r.Clients {
+		key := fmt.Sprintf("rules.clients[%d]", i)
+		if p, ok := parsePrefix(s); ok {
+			out.Clients = append(out.Clients, p)
+		} else {
+			ck.bad(key, "%q is not a CIDR network or an IP address", s)
+		}
+	}
+	if len(r.Clients) == 0 {
+		ck.warn("rules.clients", "is empty: every client is refused")
+	}
+	for i, c := range r.Commands {
 		switch strings.ToLower(c) {
 		case "connect":
 			out.Connect = true
@@ -246,88 +382,98 @@ func (r RulesConfig) rules() (proxy.Rules, error) {
 		case "udp_associate", "associate":
 			out.Associate = true
 		default:
-			return out, fmt.Errorf("rules.commands: unknown command %q (want connect, bind, udp_associate)", c)
+			ck.bad(fmt.Sprintf("rules.commands[%d]", i), "%q is not a command (connect, bind, udp_associate)", c)
 		}
 	}
-	var err error
-	if out.AllowDestinations, err = destRules("rules.allow", r.Allow); err != nil {
-		return out, err
-	}
-	if out.DenyDestinations, err = destRules("rules.deny", r.Deny); err != nil {
-		return out, err
-	}
-	return out, nil
+	out.AllowDestinations = checkDestRules(ck, "rules.allow", r.Allow)
+	out.DenyDestinations = checkDestRules(ck, "rules.deny", r.Deny)
+	return out
 }
 
-func destRules(field string, in []DestRuleYAML) ([]proxy.DestRule, error) {
+func checkDestRules(ck *checker, key string, in []DestRuleYAML) []proxy.DestRule {
 	var out []proxy.DestRule
 	for i, d := range in {
-		p, err := parsePrefix(d.Network)
-		if err != nil {
-			return nil, fmt.Errorf("%s[%d].network: %w", field, i, err)
+		item := fmt.Sprintf("%s[%d]", key, i)
+		p, ok := parsePrefix(d.Network)
+		if !ok {
+			if d.Network == "" {
+				ck.bad(item+".network", "is missing; want a CIDR network such as 10.0.0.0/8")
+			} else {
+				ck.bad(item+".network", "%q is not a CIDR network", d.Network)
+			}
+			continue
 		}
 		rule := proxy.DestRule{Network: p}
 		if d.Ports != "" {
-			if rule.FirstPort, rule.LastPort, err = parsePortRange(d.Ports); err != nil {
-				return nil, fmt.Errorf("%s[%d].ports: %w", field, i, err)
+			lo, hi, msg := parsePortRange(d.Ports)
+			if msg != "" {
+				ck.bad(item+".ports", "%s", msg)
+				continue
 			}
+			rule.FirstPort, rule.LastPort = lo, hi
 		}
 		out = append(out, rule)
 	}
-	return out, nil
+	return out
 }
 
 // parseDestRuleFlag parses -allow's "NETWORK" or "NETWORK,PORTS"
-// ("127.0.0.0/8", "127.0.0.1,1080", "::1/128,1024-65535").
-func parseDestRuleFlag(v string) (DestRuleYAML, error) {
+// ("127.0.0.0/8", "127.0.0.1,1080", "::1/128,1024-65535"); resolve checks
+// the rule like one from the file.
+func parseDestRuleFlag(v string) DestRuleYAML {
 	network, ports, _ := strings.Cut(v, ",")
-	d := DestRuleYAML{Network: strings.TrimSpace(network), Ports: strings.TrimSpace(ports)}
-	if _, err := destRules("-allow", []DestRuleYAML{d}); err != nil {
-		return d, err
-	}
-	return d, nil
+	return DestRuleYAML{Network: strings.TrimSpace(network), Ports: strings.TrimSpace(ports)}
 }
 
 // parsePrefix accepts a network ("10.0.0.0/8") or a single address.
-func parsePrefix(s string) (netip.Prefix, error) {
+func parsePrefix(s string) (netip.Prefix, bool) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return p, err
-		}
-		return p.Masked(), nil
+		return p.Masked(), err == nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, false
 	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return netip.PrefixFrom(a, a.BitLen()), true
 }
 
-// parsePortRange parses "P" or "LO-HI" with 1 <= LO <= HI <= 65535.
-func parsePortRange(s string) (lo, hi uint16, err error) {
+// parsePortRange parses "P" or "LO-HI" with 1 <= LO <= HI <= 65535 and
+// says what is wrong otherwise.
+func parsePortRange(s string) (lo, hi uint16, msg string) {
 	a, b, isRange := strings.Cut(s, "-")
 	if !isRange {
 		b = a
 	}
-	l, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
-	h, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, 0, fmt.Errorf("port range %q: %w", s, err)
+	for _, f := range []string{a, b} {
+		if _, ok := parsePort(f); !ok {
+			if _, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
+				return 0, 0, fmt.Sprintf("%s is not a port (1-65535)", strings.TrimSpace(f))
+			}
+			return 0, 0, fmt.Sprintf("%q is not a port or a range LO-HI (such as 1755 or 40000-40999)", s)
+		}
 	}
-	if l == 0 || l > h {
-		return 0, 0, fmt.Errorf("port range %q: want 1 <= low <= high <= 65535", s)
+	lo, _ = parsePort(a)
+	hi, _ = parsePort(b)
+	if lo > hi {
+		return 0, 0, fmt.Sprintf("%q: the first port must not be above the last", s)
 	}
-	return uint16(l), uint16(h), nil
+	return lo, hi, ""
 }
 
-// newLogger builds the slog logger the config asks for.
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+func hostIsLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback() || host == "localhost"
+}
+
+// newLogger builds the slog logger the config asks for; level may be a
+// *slog.LevelVar that a reload changes.
+func newLogger(w io.Writer, format string, level slog.Leveler) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil

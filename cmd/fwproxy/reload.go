@@ -1,0 +1,128 @@
+package main
+
+import (
+	"log/slog"
+	"reflect"
+	"strings"
+	"time"
+
+	"fwproxy/metrics"
+	"fwproxy/proxy"
+)
+
+// daemon is what a SIGHUP reload changes in the running daemon.
+type daemon struct {
+	inv     invocation
+	cur     settings // what is in force
+	log     *slog.Logger
+	level   *slog.LevelVar
+	users   *proxy.ReloadableUsers // nil: no authentication
+	srv     *proxy.Server
+	mms     proxy.Filter
+	reloads *metrics.ConfigReloads
+}
+
+// filters is the proxy's filter table for the MMS ports.
+func (d *daemon) filters(ports []uint16) map[uint16]proxy.Filter {
+	m := make(map[uint16]proxy.Filter, len(ports))
+	for _, p := range ports {
+		m[p] = d.mms
+	}
+	return m
+}
+
+// reload reads the configuration file again, applies the same flags over
+// it (they keep overriding the file), and puts it in force: all of it, or,
+// when anything is wrong, none of it. Keys that a running daemon cannot
+// change keep their running values, named in a warning.
+func (d *daemon) reload() {
+	next, warns, errs := d.inv.settings()
+	if len(errs) == 0 {
+		if kept := keepRestartOnly(&next.cfg, d.cur.cfg, next.users != nil, d.cur.users != nil); len(kept) > 0 {
+			d.log.Warn("config reload: these settings need a restart; keeping their running values", "keys", strings.Join(kept, ", "))
+			// Check again with the running values in place, so the
+			// settings built for the packages agree with them.
+			next, warns, errs = d.inv.withConfig(next.cfg)
+		}
+	}
+	if len(errs) == 0 {
+		if err := d.srv.Reconfigure(next.proxy, d.filters(next.cfg.MMSPorts)); err != nil {
+			errs = configErrors{{Msg: err.Error()}}
+		}
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
+			d.log.Error("config reload: " + e.Error())
+		}
+		d.reloads.Reloaded(false, time.Now())
+		d.log.Error("config reload failed; the running configuration is unchanged", "errors", len(errs))
+		return
+	}
+	for _, w := range warns {
+		d.log.Warn("config reload: " + w.Error())
+	}
+	if next.users != nil {
+		d.users.Replace(next.users)
+	}
+	d.level.Set(next.level)
+	changed := diffKeys(reflect.ValueOf(d.cur.cfg), reflect.ValueOf(next.cfg), "")
+	d.cur = next
+	d.reloads.Reloaded(true, time.Now())
+	attrs := []any{"changed", strings.Join(changed, ", ")}
+	if next.users != nil {
+		attrs = append(attrs, "users", next.users.Len())
+	}
+	d.log.Info("config reloaded", attrs...)
+}
+
+// withConfig checks cfg as the invocation's own would be checked.
+func (inv invocation) withConfig(cfg Config) (settings, configErrors, configErrors) {
+	_, origin, _ := inv.load()
+	s, errs, warns := resolve(cfg, origin)
+	return s, warns, errs
+}
+
+// keepRestartOnly copies into next the running value of every key tagged
+// `reload:"restart"` that the new file changes, and returns those keys.
+// Turning authentication on or off also needs a restart (the SOCKS
+// methods offered are fixed when the server starts); another users file,
+// or the same one edited, is reloaded.
+func keepRestartOnly(next *Config, running Config, nextAuth, runningAuth bool) []string {
+	var kept []string
+	nv, rv := reflect.ValueOf(next).Elem(), reflect.ValueOf(running)
+	for i := range nv.NumField() {
+		f := nv.Type().Field(i)
+		if f.Tag.Get("reload") != "restart" {
+			continue
+		}
+		if keys := diffKeys(rv.Field(i), nv.Field(i), yamlName(f)); len(keys) > 0 {
+			kept = append(kept, keys...)
+			nv.Field(i).Set(rv.Field(i))
+		}
+	}
+	if nextAuth != runningAuth {
+		kept = append(kept, "users (authentication on or off)")
+		next.Users = running.Users
+	}
+	return kept
+}
+
+// diffKeys lists the keys whose values differ between a and b, struct by
+// struct down to the leaves; a list counts as one value.
+func diffKeys(a, b reflect.Value, key string) []string {
+	if a.Kind() != reflect.Struct {
+		if reflect.DeepEqual(a.Interface(), b.Interface()) || a.Kind() == reflect.Slice && a.Len() == 0 && b.Len() == 0 {
+			return nil
+		}
+		return []string{key}
+	}
+	var out []string
+	for i := range a.NumField() {
+		name := yamlName(a.Type().Field(i))
+		if name == "" {
+			continue
+		}
+		out = append(out, diffKeys(a.Field(i), b.Field(i), joinKey(key, name))...)
+	}
+	return out
+}

@@ -274,21 +274,6 @@ func (l *lease) hasKindLocked(k Kind) bool {
 	return false
 }
 
-// supersedeLocked marks every live holder of kind k as handed over: it stays
-// registered (the lease does not linger while it is), but it is never a
-// delivery target again. Only associations are superseded: their client has
-// already rebound, so if the newer holder goes first, data waits in the
-// buffer for the next rebind instead of going to a socket known to be
-// closing. Announced holders are filter sessions that announce no close;
-// when the newest one leaves, the one before it is still a valid target.
-func (l *lease) supersedeLocked(k Kind) {
-	for _, h := range l.holders {
-		if h.kind == k {
-			h.superseded = true
-		}
-	}
-}
-
 func (l *lease) addHolderLocked(req Request) *Holder {
 	l.nextGen++
 	h := &Holder{l: l, kind: req.Kind, gen: l.nextGen, deliver: req.Deliver}
@@ -315,14 +300,22 @@ func (l *lease) removeHolderLocked(h *Holder) {
 	l.retargetLocked()
 }
 
-// retargetLocked picks the delivery target: the newest association holder;
-// without one, the newest announced holder only if the lease never had an
-// association (once it had, its client is merely between close and
+// retargetLocked picks the delivery target: the newest live association
+// holder; without one, the newest announced holder only if the lease never
+// had an association (once it had, its client is merely between close and
 // bind-again, and data waits in the buffer for it).
+//
+// A handed-over association is a target again as soon as every newer one
+// has gone: processes sharing a client IP and user are one client to the
+// proxy, so a second association that opens and closes while the first
+// lives (or that fails after its handover) must give delivery back to the
+// first, which is still bound and reading. Buffering for it instead would
+// strand it for as long as it lives, since a lease with a holder never
+// lingers and so never expires.
 func (l *lease) retargetLocked() {
 	l.target = nil
 	for i := len(l.holders) - 1; i >= 0; i-- {
-		if h := l.holders[i]; h.kind == KindAssociation && !h.superseded {
+		if h := l.holders[i]; h.kind == KindAssociation {
 			l.target = h
 			return
 		}
@@ -330,11 +323,8 @@ func (l *lease) retargetLocked() {
 	if l.everAssoc {
 		return
 	}
-	for i := len(l.holders) - 1; i >= 0; i-- {
-		if h := l.holders[i]; !h.superseded {
-			l.target = h
-			return
-		}
+	if n := len(l.holders); n > 0 {
+		l.target = l.holders[n-1]
 	}
 }
 
@@ -470,15 +460,13 @@ type Holder struct {
 	gen      uint64
 	deliver  DeliverFunc
 	released atomic.Bool
-	// superseded is set (under the lease's mu) when a newer holder of the
-	// same kind took the lease over.
-	superseded bool
 }
 
 // Generation numbers the registrations on one lease, starting at 1; a
 // newer holder has a higher one. Delivery goes to the live association
 // holder with the highest generation, so the release of a lower one (a
-// handed-over holder) is stale and changes nothing for it.
+// handed-over holder) changes nothing for the newer one; the release of
+// the newest gives delivery back to the next live one.
 func (h *Holder) Generation() uint64 { return h.gen }
 
 // Key is the lease's key.

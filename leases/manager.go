@@ -259,9 +259,6 @@ func (m *Manager) attach(l *lease, req Request) (*Holder, error) {
 		l.stopLingerLocked()
 	case l.hasKindLocked(req.Kind):
 		ev = EventHandover
-		if req.Kind == KindAssociation {
-			l.supersedeLocked(KindAssociation)
-		}
 	}
 	h := l.addHolderLocked(req)
 	n, bytes := l.flushLocked()

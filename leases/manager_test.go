@@ -178,31 +178,78 @@ func TestAcquireBeforeReleaseHandsOver(t *testing.T) {
 	assert.EqualValues(t, 2, env.rec.event(EventRelease), "second Release of h1 is a no-op")
 }
 
-// TestSupersededHolderNeverDelivers: when the newer holder goes first, the
-// handed-over one (whose release is still on its way) must not get data.
-func TestSupersededHolderNeverDelivers(t *testing.T) {
-	env := newEnv(t, testConfig())
-	srv := newPeer(t)
-	k := key(7007)
-	s1, s2, s3 := newSink(), newSink(), newSink()
-	h1, err := env.m.Acquire(ctxT(t), k, assoc(s1))
-	require.NoError(t, err)
-	h1.AllowPeer(loopback)
-	h2, err := env.m.Acquire(ctxT(t), k, assoc(s2))
-	require.NoError(t, err)
-	h2.Release()
-	in, _ := snapshotOf(env.m, k)
-	require.Equal(t, StateActive, in.State, "h1 is still registered")
-	srv.send(t, h1.LocalAddr(), "w1", "w2")
-	env.rec.waitFor(t, "buffered", func() bool { return env.rec.outcome(OutcomeBuffered) == 2 })
-	h1.Release()
-	in, _ = snapshotOf(env.m, k)
-	require.Equal(t, StateLingering, in.State)
-	_, err = env.m.Acquire(ctxT(t), k, assoc(s3))
-	require.NoError(t, err)
-	require.Equal(t, []string{"w1", "w2"}, s3.all())
-	require.Empty(t, s1.all())
-	require.Empty(t, s2.all())
+// TestHandoverReturnsToLiveHolder is issue 10 case 5: a second association
+// for the same key that opens and closes while the first still lives (or
+// fails right after its handover, which releases it just the same) must give
+// delivery back to the first, not strand it with a buffer that can only
+// fill up. Datagrams held for the holder meanwhile (here: by an announced
+// holder's Hold on a lease that never had an association) are flushed to
+// it first, in order.
+func TestHandoverReturnsToLiveHolder(t *testing.T) {
+	const burst = 300 // more than MaxBufferedDatagrams (256)
+	tests := []struct {
+		name string
+		kind Kind
+		// between runs after the second holder's acquire, before its
+		// release; it returns what the first holder must get first.
+		between func(t *testing.T, env *testEnv, srv *peer, h1, h2 *Holder, s2 *sink) []string
+	}{
+		{"second association opens and closes", KindAssociation,
+			func(t *testing.T, _ *testEnv, srv *peer, _, h2 *Holder, s2 *sink) []string {
+				srv.send(t, h2.LocalAddr(), "b1")
+				require.Equal(t, []string{"b1"}, s2.waitN(t, 1))
+				return nil
+			}},
+		{"second association fails after its handover", KindAssociation,
+			func(*testing.T, *testEnv, *peer, *Holder, *Holder, *sink) []string { return nil }},
+		{"newest announced holder leaves while holding", KindAnnounced,
+			func(t *testing.T, env *testEnv, srv *peer, _, h2 *Holder, _ *sink) []string {
+				h2.Hold()
+				srv.send(t, h2.LocalAddr(), "w1", "w2", "w3")
+				env.rec.waitFor(t, "held", func() bool { return env.rec.outcome(OutcomeBuffered) == 3 })
+				return []string{"w1", "w2", "w3"}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newEnv(t, testConfig())
+			srv := newPeer(t)
+			k := key(7007)
+			s1, s2 := newSink(), newSink()
+			h1, err := env.m.Acquire(ctxT(t), k, Request{Kind: tt.kind, Deliver: s1.deliver})
+			require.NoError(t, err)
+			h1.AllowPeer(loopback)
+			srv.send(t, h1.LocalAddr(), "a1")
+			require.Equal(t, []string{"a1"}, s1.waitN(t, 1))
+
+			h2, err := env.m.Acquire(ctxT(t), k, Request{Kind: tt.kind, Deliver: s2.deliver})
+			require.NoError(t, err)
+			require.EqualValues(t, 1, env.rec.event(EventHandover))
+			flushed := tt.between(t, env, srv, h1, h2, s2)
+			got2 := len(s2.all())
+			h2.Release()
+			require.Equal(t, append([]string{"a1"}, flushed...), s1.all(), "held datagrams flushed to the live holder at once, in order")
+
+			in, _ := snapshotOf(env.m, k)
+			require.Equal(t, StateActive, in.State)
+			// In rounds, so that the kernel's socket buffer never overflows.
+			want := append([]string{"a1"}, flushed...)
+			for i := 1; i <= burst; i += 50 {
+				send := seq("c", i, i+49)
+				srv.send(t, h1.LocalAddr(), send...)
+				want = append(want, send...)
+				require.Equal(t, want, s1.waitN(t, len(want)), "the live holder gets everything after, in order")
+			}
+			assert.Len(t, s2.all(), got2, "the released holder gets nothing more")
+			assert.Zero(t, env.m.Stats().BufferedDatagrams)
+			assert.Zero(t, env.rec.dropped(ReasonBufferFull))
+
+			// Its own release then starts the linger as usual.
+			h1.Release()
+			in, _ = snapshotOf(env.m, k)
+			require.Equal(t, StateLingering, in.State)
+		})
+	}
 }
 
 func TestAcquireWaitsForClose(t *testing.T) {

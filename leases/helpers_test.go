@@ -295,6 +295,29 @@ func freePort(t *testing.T) uint16 {
 	return p
 }
 
+// freeRange finds n consecutive loopback UDP ports that are free right now.
+func freeRange(t *testing.T, n int) uint16 {
+	t.Helper()
+	for range 100 {
+		lo := freePort(t)
+		if int(lo)+n > 65536 {
+			continue
+		}
+		ok := true
+		for p := range n {
+			if !portFree(lo + uint16(p)) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return lo
+		}
+	}
+	t.Fatalf("no %d consecutive free UDP ports", n)
+	return 0
+}
+
 // portFree reports whether port can be bound on loopback now, proving the
 // Manager closed its socket.
 func portFree(port uint16) bool {

@@ -278,6 +278,9 @@ func (m *Manager) create(ctx context.Context, key Key, s *keySlot, req Request) 
 		return nil, err
 	}
 	conn, port, err := m.bind(ctx, key, req)
+	if errors.Is(err, ErrNoPort) {
+		conn, port, err = m.bindEvicting(ctx, key)
+	}
 	if err != nil {
 		m.unreserve(key)
 		return nil, err
@@ -346,7 +349,7 @@ func (m *Manager) reserve(ctx context.Context, key Key) error {
 			return err
 		}
 		for _, v := range victims {
-			if m.tryEvict(v) {
+			if _, ok := m.tryEvict(v); ok {
 				break
 			}
 		}
@@ -389,15 +392,15 @@ func (m *Manager) unreserveLocked(key Key) {
 }
 
 // tryEvict closes vk's lease if it is still lingering and nobody else holds
-// vk's turn. It never waits for the turn: the caller holds its own key's
-// turn, and waiting for a second one could deadlock against an Acquire that
-// is evicting in the other direction.
-func (m *Manager) tryEvict(vk Key) bool {
+// vk's turn, and returns the port it freed. It never waits for the turn:
+// the caller holds its own key's turn, and waiting for a second one could
+// deadlock against an Acquire that is evicting in the other direction.
+func (m *Manager) tryEvict(vk Key) (port uint16, ok bool) {
 	m.mu.Lock()
 	s := m.slots[vk]
 	if s == nil || s.lease == nil {
 		m.mu.Unlock()
-		return false
+		return 0, false
 	}
 	s.users++
 	m.mu.Unlock()
@@ -405,18 +408,54 @@ func (m *Manager) tryEvict(vk Key) bool {
 	case s.turn <- struct{}{}:
 	default:
 		m.dropSlot(vk, s)
-		return false
+		return 0, false
 	}
 	defer m.unlockKey(vk, s)
 	m.mu.Lock()
 	l := s.lease
 	m.mu.Unlock()
 	if l == nil || l.state.Load() != uint32(StateLingering) {
-		return false
+		return 0, false
 	}
 	m.log.Warn("lease evicted to make room", "key", vk, "port", l.local.Port())
 	m.closeLease(s, l, EventEvict, ReasonEvicted)
-	return true
+	return l.local.Port(), true
+}
+
+// bindEvicting is bind's last resort when no port of the range is free:
+// like the table caps, the port range makes room by evicting the oldest
+// lingering lease (of any client: a range full of one client's lingering
+// leases must not lock everyone else out) and binding the port it freed.
+// A few rounds cover ports that concurrent acquires took first. The caller
+// holds key's turn.
+func (m *Manager) bindEvicting(ctx context.Context, key Key) (*net.UDPConn, uint16, error) {
+	for range 8 {
+		m.mu.Lock()
+		victims := m.victimsLocked(netip.Addr{}, false)
+		m.mu.Unlock()
+		if len(victims) == 0 {
+			break
+		}
+		for _, v := range victims {
+			p, ok := m.tryEvict(v)
+			if !ok {
+				continue
+			}
+			conn, err := m.tryBind(ctx, key, p)
+			if err == nil {
+				return conn, p, nil
+			}
+			if !errors.Is(err, errPortBusy) {
+				return nil, 0, err
+			}
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+	}
+	m.log.Warn("lease refused", "key", key, "err", ErrNoPort)
+	return nil, 0, ErrNoPort
 }
 
 // errPortBusy means "try another port"; it never leaves the package.

@@ -486,6 +486,43 @@ func TestCaps(t *testing.T) {
 	})
 }
 
+// TestPortExhaustionEvictsLingering is issue 10 case 7: with every port of
+// a small range held by a lingering lease (closed associations), a new
+// association must evict the oldest of them and take its port, as the
+// per-client and table caps do, instead of failing with no_port for the
+// whole linger.
+func TestPortExhaustionEvictsLingering(t *testing.T) {
+	const n = 11
+	lo := freeRange(t, n)
+	cfg := testConfig()
+	cfg.PortMin, cfg.PortMax = lo, lo+n-1
+	env := newEnv(t, cfg)
+	var hs []*Holder
+	for i := range n {
+		h, err := env.m.Acquire(ctxT(t), key(uint16(100+i)), assoc(newSink()))
+		require.NoError(t, err)
+		hs = append(hs, h)
+	}
+	_, err := env.m.Acquire(ctxT(t), key(200), assoc(newSink()))
+	require.ErrorIs(t, err, ErrNoPort, "no port and nothing lingering: refused")
+	require.EqualValues(t, 1, env.rec.failed(FailNoPort))
+
+	for _, h := range hs {
+		h.Release()
+	}
+	require.Equal(t, n, env.m.Stats().Lingering)
+	for i := range 3 {
+		h, err := env.m.Acquire(ctxT(t), key(uint16(200+i)), assoc(newSink()))
+		require.NoError(t, err, "acquire %d with the range full of lingering leases", n+1+i)
+		require.Equal(t, hs[i].Port(), h.Port(), "takes the port of the oldest lingering lease")
+		_, ok := snapshotOf(env.m, key(uint16(100+i)))
+		require.False(t, ok, "oldest lingering lease evicted")
+	}
+	assert.EqualValues(t, 3, env.rec.event(EventEvict))
+	assert.EqualValues(t, 1, env.rec.failed(FailNoPort), "no further refusal")
+	assert.Equal(t, Stats{Leases: n, Active: 3, Lingering: n - 3}, env.m.Stats())
+}
+
 func TestPorts(t *testing.T) {
 	env := newEnv(t, testConfig())
 	other := Key{Client: netip.MustParseAddr("10.0.0.9"), Port: 7000}

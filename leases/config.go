@@ -52,12 +52,14 @@ type Config struct {
 	// Negative is invalid.
 	MaxBufferedDatagrams int
 
-	// MaxBufferedBytes caps the payload bytes one lease buffers. 0 means no
+	// MaxBufferedBytes caps the bytes one lease buffers, each datagram
+	// charged its payload plus a fixed overhead (the memory it holds, see
+	// bufferedOverhead), so zero-byte datagrams count too. 0 means no
 	// per-lease byte cap. Negative is invalid.
 	MaxBufferedBytes int
 
-	// MaxBufferedBytesTotal caps the payload bytes buffered by all leases
-	// together. 0 means no global cap. Negative is invalid. With Linger > 0
+	// MaxBufferedBytesTotal caps the bytes buffered by all leases together,
+	// charged as for MaxBufferedBytes. 0 means no global cap. Negative is invalid. With Linger > 0
 	// at least one of the three buffer caps must be set.
 	MaxBufferedBytesTotal int64
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // lease is one external socket held for one key.
@@ -48,7 +49,8 @@ type lease struct {
 	everAssoc      bool      // has ever had a KindAssociation holder
 	nextGen        uint64
 	buf            []buffered
-	bufBytes       int
+	bufBytes       int // charged for buf: payload plus bufferedOverhead each
+	bufPayload     int // payload bytes in buf, for the byte counters
 	lingerDeadline time.Time
 	lingerSeq      uint64 // identifies the current linger period for its timer
 	timer          Timer
@@ -63,6 +65,27 @@ type buffered struct {
 	data []byte
 	from netip.AddrPort
 }
+
+// bufferedOverhead is what one buffered datagram costs beyond its payload,
+// charged against MaxBufferedBytes and MaxBufferedBytesTotal so that the
+// caps bound memory, not just payload: a flood of zero-byte datagrams costs
+// memory too (issue 10 #8 measured ~80 B each, uncharged). It is:
+//
+//   - the buffered element in l.buf (a slice header and a netip.AddrPort,
+//     56 B on 64-bit), twice: append grows the array to a size class, and
+//     just after a growth it can be half empty (9 elements in an array of
+//     18 is the worst case, 112 B a datagram);
+//   - 16 B for the allocation rounding of a small payload's copy: Go's
+//     size classes are at most 16 B apart up to 128 B.
+//
+// Above 128 B the classes are at most an eighth apart, which bufferedCost
+// adds in proportion. TestBufferedOverheadIsHonest measures the heap per
+// buffered datagram and keeps both terms within bounds of the truth.
+const bufferedOverhead = 2*int(unsafe.Sizeof(buffered{})) + 16
+
+// bufferedCost is what buffering a datagram of n payload bytes is charged:
+// the payload, its allocation's rounding, and bufferedOverhead.
+func bufferedCost(n int) int { return n + n/8 + bufferedOverhead }
 
 type countPair struct{ n, bytes int }
 
@@ -191,17 +214,19 @@ func (l *lease) flushCounts() {
 // bufferLocked copies b into the linger buffer, or says why it cannot.
 func (l *lease) bufferLocked(b []byte, from netip.AddrPort) DropReason {
 	cfg := &l.m.cfg
+	cost := bufferedCost(len(b))
 	if (cfg.MaxBufferedDatagrams > 0 && len(l.buf) >= cfg.MaxBufferedDatagrams) ||
-		(cfg.MaxBufferedBytes > 0 && l.bufBytes+len(b) > cfg.MaxBufferedBytes) {
+		(cfg.MaxBufferedBytes > 0 && l.bufBytes+cost > cfg.MaxBufferedBytes) {
 		l.warnOverflowLocked(ReasonBufferFull)
 		return ReasonBufferFull
 	}
-	if !l.m.takeBufBytes(len(b)) {
+	if !l.m.takeBufBytes(cost) {
 		l.warnOverflowLocked(ReasonTotalBufferFull)
 		return ReasonTotalBufferFull
 	}
 	l.buf = append(l.buf, buffered{data: append([]byte(nil), b...), from: from})
-	l.bufBytes += len(b)
+	l.bufBytes += cost
+	l.bufPayload += len(b)
 	l.m.bufDatagrams.Add(1)
 	return ReasonNone
 }
@@ -212,10 +237,10 @@ func (l *lease) warnOverflowLocked(r DropReason) {
 	}
 	l.overflowWarned = true
 	l.m.log.Warn("lease buffer full, dropping", "key", l.key, "port", l.local.Port(), "reason", r,
-		"datagrams", len(l.buf), "bytes", l.bufBytes)
+		"datagrams", len(l.buf), "charged_bytes", l.bufBytes)
 }
 
-// takeBufBytes reserves n bytes of the global buffer budget.
+// takeBufBytes reserves n charged bytes of the global buffer budget.
 func (m *Manager) takeBufBytes(n int) bool {
 	limit := m.cfg.MaxBufferedBytesTotal
 	if limit <= 0 {
@@ -248,9 +273,10 @@ func (l *lease) flushLocked() (n, bytes int) {
 	return n, bytes
 }
 
-// dropBufferLocked empties the linger buffer and says what was lost.
+// dropBufferLocked empties the linger buffer and says what was lost
+// (datagrams and payload bytes).
 func (l *lease) dropBufferLocked() (n, bytes int) {
-	n, bytes = len(l.buf), l.bufBytes
+	n, bytes = len(l.buf), l.bufPayload
 	l.discardBufferLocked()
 	return n, bytes
 }
@@ -262,6 +288,7 @@ func (l *lease) discardBufferLocked() {
 	// of slice headers alive.
 	l.buf = nil
 	l.bufBytes = 0
+	l.bufPayload = 0
 	l.overflowWarned = false
 }
 

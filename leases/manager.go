@@ -66,7 +66,7 @@ type LeaseInfo struct {
 	Associations      int // live KindAssociation holders
 	Announced         int // live KindAnnounced holders
 	BufferedDatagrams int
-	BufferedBytes     int
+	BufferedBytes     int // charged: payload plus a fixed overhead per datagram
 	Peers             int
 	Age               time.Duration
 	LingerDeadline    time.Time // zero unless lingering
@@ -79,7 +79,9 @@ type Stats struct {
 	Lingering         int
 	Closing           int
 	BufferedDatagrams int64
-	BufferedBytes     int64
+	// BufferedBytes is what the buffers are charged against
+	// MaxBufferedBytesTotal: payload plus a fixed overhead per datagram.
+	BufferedBytes int64
 }
 
 // keySlot serialises everything that happens to one Key.
@@ -114,7 +116,7 @@ type Manager struct {
 	// Acquire/Release calls, so Close can wait for all of them.
 	wg sync.WaitGroup
 
-	bufBytes     atomic.Int64 // payload bytes buffered by all leases
+	bufBytes     atomic.Int64 // bytes charged for all leases' buffers (bufferedCost)
 	bufDatagrams atomic.Int64
 
 	// mu guards the fields below. Lock order: mu before any lease's mu or

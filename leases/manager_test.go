@@ -119,7 +119,7 @@ func TestReleaseThenAcquireReclaims(t *testing.T) {
 	srv.send(t, h1.LocalAddr(), seq("d", 4, 6)...)
 	env.rec.waitFor(t, "3 buffered", func() bool { return env.rec.outcome(OutcomeBuffered) == 3 })
 	st := env.m.Stats()
-	require.Equal(t, Stats{Leases: 1, Lingering: 1, BufferedDatagrams: 3, BufferedBytes: 6}, st)
+	require.Equal(t, Stats{Leases: 1, Lingering: 1, BufferedDatagrams: 3, BufferedBytes: 3 * int64(bufferedCost(2))}, st, "bytes are charged, not just payload")
 
 	s2 := newSink()
 	h2, err := env.m.Acquire(ctxT(t), k, Request{Kind: KindAssociation, WantPort: want, Deliver: s2.deliver})
@@ -664,8 +664,12 @@ func TestBufferCaps(t *testing.T) {
 		wantReason DropReason
 	}{
 		{"datagrams", func(c *Config) { c.MaxBufferedDatagrams = 2 }, seq("b", 1, 5), seq("b", 1, 2), ReasonBufferFull},
-		{"bytes", func(c *Config) { c.MaxBufferedBytes = 5 }, []string{"aa", "bbb", "c", "dd"}, []string{"aa", "bbb"}, ReasonBufferFull},
-		{"total bytes", func(c *Config) { c.MaxBufferedBytesTotal = 4 }, []string{"aa", "bb", "c"}, []string{"aa", "bb"}, ReasonTotalBufferFull},
+		{"bytes", func(c *Config) { c.MaxBufferedBytes = bufferedCost(2) + bufferedCost(3) }, []string{"aa", "bbb", "c", "dd"}, []string{"aa", "bbb"}, ReasonBufferFull},
+		{"total bytes", func(c *Config) { c.MaxBufferedBytesTotal = 2 * int64(bufferedCost(2)) }, []string{"aa", "bb", "c"}, []string{"aa", "bb"}, ReasonTotalBufferFull},
+		// Issue 10 #8: zero-byte datagrams cost memory, so they hit the
+		// byte caps too.
+		{"zero-byte datagrams hit the bytes cap", func(c *Config) { c.MaxBufferedBytes = 3 * bufferedCost(0) }, []string{"", "", "", "", ""}, []string{"", "", ""}, ReasonBufferFull},
+		{"zero-byte datagrams hit the total cap", func(c *Config) { c.MaxBufferedBytesTotal = 2 * int64(bufferedCost(0)) }, []string{"", "", ""}, []string{"", ""}, ReasonTotalBufferFull},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -114,7 +114,7 @@ func newLeaseTable(stats func() leases.Stats) *leaseTable {
 		bufferedDatagrams: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "leases", "buffered_datagrams"),
 			"Datagrams held in linger buffers.", nil, nil),
 		buffered: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "leases", "buffered_bytes"),
-			"Payload bytes held in linger buffers.", nil, nil),
+			"Bytes charged for linger buffers: payload plus a fixed per-datagram overhead, as the buffer byte caps count them.", nil, nil),
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // Config holds the lease manager's settings. Start from DefaultConfig and
@@ -180,6 +182,12 @@ type Deps struct {
 	Clock Clock
 	// ListenUDP binds external sockets; nil means net.ListenConfig.
 	ListenUDP ListenFunc
+	// Self is the set of the proxy's own socket addresses, shared with the
+	// proxy. The Manager adds every lease socket while it is bound, and
+	// never sends a datagram to an address in the set: one lease
+	// delivering to its own socket, or to another lease's, would loop a
+	// datagram for ever. nil means a set of the Manager's own.
+	Self *selfaddr.Set
 }
 
 func defaultListenUDP(ctx context.Context, addr netip.AddrPort) (*net.UDPConn, error) {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // waitLimit bounds every wait in the tests: a hang fails fast instead of
@@ -211,6 +213,7 @@ func testConfig() Config {
 
 type testEnv struct {
 	m     *Manager
+	self  *selfaddr.Set // shared with the Manager, as the proxy shares it
 	clock *fakeClock
 	rec   *recorder
 	logs  *syncBuffer
@@ -235,8 +238,9 @@ func (s *syncBuffer) String() string {
 
 func newEnv(t *testing.T, cfg Config) *testEnv {
 	t.Helper()
-	env := &testEnv{clock: newFakeClock(), rec: newRecorder(), logs: &syncBuffer{}}
+	env := &testEnv{self: selfaddr.New(), clock: newFakeClock(), rec: newRecorder(), logs: &syncBuffer{}}
 	m, err := New(cfg, Deps{
+		Self:     env.self,
 		Logger:   slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Observer: env.rec,
 		Clock:    env.clock,

@@ -59,6 +59,20 @@ type lease struct {
 	// counts are touched only by the reader goroutine and reported in one
 	// go when the socket has been drained (see flushCounts).
 	counts readerCounts
+
+	// unregister removes the socket from the Manager's set of own
+	// addresses; set once the lease is in the table, called once closed.
+	unregister func()
+	// delivering is set, with mu held, around every DeliverFunc call, and
+	// ownRefused by a WriteTo that refused to send to one of the proxy's
+	// own sockets meanwhile: the datagram being delivered is then counted
+	// dropped (own_socket), not delivered. WriteTo is the DeliverFunc's
+	// way out, so outside a delivery it counts its refusal itself.
+	delivering atomic.Bool
+	ownRefused atomic.Bool
+	// ownWarned: the first own-socket refusal of the lease is logged, the
+	// rest only counted.
+	ownWarned atomic.Bool
 }
 
 type buffered struct {
@@ -170,8 +184,11 @@ func (l *lease) handle(b []byte, size int, from netip.AddrPort) {
 	case l.state.Load() == uint32(StateClosing):
 		c.dropped[ReasonClosed].add(size)
 	case l.activeTargetLocked() != nil:
-		l.target.deliver(b, from)
-		c.delivered.add(size)
+		if l.deliverLocked(b, from) {
+			c.delivered.add(size)
+		} else {
+			c.dropped[ReasonOwnSocket].add(size)
+		}
 	case l.m.cfg.Linger == 0:
 		c.dropped[ReasonNoHolder].add(size)
 	default:
@@ -258,19 +275,77 @@ func (m *Manager) takeBufBytes(n int) bool {
 	}
 }
 
+// deliverLocked hands b to the target's DeliverFunc and reports whether it
+// went out; false when the DeliverFunc's WriteTo refused it because it was
+// addressed to one of the proxy's own sockets.
+func (l *lease) deliverLocked(b []byte, from netip.AddrPort) bool {
+	l.delivering.Store(true)
+	l.target.deliver(b, from)
+	l.delivering.Store(false)
+	return !l.ownRefused.Swap(false)
+}
+
+// flushResult is what a flush of the linger buffer did.
+type flushResult struct {
+	n, bytes      int // flushed
+	own, ownBytes int // refused: addressed to one of the proxy's own sockets
+}
+
+// report counts the flush; call it with no lock held.
+func (f flushResult) report(obs Observer) {
+	if f.n > 0 {
+		obs.Datagrams(OutcomeFlushed, ReasonNone, f.n, f.bytes)
+	}
+	if f.own > 0 {
+		obs.Datagrams(OutcomeDropped, ReasonOwnSocket, f.own, f.ownBytes)
+	}
+}
+
 // flushLocked delivers the linger buffer, oldest first, to the target.
-func (l *lease) flushLocked() (n, bytes int) {
+func (l *lease) flushLocked() (f flushResult) {
 	if l.activeTargetLocked() == nil || len(l.buf) == 0 {
-		return 0, 0
+		return f
 	}
 	for i := range l.buf {
 		d := &l.buf[i]
-		l.target.deliver(d.data, d.from)
-		n++
-		bytes += len(d.data)
+		if l.deliverLocked(d.data, d.from) {
+			f.n++
+			f.bytes += len(d.data)
+		} else {
+			f.own++
+			f.ownBytes += len(d.data)
+		}
 	}
 	l.discardBufferLocked()
-	return n, bytes
+	return f
+}
+
+// closeSocket closes the lease's socket and takes it out of the set of the
+// proxy's own addresses.
+func (l *lease) closeSocket() {
+	l.conn.Close()
+	if l.unregister != nil {
+		l.unregister()
+	}
+}
+
+// refuseOwn reports whether dst is one of the proxy's own sockets; if so
+// it logs that once for the lease and, unless a delivery is under way
+// (which counts it, see deliverLocked), counts the datagram.
+func (l *lease) refuseOwn(dst netip.AddrPort, size int, outbound bool) bool {
+	if !l.m.self.Contains(dst) {
+		return false
+	}
+	if !outbound && l.delivering.Load() {
+		l.ownRefused.Store(true)
+	} else {
+		l.m.obs.Datagrams(OutcomeDropped, ReasonOwnSocket, 1, size)
+	}
+	if l.ownWarned.CompareAndSwap(false, true) {
+		l.m.log.Warn("lease refused to send to one of the proxy's own sockets, dropping (logged once per lease)",
+			"key", l.key, "port", l.local.Port(), "dst", dst)
+	}
+	return true
 }
 
 // dropBufferLocked empties the linger buffer and says what was lost
@@ -377,7 +452,7 @@ func (l *lease) stopLingerLocked() {
 // for the reader (Close waits for all goroutines at once).
 func (l *lease) shutdown() (n, bytes int) {
 	l.state.Store(uint32(StateClosing))
-	l.conn.Close()
+	l.closeSocket()
 	l.mu.Lock()
 	l.stopLingerLocked()
 	n, bytes = l.dropBufferLocked()
@@ -510,12 +585,16 @@ func (h *Holder) LocalAddr() netip.AddrPort { return h.l.local }
 
 // Send writes b to dst from the external socket (client -> world) and
 // permits dst's IP as an inbound peer. b is not retained. It does not
-// allocate when dst is already permitted.
+// allocate when dst is already permitted. A dst that is one of the proxy's
+// own sockets is refused (ErrOwnSocket), counted and not permitted.
 func (h *Holder) Send(b []byte, dst netip.AddrPort) error {
 	if h.released.Load() {
 		return ErrReleased
 	}
 	dst = h.l.normalise(dst)
+	if h.l.refuseOwn(dst, len(b), true) {
+		return ErrOwnSocket
+	}
 	h.l.permit(dst.Addr())
 	_, err := h.l.conn.WriteToUDPAddrPort(b, dst)
 	return err
@@ -532,12 +611,18 @@ func (l *lease) normalise(dst netip.AddrPort) netip.AddrPort {
 
 // WriteTo writes b to dst from the external socket without permitting dst
 // (announced mode: the lease's own socket delivering to the client). b is
-// not retained.
+// not retained. A dst that is one of the proxy's own sockets is refused
+// (ErrOwnSocket) and counted once: from a DeliverFunc, the datagram being
+// delivered counts as dropped (own_socket) instead of delivered.
 func (h *Holder) WriteTo(b []byte, dst netip.AddrPort) error {
 	if h.released.Load() {
 		return ErrReleased
 	}
-	_, err := h.l.conn.WriteToUDPAddrPort(b, h.l.normalise(dst))
+	dst = h.l.normalise(dst)
+	if h.l.refuseOwn(dst, len(b), false) {
+		return ErrOwnSocket
+	}
+	_, err := h.l.conn.WriteToUDPAddrPort(b, dst)
 	return err
 }
 

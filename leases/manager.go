@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // Key identifies one client's UDP port binding.
@@ -52,6 +54,13 @@ type Request struct {
 	// ExactPort, with WantPort: fail with ErrPortTaken (or ErrPortOutOfRange)
 	// rather than fall back to another port.
 	ExactPort bool
+	// DeliverTo is where the holder sends inbound datagrams, when that is
+	// a fixed address (announced mode: the client's IP and announced port).
+	// A new socket is never bound there, whatever WantPort says: with the
+	// client on the external IP, port preservation would otherwise take the
+	// very port the client announced, so the client could never bind it and
+	// every delivery would go back into the lease. Zero: no constraint.
+	DeliverTo netip.AddrPort
 	// Deliver receives inbound datagrams while this holder is the lease's
 	// delivery target. Required.
 	Deliver DeliverFunc
@@ -105,6 +114,7 @@ type Manager struct {
 	obs    Observer
 	clock  Clock
 	listen ListenFunc
+	self   *selfaddr.Set
 	pool   *bufPool
 	// newSource is newPlatformSource; benchmarks swap in the portable one
 	// to measure the difference.
@@ -151,6 +161,9 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 	if deps.ListenUDP == nil {
 		deps.ListenUDP = defaultListenUDP
 	}
+	if deps.Self == nil {
+		deps.Self = selfaddr.New()
+	}
 	lruSize := math.MaxInt32
 	if cfg.MaxLeases > 0 {
 		lruSize = cfg.MaxLeases
@@ -166,6 +179,7 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 		obs:       deps.Observer,
 		clock:     deps.Clock,
 		listen:    deps.ListenUDP,
+		self:      deps.Self,
 		newSource: newPlatformSource,
 		// A buffer is only out of the pool while a reader drains a readable
 		// socket, so a few per CPU cover the steady state.
@@ -263,14 +277,12 @@ func (m *Manager) attach(l *lease, req Request) (*Holder, error) {
 		ev = EventHandover
 	}
 	h := l.addHolderLocked(req)
-	n, bytes := l.flushLocked()
+	f := l.flushLocked()
 	l.mu.Unlock()
 
 	m.obs.LeaseEvent(ev)
-	if n > 0 {
-		m.obs.Datagrams(OutcomeFlushed, ReasonNone, n, bytes)
-	}
-	m.log.Debug("lease "+ev.String(), "key", l.key, "port", l.local.Port(), "kind", req.Kind, "flushed", n)
+	f.report(m.obs)
+	m.log.Debug("lease "+ev.String(), "key", l.key, "port", l.local.Port(), "kind", req.Kind, "flushed", f.n)
 	return h, nil
 }
 
@@ -281,7 +293,7 @@ func (m *Manager) create(ctx context.Context, key Key, s *keySlot, req Request) 
 	}
 	conn, port, err := m.bind(ctx, key, req)
 	if errors.Is(err, ErrNoPort) {
-		conn, port, err = m.bindEvicting(ctx, key)
+		conn, port, err = m.bindEvicting(ctx, key, req)
 	}
 	if err != nil {
 		m.unreserve(key)
@@ -313,6 +325,7 @@ func (m *Manager) create(ctx context.Context, key Key, s *keySlot, req Request) 
 	// Add under mu while !closed, so Close's Wait cannot miss the reader.
 	m.wg.Add(1)
 	m.mu.Unlock()
+	l.unregister = m.self.Add(l.local)
 	go l.runReader(src)
 
 	m.obs.LeaseEvent(EventAcquire)
@@ -430,7 +443,7 @@ func (m *Manager) tryEvict(vk Key) (port uint16, ok bool) {
 // leases must not lock everyone else out) and binding the port it freed.
 // A few rounds cover ports that concurrent acquires took first. The caller
 // holds key's turn.
-func (m *Manager) bindEvicting(ctx context.Context, key Key) (*net.UDPConn, uint16, error) {
+func (m *Manager) bindEvicting(ctx context.Context, key Key, req Request) (*net.UDPConn, uint16, error) {
 	for range 8 {
 		m.mu.Lock()
 		victims := m.victimsLocked(netip.Addr{}, false)
@@ -443,7 +456,7 @@ func (m *Manager) bindEvicting(ctx context.Context, key Key) (*net.UDPConn, uint
 			if !ok {
 				continue
 			}
-			conn, err := m.tryBind(ctx, key, p)
+			conn, err := m.tryBind(ctx, key, req, p)
 			if err == nil {
 				return conn, p, nil
 			}
@@ -472,7 +485,7 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 		inRange := req.WantPort >= lo && req.WantPort <= hi
 		switch {
 		case inRange:
-			conn, err := m.tryBind(ctx, key, req.WantPort)
+			conn, err := m.tryBind(ctx, key, req, req.WantPort)
 			if err == nil {
 				return conn, req.WantPort, nil
 			}
@@ -490,7 +503,7 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 	span := int(hi-lo) + 1
 	for range m.cfg.BindAttempts {
 		p := lo + uint16(rand.IntN(span))
-		conn, err := m.tryBind(ctx, key, p)
+		conn, err := m.tryBind(ctx, key, req, p)
 		if err == nil {
 			return conn, p, nil
 		}
@@ -506,7 +519,7 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 			}
 		}
 		p := lo + uint16((start+i)%span)
-		conn, err := m.tryBind(ctx, key, p)
+		conn, err := m.tryBind(ctx, key, req, p)
 		if err == nil {
 			return conn, p, nil
 		}
@@ -518,8 +531,11 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 }
 
 // tryBind reserves port p in the table, then binds it. A port already in
-// the table is busy without a syscall.
-func (m *Manager) tryBind(ctx context.Context, key Key, p uint16) (*net.UDPConn, error) {
+// the table, or where req delivers to, is busy without a syscall.
+func (m *Manager) tryBind(ctx context.Context, key Key, req Request, p uint16) (*net.UDPConn, error) {
+	if req.DeliverTo.IsValid() && netip.AddrPortFrom(m.cfg.ListenIP, p) == unmapped(req.DeliverTo) {
+		return nil, errPortBusy
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -584,14 +600,12 @@ func (m *Manager) release(h *Holder) {
 	}
 	// The released holder may have been holding delivery (hold.go): what
 	// waited for it goes to the remaining target now, before anything newer.
-	flushed, flushedBytes := l.flushLocked()
+	flushed := l.flushLocked()
 	deadline := l.lingerDeadline
 	l.mu.Unlock()
 
 	m.obs.LeaseEvent(EventRelease)
-	if flushed > 0 {
-		m.obs.Datagrams(OutcomeFlushed, ReasonNone, flushed, flushedBytes)
-	}
+	flushed.report(m.obs)
 	switch {
 	case remaining > 0:
 		m.log.Debug("lease release", "key", l.key, "port", l.local.Port(), "kind", h.kind, "remaining", remaining)
@@ -635,7 +649,7 @@ func (m *Manager) expire(l *lease, seq uint64) {
 // may be inside a DeliverFunc holding l.mu.
 func (m *Manager) closeLease(s *keySlot, l *lease, ev Event, reason DropReason) {
 	l.state.Store(uint32(StateClosing))
-	l.conn.Close()
+	l.closeSocket()
 	l.mu.Lock()
 	l.stopLingerLocked()
 	n, bytes := l.dropBufferLocked()
@@ -807,4 +821,10 @@ func (m *Manager) shutdown() {
 		}
 	}
 	m.log.Debug("lease manager closed", "leases", closedN, "dropped", dropped)
+}
+
+// unmapped is ap with an IPv4-mapped address unmapped and no zone, the one
+// spelling the table and the set of own addresses use.
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }

@@ -25,6 +25,7 @@ import (
 	socks5 "github.com/armon/go-socks5"
 	"gopkg.in/yaml.v3"
 
+	"fwproxy/internal/selfaddr"
 	"fwproxy/leases"
 	"fwproxy/metrics"
 	"fwproxy/mmsfilter"
@@ -94,7 +95,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	reg := metrics.NewRegistry("")
 	deps.Observer = metrics.NewSocks(reg)
 	leaseObs := metrics.NewLeases(reg, nil)
-	lm, err := leases.New(lcfg, leases.Deps{Logger: log.With("component", "leases"), Observer: leaseObs})
+	// self is every socket address of the proxy's own; lease sockets join
+	// it while bound, and nothing is ever sent to an address in it.
+	self := selfaddr.New()
+	lm, err := leases.New(lcfg, leases.Deps{Logger: log.With("component", "leases"), Observer: leaseObs, Self: self})
 	if err != nil {
 		return err
 	}

@@ -273,6 +273,13 @@ func (m *Manager) attach(l *lease, req Request) (*Holder, error) {
 		ev = EventReclaim
 		l.state.Store(uint32(StateActive))
 		l.stopLingerLocked()
+	case l.timer != nil && req.Kind == KindAssociation:
+		// An association is back within its grace: the timer goes, and
+		// the buffer is flushed to it below.
+		l.stopLingerLocked()
+		if l.hasKindLocked(req.Kind) {
+			ev = EventHandover
+		}
 	case l.hasKindLocked(req.Kind):
 		ev = EventHandover
 	}
@@ -595,8 +602,17 @@ func (m *Manager) release(h *Holder) {
 	l.removeHolderLocked(h)
 	remaining := len(l.holders)
 	if remaining == 0 && m.cfg.Linger > 0 {
+		l.stopLingerLocked() // an association grace in progress
 		l.state.Store(uint32(StateLingering))
 		l.startLingerLocked()
+	}
+	if remaining > 0 && l.target == nil && m.cfg.Linger > 0 {
+		// Only announced holders are left on a lease that had an
+		// association: its client is between close and bind-again, so
+		// data waits in the buffer, but only for Linger. A live holder's
+		// lease must not stay undeliverable for as long as it lives.
+		// (Linger 0 keeps the old behaviour: dropped, no_holder.)
+		l.startAssocGraceLocked()
 	}
 	// The released holder may have been holding delivery (hold.go): what
 	// waited for it goes to the remaining target now, before anything newer.
@@ -618,6 +634,35 @@ func (m *Manager) release(h *Holder) {
 		m.mu.Unlock()
 		m.log.Debug("lease linger", "key", l.key, "port", l.local.Port(), "until", deadline)
 	}
+}
+
+// endAssocGrace is the association grace timer's callback (see
+// startAssocGraceLocked): no association came back within Linger, so the
+// announced holders get delivery, and what waited, in order.
+func (m *Manager) endAssocGrace(l *lease, seq uint64) {
+	if !m.enter() {
+		return
+	}
+	defer m.wg.Done()
+	s, err := m.lockKey(context.Background(), l.key)
+	if err != nil {
+		return
+	}
+	defer m.unlockKey(l.key, s)
+	m.mu.Lock()
+	current := s.lease == l
+	m.mu.Unlock()
+	l.mu.Lock()
+	if !current || l.state.Load() != uint32(StateActive) || l.lingerSeq != seq || l.target != nil {
+		l.mu.Unlock()
+		return
+	}
+	l.timer = nil
+	l.endAssocGraceLocked()
+	f := l.flushLocked()
+	l.mu.Unlock()
+	f.report(m.obs)
+	m.log.Debug("lease: no association came back, delivering to the announced holder", "key", l.key, "port", l.local.Port(), "flushed", f.n)
 }
 
 // expire is the linger timer's callback. seq identifies the linger period

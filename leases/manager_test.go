@@ -252,6 +252,62 @@ func TestHandoverReturnsToLiveHolder(t *testing.T) {
 	}
 }
 
+// TestAssociationGraceEnds: when the last association of a lease leaves
+// while an announced holder (an MMS session that joined it) stays, data
+// waits in the buffer for the firewall client's rebind, but only for
+// Linger: a lease with a live holder is never left undeliverable for as
+// long as that holder lives.
+func TestAssociationGraceEnds(t *testing.T) {
+	tests := []struct {
+		name        string
+		rebind      bool
+		wantAnn     []string
+		wantRebound []string
+	}{
+		{"association rebinds within the grace", true, nil, []string{"w1", "w2", "w3"}},
+		{"no association comes back", false, []string{"w1", "w2", "w3"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newEnv(t, testConfig())
+			srv := newPeer(t)
+			k := key(7060)
+			an, as1, as2 := newSink(), newSink(), newSink()
+			m, err := env.m.Acquire(ctxT(t), k, announced(an))
+			require.NoError(t, err)
+			m.AllowPeer(loopback)
+			a1, err := env.m.Acquire(ctxT(t), k, assoc(as1))
+			require.NoError(t, err)
+			srv.send(t, m.LocalAddr(), "x1")
+			require.Equal(t, []string{"x1"}, as1.waitN(t, 1))
+
+			a1.Release()
+			require.Equal(t, 1, env.clock.pending(), "the grace timer runs")
+			srv.send(t, m.LocalAddr(), "w1", "w2")
+			env.rec.waitFor(t, "buffered", func() bool { return env.rec.outcome(OutcomeBuffered) == 2 })
+			if tt.rebind {
+				_, err := env.m.Acquire(ctxT(t), k, assoc(as2))
+				require.NoError(t, err)
+				require.Zero(t, env.clock.pending(), "a returning association ends the grace")
+				env.clock.Advance(testConfig().Linger)
+			} else {
+				env.clock.Advance(testConfig().Linger)
+				require.Zero(t, env.clock.pending())
+			}
+			srv.send(t, m.LocalAddr(), "w3")
+			if tt.rebind {
+				require.Equal(t, tt.wantRebound, as2.waitN(t, 3))
+				assert.Empty(t, an.all())
+			} else {
+				require.Equal(t, tt.wantAnn, an.waitN(t, 3), "the announced holder gets what waited, in order, then the rest")
+			}
+			in, _ := snapshotOf(env.m, k)
+			assert.Equal(t, StateActive, in.State)
+			assert.Zero(t, in.BufferedDatagrams)
+		})
+	}
+}
+
 func TestAcquireWaitsForClose(t *testing.T) {
 	cfg := testConfig()
 	cfg.Linger = 0

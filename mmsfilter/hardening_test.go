@@ -76,6 +76,28 @@ func TestFilterAnnouncedLeaseNeverDeliversToItself(t *testing.T) {
 		assert.EqualValues(t, 2*n, h.outcome(leases.OutcomeDelivered))
 		assert.Zero(t, h.dropped(leases.ReasonOwnSocket))
 	})
+	t.Run("firewall client announcing a port it has not bound", func(t *testing.T) {
+		// The association's lease would take the client's port, and the
+		// relay's every delivery to the client would reach that lease,
+		// which permits the media server's IP (the funnel joined it).
+		env := newFilterEnvWith(t, envOptions{external: loopback, linger: leases.DefaultConfig().Linger})
+		p := unboundPort(t)
+		socksHandshake(t, env.proxyAddr, 3, netip.AddrPortFrom(netip.IPv4Unspecified(), p))
+		_, f := announce(t, env, p)
+		require.NotEqual(t, p, f.Port, "the association's lease must not take the port the client announced")
+		in, ok := holders(env, p)
+		require.True(t, ok)
+		require.Equal(t, 1, in, "the funnel joined the association's lease")
+
+		srv := env.server
+		srv.dst = netip.AddrPortFrom(loopback, f.Port)
+		srv.sendData(1, n)
+		h := env.held
+		h.waitUntil(t, func() bool { return h.total() >= n }, func() string { return fmt.Sprintf("%d of %d accounted for", h.total(), n) })
+		srv.sendData(n+1, 2*n)
+		h.waitUntil(t, func() bool { return h.total() >= 2*n }, func() string { return fmt.Sprintf("%d of %d accounted for", h.total(), 2*n) })
+		assert.EqualValues(t, 2*n, h.total(), "each datagram from the server handled once, none came back")
+	})
 	t.Run("announced port is another lease's", func(t *testing.T) {
 		env := newFilterEnvWith(t, envOptions{external: loopback, linger: leases.DefaultConfig().Linger})
 		// A second control connection of the same client announces the

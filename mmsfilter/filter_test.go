@@ -79,7 +79,9 @@ func (c *heldCounter) poke() {
 func (c *heldCounter) waitFor(t *testing.T, n int64) {
 	t.Helper()
 	c.waitUntil(t, func() bool { return c.n.Load() >= n },
-		func() string { return fmt.Sprintf("the proxy held or dropped %d datagrams, want %d: it delivered them to a closed port", c.n.Load(), n) })
+		func() string {
+			return fmt.Sprintf("the proxy held or dropped %d datagrams, want %d: it delivered them to a closed port", c.n.Load(), n)
+		})
 }
 
 // waitUntil waits for cond, re-checked whenever the leases report.
@@ -111,7 +113,9 @@ func (c *heldCounter) total() int64 {
 	return n
 }
 
-func (c *heldCounter) outcome(o leases.Outcome) int64 { return c.datagrams[o][leases.ReasonNone].Load() }
+func (c *heldCounter) outcome(o leases.Outcome) int64 {
+	return c.datagrams[o][leases.ReasonNone].Load()
+}
 
 func (c *heldCounter) dropped(r leases.DropReason) int64 {
 	return c.datagrams[leases.OutcomeDropped][r].Load()

@@ -640,34 +640,38 @@ func (m *Manager) release(h *Holder) {
 // startAssocGraceLocked): no association came back within Linger, so the
 // announced holders get delivery, and what waited, in order.
 func (m *Manager) endAssocGrace(l *lease, seq uint64) {
-	if !m.enter() {
-		return
-	}
-	defer m.wg.Done()
-	s, err := m.lockKey(context.Background(), l.key)
-	if err != nil {
-		return
-	}
-	defer m.unlockKey(l.key, s)
-	m.mu.Lock()
-	current := s.lease == l
-	m.mu.Unlock()
-	l.mu.Lock()
-	if !current || l.state.Load() != uint32(StateActive) || l.lingerSeq != seq || l.target != nil {
+	m.withTurnOf(l, func(_ *keySlot, current bool) {
+		l.mu.Lock()
+		if !current || l.state.Load() != uint32(StateActive) || l.lingerSeq != seq || l.target != nil {
+			l.mu.Unlock()
+			return
+		}
+		l.timer = nil
+		l.endAssocGraceLocked()
+		f := l.flushLocked()
 		l.mu.Unlock()
-		return
-	}
-	l.timer = nil
-	l.endAssocGraceLocked()
-	f := l.flushLocked()
-	l.mu.Unlock()
-	f.report(m.obs)
-	m.log.Debug("lease: no association came back, delivering to the announced holder", "key", l.key, "port", l.local.Port(), "flushed", f.n)
+		f.report(m.obs)
+		m.log.Debug("lease: no association came back, delivering to the announced holder", "key", l.key, "port", l.local.Port(), "flushed", f.n)
+	})
 }
 
 // expire is the linger timer's callback. seq identifies the linger period
 // the timer was started for; a reclaim in between makes it stale.
 func (m *Manager) expire(l *lease, seq uint64) {
+	m.withTurnOf(l, func(s *keySlot, current bool) {
+		l.mu.Lock()
+		live := current && l.state.Load() == uint32(StateLingering) && l.lingerSeq == seq
+		l.mu.Unlock()
+		if live {
+			m.closeLease(s, l, EventExpire, ReasonExpiredUnflushed)
+		}
+	})
+}
+
+// withTurnOf runs a timer callback's work for l with its key's turn held,
+// unless the Manager is closing; current says whether l is still the key's
+// lease.
+func (m *Manager) withTurnOf(l *lease, fn func(s *keySlot, current bool)) {
 	if !m.enter() {
 		return
 	}
@@ -680,13 +684,7 @@ func (m *Manager) expire(l *lease, seq uint64) {
 	m.mu.Lock()
 	current := s.lease == l
 	m.mu.Unlock()
-	l.mu.Lock()
-	live := current && l.state.Load() == uint32(StateLingering) && l.lingerSeq == seq
-	l.mu.Unlock()
-	if !live {
-		return
-	}
-	m.closeLease(s, l, EventExpire, ReasonExpiredUnflushed)
+	fn(s, current)
 }
 
 // closeLease closes l's socket, waits for its reader and removes it from the

@@ -234,20 +234,10 @@ func (s *scriptedServer) sendData(first, last uint32) {
 
 func readCommand(t *testing.T, br *bufio.Reader, mid MID) Message {
 	t.Helper()
-	head := make([]byte, HeaderLen)
-	_, err := io.ReadFull(br, head)
-	require.NoError(t, err)
-	h, _, err := ParseHeader(head)
-	require.NoError(t, err)
-	pkt := append(head, make([]byte, h.Len()-HeaderLen)...)
-	_, err = io.ReadFull(br, pkt[HeaderLen:])
-	require.NoError(t, err)
-	p, _, err := ParsePacket(pkt)
-	require.NoError(t, err)
-	m, _, err := ParseMessage(p.Messages)
-	require.NoError(t, err)
-	require.Equal(t, mid, m.MID, "message %v", m.MID)
-	return m
+	msgs := readPacket(t, br)
+	require.NotEmpty(t, msgs)
+	require.Equal(t, mid, msgs[0].MID, "message %v", msgs[0].MID)
+	return msgs[0]
 }
 
 // player is the scripted client: control over SOCKS CONNECT, data on its

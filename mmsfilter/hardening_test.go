@@ -1,6 +1,7 @@
 package mmsfilter
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -160,7 +161,7 @@ func TestFilterUnrewrittenFunnelsHoldNoLease(t *testing.T) {
 			require.NoError(t, err)
 
 			rewritten, unchanged := 0, 0
-			for _, m := range readPacket(t, env.server) {
+			for _, m := range readPacket(t, env.server.br) {
 				if m.MID != MIDConnectFunnel {
 					continue
 				}
@@ -191,15 +192,15 @@ func TestFilterUnrewrittenFunnelsHoldNoLease(t *testing.T) {
 }
 
 // readPacket reads one whole command packet and returns its messages.
-func readPacket(t *testing.T, s *scriptedServer) []Message {
+func readPacket(t *testing.T, br *bufio.Reader) []Message {
 	t.Helper()
 	head := make([]byte, HeaderLen)
-	_, err := io.ReadFull(s.br, head)
+	_, err := io.ReadFull(br, head)
 	require.NoError(t, err)
 	h, _, err := ParseHeader(head)
 	require.NoError(t, err)
 	pkt := append(head, make([]byte, h.Len()-HeaderLen)...)
-	_, err = io.ReadFull(s.br, pkt[HeaderLen:])
+	_, err = io.ReadFull(br, pkt[HeaderLen:])
 	require.NoError(t, err)
 	p, _, err := ParsePacket(pkt)
 	require.NoError(t, err)

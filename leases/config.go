@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // Config holds the lease manager's settings. Start from DefaultConfig and
@@ -52,12 +54,14 @@ type Config struct {
 	// Negative is invalid.
 	MaxBufferedDatagrams int
 
-	// MaxBufferedBytes caps the payload bytes one lease buffers. 0 means no
+	// MaxBufferedBytes caps the bytes one lease buffers, each datagram
+	// charged its payload plus a fixed overhead (the memory it holds, see
+	// bufferedOverhead), so zero-byte datagrams count too. 0 means no
 	// per-lease byte cap. Negative is invalid.
 	MaxBufferedBytes int
 
-	// MaxBufferedBytesTotal caps the payload bytes buffered by all leases
-	// together. 0 means no global cap. Negative is invalid. With Linger > 0
+	// MaxBufferedBytesTotal caps the bytes buffered by all leases together,
+	// charged as for MaxBufferedBytes. 0 means no global cap. Negative is invalid. With Linger > 0
 	// at least one of the three buffer caps must be set.
 	MaxBufferedBytesTotal int64
 
@@ -178,6 +182,12 @@ type Deps struct {
 	Clock Clock
 	// ListenUDP binds external sockets; nil means net.ListenConfig.
 	ListenUDP ListenFunc
+	// Self is the set of the proxy's own socket addresses, shared with the
+	// proxy. The Manager adds every lease socket while it is bound, and
+	// never sends a datagram to an address in the set: one lease
+	// delivering to its own socket, or to another lease's, would loop a
+	// datagram for ever. nil means a set of the Manager's own.
+	Self *selfaddr.Set
 }
 
 func defaultListenUDP(ctx context.Context, addr netip.AddrPort) (*net.UDPConn, error) {

@@ -22,6 +22,12 @@
 //     close, then binds.
 //   - Inbound datagrams are relayed only from permitted peers (hosts the
 //     client sent to, and peers an application filter registered).
+//   - No datagram is sent from a lease socket to one of the proxy's own
+//     sockets (Deps.Self, which every lease socket joins while bound): it is
+//     dropped and counted (own_socket), so a delivery cannot loop. A new
+//     socket is never bound at its holder's delivery address.
+//   - When the delivery target goes away, delivery returns to the newest
+//     holder still alive, so a lease with a live holder is never stranded.
 //   - Config.Linger = 0 restores the old behaviour (no buffering, close on
 //     the last release) so tests can show what it breaks.
 //

@@ -19,6 +19,9 @@ var (
 	ErrNoPort = errors.New("no free external port in range")
 	// ErrClosed: the Manager is closed (or closing).
 	ErrClosed = errors.New("lease manager closed")
+	// ErrOwnSocket: Send or WriteTo was asked to send to one of the
+	// proxy's own sockets (Deps.Self); nothing was sent.
+	ErrOwnSocket = errors.New("destination is one of the proxy's own sockets")
 	// ErrReleased: the Holder was released; it can no longer send.
 	ErrReleased = errors.New("lease holder released")
 	// ErrBadRequest: the Request or Key is malformed (no Deliver, unknown

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // waitLimit bounds every wait in the tests: a hang fails fast instead of
@@ -211,6 +213,7 @@ func testConfig() Config {
 
 type testEnv struct {
 	m     *Manager
+	self  *selfaddr.Set // shared with the Manager, as the proxy shares it
 	clock *fakeClock
 	rec   *recorder
 	logs  *syncBuffer
@@ -235,8 +238,9 @@ func (s *syncBuffer) String() string {
 
 func newEnv(t *testing.T, cfg Config) *testEnv {
 	t.Helper()
-	env := &testEnv{clock: newFakeClock(), rec: newRecorder(), logs: &syncBuffer{}}
+	env := &testEnv{self: selfaddr.New(), clock: newFakeClock(), rec: newRecorder(), logs: &syncBuffer{}}
 	m, err := New(cfg, Deps{
+		Self:     env.self,
 		Logger:   slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Observer: env.rec,
 		Clock:    env.clock,
@@ -293,6 +297,29 @@ func freePort(t *testing.T) uint16 {
 	p := c.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 	require.NoError(t, c.Close())
 	return p
+}
+
+// freeRange finds n consecutive loopback UDP ports that are free right now.
+func freeRange(t *testing.T, n int) uint16 {
+	t.Helper()
+	for range 100 {
+		lo := freePort(t)
+		if int(lo)+n > 65536 {
+			continue
+		}
+		ok := true
+		for p := range n {
+			if !portFree(lo + uint16(p)) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return lo
+		}
+	}
+	t.Fatalf("no %d consecutive free UDP ports", n)
+	return 0
 }
 
 // portFree reports whether port can be bound on loopback now, proving the

@@ -32,11 +32,9 @@ func (h *Holder) Resume() {
 		return
 	}
 	l.heldBy = nil
-	n, bytes := l.flushLocked()
+	f := l.flushLocked()
 	l.mu.Unlock()
-	if n > 0 {
-		l.m.obs.Datagrams(OutcomeFlushed, ReasonNone, n, bytes)
-	}
+	f.report(l.m.obs)
 }
 
 // activeTargetLocked is the holder to deliver to now, or nil to buffer.

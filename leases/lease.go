@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // lease is one external socket held for one key.
@@ -48,7 +49,8 @@ type lease struct {
 	everAssoc      bool      // has ever had a KindAssociation holder
 	nextGen        uint64
 	buf            []buffered
-	bufBytes       int
+	bufBytes       int // charged for buf: payload plus bufferedOverhead each
+	bufPayload     int // payload bytes in buf, for the byte counters
 	lingerDeadline time.Time
 	lingerSeq      uint64 // identifies the current linger period for its timer
 	timer          Timer
@@ -57,12 +59,47 @@ type lease struct {
 	// counts are touched only by the reader goroutine and reported in one
 	// go when the socket has been drained (see flushCounts).
 	counts readerCounts
+
+	// unregister removes the socket from the Manager's set of own
+	// addresses; set once the lease is in the table, called once closed.
+	unregister func()
+	// delivering is set, with mu held, around every DeliverFunc call, and
+	// ownRefused by a WriteTo that refused to send to one of the proxy's
+	// own sockets meanwhile: the datagram being delivered is then counted
+	// dropped (own_socket), not delivered. WriteTo is the DeliverFunc's
+	// way out, so outside a delivery it counts its refusal itself.
+	delivering atomic.Bool
+	ownRefused atomic.Bool
+	// ownWarned: the first own-socket refusal of the lease is logged, the
+	// rest only counted.
+	ownWarned atomic.Bool
 }
 
 type buffered struct {
 	data []byte
 	from netip.AddrPort
 }
+
+// bufferedOverhead is what one buffered datagram costs beyond its payload,
+// charged against MaxBufferedBytes and MaxBufferedBytesTotal so that the
+// caps bound memory, not just payload: a flood of zero-byte datagrams costs
+// memory too (issue 10 #8 measured ~80 B each, uncharged). It is:
+//
+//   - the buffered element in l.buf (a slice header and a netip.AddrPort,
+//     56 B on 64-bit), twice: append grows the array to a size class, and
+//     just after a growth it can be half empty (9 elements in an array of
+//     18 is the worst case, 112 B a datagram);
+//   - 16 B for the allocation rounding of a small payload's copy: Go's
+//     size classes are at most 16 B apart up to 128 B.
+//
+// Above 128 B the classes are at most an eighth apart, which bufferedCost
+// adds in proportion. TestBufferedOverheadIsHonest measures the heap per
+// buffered datagram and keeps both terms within bounds of the truth.
+const bufferedOverhead = 2*int(unsafe.Sizeof(buffered{})) + 16
+
+// bufferedCost is what buffering a datagram of n payload bytes is charged:
+// the payload, its allocation's rounding, and bufferedOverhead.
+func bufferedCost(n int) int { return n + n/8 + bufferedOverhead }
 
 type countPair struct{ n, bytes int }
 
@@ -147,8 +184,11 @@ func (l *lease) handle(b []byte, size int, from netip.AddrPort) {
 	case l.state.Load() == uint32(StateClosing):
 		c.dropped[ReasonClosed].add(size)
 	case l.activeTargetLocked() != nil:
-		l.target.deliver(b, from)
-		c.delivered.add(size)
+		if l.deliverLocked(b, from) {
+			c.delivered.add(size)
+		} else {
+			c.dropped[ReasonOwnSocket].add(size)
+		}
 	case l.m.cfg.Linger == 0:
 		c.dropped[ReasonNoHolder].add(size)
 	default:
@@ -191,17 +231,19 @@ func (l *lease) flushCounts() {
 // bufferLocked copies b into the linger buffer, or says why it cannot.
 func (l *lease) bufferLocked(b []byte, from netip.AddrPort) DropReason {
 	cfg := &l.m.cfg
+	cost := bufferedCost(len(b))
 	if (cfg.MaxBufferedDatagrams > 0 && len(l.buf) >= cfg.MaxBufferedDatagrams) ||
-		(cfg.MaxBufferedBytes > 0 && l.bufBytes+len(b) > cfg.MaxBufferedBytes) {
+		(cfg.MaxBufferedBytes > 0 && l.bufBytes+cost > cfg.MaxBufferedBytes) {
 		l.warnOverflowLocked(ReasonBufferFull)
 		return ReasonBufferFull
 	}
-	if !l.m.takeBufBytes(len(b)) {
+	if !l.m.takeBufBytes(cost) {
 		l.warnOverflowLocked(ReasonTotalBufferFull)
 		return ReasonTotalBufferFull
 	}
 	l.buf = append(l.buf, buffered{data: append([]byte(nil), b...), from: from})
-	l.bufBytes += len(b)
+	l.bufBytes += cost
+	l.bufPayload += len(b)
 	l.m.bufDatagrams.Add(1)
 	return ReasonNone
 }
@@ -212,10 +254,10 @@ func (l *lease) warnOverflowLocked(r DropReason) {
 	}
 	l.overflowWarned = true
 	l.m.log.Warn("lease buffer full, dropping", "key", l.key, "port", l.local.Port(), "reason", r,
-		"datagrams", len(l.buf), "bytes", l.bufBytes)
+		"datagrams", len(l.buf), "charged_bytes", l.bufBytes)
 }
 
-// takeBufBytes reserves n bytes of the global buffer budget.
+// takeBufBytes reserves n charged bytes of the global buffer budget.
 func (m *Manager) takeBufBytes(n int) bool {
 	limit := m.cfg.MaxBufferedBytesTotal
 	if limit <= 0 {
@@ -233,24 +275,83 @@ func (m *Manager) takeBufBytes(n int) bool {
 	}
 }
 
+// deliverLocked hands b to the target's DeliverFunc and reports whether it
+// went out; false when the DeliverFunc's WriteTo refused it because it was
+// addressed to one of the proxy's own sockets.
+func (l *lease) deliverLocked(b []byte, from netip.AddrPort) bool {
+	l.delivering.Store(true)
+	l.target.deliver(b, from)
+	l.delivering.Store(false)
+	return !l.ownRefused.Swap(false)
+}
+
+// flushResult is what a flush of the linger buffer did.
+type flushResult struct {
+	n, bytes      int // flushed
+	own, ownBytes int // refused: addressed to one of the proxy's own sockets
+}
+
+// report counts the flush; call it with no lock held.
+func (f flushResult) report(obs Observer) {
+	if f.n > 0 {
+		obs.Datagrams(OutcomeFlushed, ReasonNone, f.n, f.bytes)
+	}
+	if f.own > 0 {
+		obs.Datagrams(OutcomeDropped, ReasonOwnSocket, f.own, f.ownBytes)
+	}
+}
+
 // flushLocked delivers the linger buffer, oldest first, to the target.
-func (l *lease) flushLocked() (n, bytes int) {
+func (l *lease) flushLocked() (f flushResult) {
 	if l.activeTargetLocked() == nil || len(l.buf) == 0 {
-		return 0, 0
+		return f
 	}
 	for i := range l.buf {
 		d := &l.buf[i]
-		l.target.deliver(d.data, d.from)
-		n++
-		bytes += len(d.data)
+		if l.deliverLocked(d.data, d.from) {
+			f.n++
+			f.bytes += len(d.data)
+		} else {
+			f.own++
+			f.ownBytes += len(d.data)
+		}
 	}
 	l.discardBufferLocked()
-	return n, bytes
+	return f
 }
 
-// dropBufferLocked empties the linger buffer and says what was lost.
+// closeSocket closes the lease's socket and takes it out of the set of the
+// proxy's own addresses.
+func (l *lease) closeSocket() {
+	l.conn.Close()
+	if l.unregister != nil {
+		l.unregister()
+	}
+}
+
+// refuseOwn reports whether dst is one of the proxy's own sockets; if so
+// it logs that once for the lease and, unless a delivery is under way
+// (which counts it, see deliverLocked), counts the datagram.
+func (l *lease) refuseOwn(dst netip.AddrPort, size int, outbound bool) bool {
+	if !l.m.self.Contains(dst) {
+		return false
+	}
+	if !outbound && l.delivering.Load() {
+		l.ownRefused.Store(true)
+	} else {
+		l.m.obs.Datagrams(OutcomeDropped, ReasonOwnSocket, 1, size)
+	}
+	if l.ownWarned.CompareAndSwap(false, true) {
+		l.m.log.Warn("lease refused to send to one of the proxy's own sockets, dropping (logged once per lease)",
+			"key", l.key, "port", l.local.Port(), "dst", dst)
+	}
+	return true
+}
+
+// dropBufferLocked empties the linger buffer and says what was lost
+// (datagrams and payload bytes).
 func (l *lease) dropBufferLocked() (n, bytes int) {
-	n, bytes = len(l.buf), l.bufBytes
+	n, bytes = len(l.buf), l.bufPayload
 	l.discardBufferLocked()
 	return n, bytes
 }
@@ -262,6 +363,7 @@ func (l *lease) discardBufferLocked() {
 	// of slice headers alive.
 	l.buf = nil
 	l.bufBytes = 0
+	l.bufPayload = 0
 	l.overflowWarned = false
 }
 
@@ -272,21 +374,6 @@ func (l *lease) hasKindLocked(k Kind) bool {
 		}
 	}
 	return false
-}
-
-// supersedeLocked marks every live holder of kind k as handed over: it stays
-// registered (the lease does not linger while it is), but it is never a
-// delivery target again. Only associations are superseded: their client has
-// already rebound, so if the newer holder goes first, data waits in the
-// buffer for the next rebind instead of going to a socket known to be
-// closing. Announced holders are filter sessions that announce no close;
-// when the newest one leaves, the one before it is still a valid target.
-func (l *lease) supersedeLocked(k Kind) {
-	for _, h := range l.holders {
-		if h.kind == k {
-			h.superseded = true
-		}
-	}
 }
 
 func (l *lease) addHolderLocked(req Request) *Holder {
@@ -315,14 +402,22 @@ func (l *lease) removeHolderLocked(h *Holder) {
 	l.retargetLocked()
 }
 
-// retargetLocked picks the delivery target: the newest association holder;
-// without one, the newest announced holder only if the lease never had an
-// association (once it had, its client is merely between close and
+// retargetLocked picks the delivery target: the newest live association
+// holder; without one, the newest announced holder only if the lease never
+// had an association (once it had, its client is merely between close and
 // bind-again, and data waits in the buffer for it).
+//
+// A handed-over association is a target again as soon as every newer one
+// has gone: processes sharing a client IP and user are one client to the
+// proxy, so a second association that opens and closes while the first
+// lives (or that fails after its handover) must give delivery back to the
+// first, which is still bound and reading. Buffering for it instead would
+// strand it for as long as it lives, since a lease with a holder never
+// lingers and so never expires.
 func (l *lease) retargetLocked() {
 	l.target = nil
 	for i := len(l.holders) - 1; i >= 0; i-- {
-		if h := l.holders[i]; h.kind == KindAssociation && !h.superseded {
+		if h := l.holders[i]; h.kind == KindAssociation {
 			l.target = h
 			return
 		}
@@ -330,11 +425,8 @@ func (l *lease) retargetLocked() {
 	if l.everAssoc {
 		return
 	}
-	for i := len(l.holders) - 1; i >= 0; i-- {
-		if h := l.holders[i]; !h.superseded {
-			l.target = h
-			return
-		}
+	if n := len(l.holders); n > 0 {
+		l.target = l.holders[n-1]
 	}
 }
 
@@ -344,6 +436,24 @@ func (l *lease) startLingerLocked() {
 	seq := l.lingerSeq
 	l.lingerDeadline = l.m.clock.Now().Add(l.m.cfg.Linger)
 	l.timer = l.m.clock.AfterFunc(l.m.cfg.Linger, func() { l.m.expire(l, seq) })
+}
+
+// startAssocGraceLocked arms the association grace: the lease's last
+// association left while announced holders remain. Delivery waits in the
+// buffer for a new association (the firewall client rebinding) for Linger,
+// then goes to the announced holders. It shares the linger timer fields:
+// the two never run at once (a grace needs holders, a linger none).
+func (l *lease) startAssocGraceLocked() {
+	l.stopLingerLocked()
+	l.lingerSeq++
+	seq := l.lingerSeq
+	l.timer = l.m.clock.AfterFunc(l.m.cfg.Linger, func() { l.m.endAssocGrace(l, seq) })
+}
+
+// endAssocGraceLocked makes the announced holders targets again.
+func (l *lease) endAssocGraceLocked() {
+	l.everAssoc = false
+	l.retargetLocked()
 }
 
 func (l *lease) stopLingerLocked() {
@@ -360,7 +470,7 @@ func (l *lease) stopLingerLocked() {
 // for the reader (Close waits for all goroutines at once).
 func (l *lease) shutdown() (n, bytes int) {
 	l.state.Store(uint32(StateClosing))
-	l.conn.Close()
+	l.closeSocket()
 	l.mu.Lock()
 	l.stopLingerLocked()
 	n, bytes = l.dropBufferLocked()
@@ -470,15 +580,13 @@ type Holder struct {
 	gen      uint64
 	deliver  DeliverFunc
 	released atomic.Bool
-	// superseded is set (under the lease's mu) when a newer holder of the
-	// same kind took the lease over.
-	superseded bool
 }
 
 // Generation numbers the registrations on one lease, starting at 1; a
 // newer holder has a higher one. Delivery goes to the live association
 // holder with the highest generation, so the release of a lower one (a
-// handed-over holder) is stale and changes nothing for it.
+// handed-over holder) changes nothing for the newer one; the release of
+// the newest gives delivery back to the next live one.
 func (h *Holder) Generation() uint64 { return h.gen }
 
 // Key is the lease's key.
@@ -495,12 +603,16 @@ func (h *Holder) LocalAddr() netip.AddrPort { return h.l.local }
 
 // Send writes b to dst from the external socket (client -> world) and
 // permits dst's IP as an inbound peer. b is not retained. It does not
-// allocate when dst is already permitted.
+// allocate when dst is already permitted. A dst that is one of the proxy's
+// own sockets is refused (ErrOwnSocket), counted and not permitted.
 func (h *Holder) Send(b []byte, dst netip.AddrPort) error {
 	if h.released.Load() {
 		return ErrReleased
 	}
 	dst = h.l.normalise(dst)
+	if h.l.refuseOwn(dst, len(b), true) {
+		return ErrOwnSocket
+	}
 	h.l.permit(dst.Addr())
 	_, err := h.l.conn.WriteToUDPAddrPort(b, dst)
 	return err
@@ -517,12 +629,18 @@ func (l *lease) normalise(dst netip.AddrPort) netip.AddrPort {
 
 // WriteTo writes b to dst from the external socket without permitting dst
 // (announced mode: the lease's own socket delivering to the client). b is
-// not retained.
+// not retained. A dst that is one of the proxy's own sockets is refused
+// (ErrOwnSocket) and counted once: from a DeliverFunc, the datagram being
+// delivered counts as dropped (own_socket) instead of delivered.
 func (h *Holder) WriteTo(b []byte, dst netip.AddrPort) error {
 	if h.released.Load() {
 		return ErrReleased
 	}
-	_, err := h.l.conn.WriteToUDPAddrPort(b, h.l.normalise(dst))
+	dst = h.l.normalise(dst)
+	if h.l.refuseOwn(dst, len(b), false) {
+		return ErrOwnSocket
+	}
+	_, err := h.l.conn.WriteToUDPAddrPort(b, dst)
 	return err
 }
 

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // Key identifies one client's UDP port binding.
@@ -52,6 +54,13 @@ type Request struct {
 	// ExactPort, with WantPort: fail with ErrPortTaken (or ErrPortOutOfRange)
 	// rather than fall back to another port.
 	ExactPort bool
+	// DeliverTo is where the holder sends inbound datagrams, when that is
+	// a fixed address (announced mode: the client's IP and announced port).
+	// A new socket is never bound there, whatever WantPort says: with the
+	// client on the external IP, port preservation would otherwise take the
+	// very port the client announced, so the client could never bind it and
+	// every delivery would go back into the lease. Zero: no constraint.
+	DeliverTo netip.AddrPort
 	// Deliver receives inbound datagrams while this holder is the lease's
 	// delivery target. Required.
 	Deliver DeliverFunc
@@ -66,7 +75,7 @@ type LeaseInfo struct {
 	Associations      int // live KindAssociation holders
 	Announced         int // live KindAnnounced holders
 	BufferedDatagrams int
-	BufferedBytes     int
+	BufferedBytes     int // charged: payload plus a fixed overhead per datagram
 	Peers             int
 	Age               time.Duration
 	LingerDeadline    time.Time // zero unless lingering
@@ -79,7 +88,9 @@ type Stats struct {
 	Lingering         int
 	Closing           int
 	BufferedDatagrams int64
-	BufferedBytes     int64
+	// BufferedBytes is what the buffers are charged against
+	// MaxBufferedBytesTotal: payload plus a fixed overhead per datagram.
+	BufferedBytes int64
 }
 
 // keySlot serialises everything that happens to one Key.
@@ -103,6 +114,7 @@ type Manager struct {
 	obs    Observer
 	clock  Clock
 	listen ListenFunc
+	self   *selfaddr.Set
 	pool   *bufPool
 	// newSource is newPlatformSource; benchmarks swap in the portable one
 	// to measure the difference.
@@ -114,7 +126,7 @@ type Manager struct {
 	// Acquire/Release calls, so Close can wait for all of them.
 	wg sync.WaitGroup
 
-	bufBytes     atomic.Int64 // payload bytes buffered by all leases
+	bufBytes     atomic.Int64 // bytes charged for all leases' buffers (bufferedCost)
 	bufDatagrams atomic.Int64
 
 	// mu guards the fields below. Lock order: mu before any lease's mu or
@@ -149,6 +161,9 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 	if deps.ListenUDP == nil {
 		deps.ListenUDP = defaultListenUDP
 	}
+	if deps.Self == nil {
+		deps.Self = selfaddr.New()
+	}
 	lruSize := math.MaxInt32
 	if cfg.MaxLeases > 0 {
 		lruSize = cfg.MaxLeases
@@ -164,6 +179,7 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 		obs:       deps.Observer,
 		clock:     deps.Clock,
 		listen:    deps.ListenUDP,
+		self:      deps.Self,
 		newSource: newPlatformSource,
 		// A buffer is only out of the pool while a reader drains a readable
 		// socket, so a few per CPU cover the steady state.
@@ -257,21 +273,23 @@ func (m *Manager) attach(l *lease, req Request) (*Holder, error) {
 		ev = EventReclaim
 		l.state.Store(uint32(StateActive))
 		l.stopLingerLocked()
+	case l.timer != nil && req.Kind == KindAssociation:
+		// An association is back within its grace: the timer goes, and
+		// the buffer is flushed to it below.
+		l.stopLingerLocked()
+		if l.hasKindLocked(req.Kind) {
+			ev = EventHandover
+		}
 	case l.hasKindLocked(req.Kind):
 		ev = EventHandover
-		if req.Kind == KindAssociation {
-			l.supersedeLocked(KindAssociation)
-		}
 	}
 	h := l.addHolderLocked(req)
-	n, bytes := l.flushLocked()
+	f := l.flushLocked()
 	l.mu.Unlock()
 
 	m.obs.LeaseEvent(ev)
-	if n > 0 {
-		m.obs.Datagrams(OutcomeFlushed, ReasonNone, n, bytes)
-	}
-	m.log.Debug("lease "+ev.String(), "key", l.key, "port", l.local.Port(), "kind", req.Kind, "flushed", n)
+	f.report(m.obs)
+	m.log.Debug("lease "+ev.String(), "key", l.key, "port", l.local.Port(), "kind", req.Kind, "flushed", f.n)
 	return h, nil
 }
 
@@ -281,6 +299,9 @@ func (m *Manager) create(ctx context.Context, key Key, s *keySlot, req Request) 
 		return nil, err
 	}
 	conn, port, err := m.bind(ctx, key, req)
+	if errors.Is(err, ErrNoPort) {
+		conn, port, err = m.bindEvicting(ctx, key, req)
+	}
 	if err != nil {
 		m.unreserve(key)
 		return nil, err
@@ -311,6 +332,7 @@ func (m *Manager) create(ctx context.Context, key Key, s *keySlot, req Request) 
 	// Add under mu while !closed, so Close's Wait cannot miss the reader.
 	m.wg.Add(1)
 	m.mu.Unlock()
+	l.unregister = m.self.Add(l.local)
 	go l.runReader(src)
 
 	m.obs.LeaseEvent(EventAcquire)
@@ -349,7 +371,7 @@ func (m *Manager) reserve(ctx context.Context, key Key) error {
 			return err
 		}
 		for _, v := range victims {
-			if m.tryEvict(v) {
+			if _, ok := m.tryEvict(v); ok {
 				break
 			}
 		}
@@ -392,15 +414,15 @@ func (m *Manager) unreserveLocked(key Key) {
 }
 
 // tryEvict closes vk's lease if it is still lingering and nobody else holds
-// vk's turn. It never waits for the turn: the caller holds its own key's
-// turn, and waiting for a second one could deadlock against an Acquire that
-// is evicting in the other direction.
-func (m *Manager) tryEvict(vk Key) bool {
+// vk's turn, and returns the port it freed. It never waits for the turn:
+// the caller holds its own key's turn, and waiting for a second one could
+// deadlock against an Acquire that is evicting in the other direction.
+func (m *Manager) tryEvict(vk Key) (port uint16, ok bool) {
 	m.mu.Lock()
 	s := m.slots[vk]
 	if s == nil || s.lease == nil {
 		m.mu.Unlock()
-		return false
+		return 0, false
 	}
 	s.users++
 	m.mu.Unlock()
@@ -408,18 +430,54 @@ func (m *Manager) tryEvict(vk Key) bool {
 	case s.turn <- struct{}{}:
 	default:
 		m.dropSlot(vk, s)
-		return false
+		return 0, false
 	}
 	defer m.unlockKey(vk, s)
 	m.mu.Lock()
 	l := s.lease
 	m.mu.Unlock()
 	if l == nil || l.state.Load() != uint32(StateLingering) {
-		return false
+		return 0, false
 	}
 	m.log.Warn("lease evicted to make room", "key", vk, "port", l.local.Port())
 	m.closeLease(s, l, EventEvict, ReasonEvicted)
-	return true
+	return l.local.Port(), true
+}
+
+// bindEvicting is bind's last resort when no port of the range is free:
+// like the table caps, the port range makes room by evicting the oldest
+// lingering lease (of any client: a range full of one client's lingering
+// leases must not lock everyone else out) and binding the port it freed.
+// A few rounds cover ports that concurrent acquires took first. The caller
+// holds key's turn.
+func (m *Manager) bindEvicting(ctx context.Context, key Key, req Request) (*net.UDPConn, uint16, error) {
+	for range 8 {
+		m.mu.Lock()
+		victims := m.victimsLocked(netip.Addr{}, false)
+		m.mu.Unlock()
+		if len(victims) == 0 {
+			break
+		}
+		for _, v := range victims {
+			p, ok := m.tryEvict(v)
+			if !ok {
+				continue
+			}
+			conn, err := m.tryBind(ctx, key, req, p)
+			if err == nil {
+				return conn, p, nil
+			}
+			if !errors.Is(err, errPortBusy) {
+				return nil, 0, err
+			}
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+	}
+	m.log.Warn("lease refused", "key", key, "err", ErrNoPort)
+	return nil, 0, ErrNoPort
 }
 
 // errPortBusy means "try another port"; it never leaves the package.
@@ -434,7 +492,7 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 		inRange := req.WantPort >= lo && req.WantPort <= hi
 		switch {
 		case inRange:
-			conn, err := m.tryBind(ctx, key, req.WantPort)
+			conn, err := m.tryBind(ctx, key, req, req.WantPort)
 			if err == nil {
 				return conn, req.WantPort, nil
 			}
@@ -452,7 +510,7 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 	span := int(hi-lo) + 1
 	for range m.cfg.BindAttempts {
 		p := lo + uint16(rand.IntN(span))
-		conn, err := m.tryBind(ctx, key, p)
+		conn, err := m.tryBind(ctx, key, req, p)
 		if err == nil {
 			return conn, p, nil
 		}
@@ -468,7 +526,7 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 			}
 		}
 		p := lo + uint16((start+i)%span)
-		conn, err := m.tryBind(ctx, key, p)
+		conn, err := m.tryBind(ctx, key, req, p)
 		if err == nil {
 			return conn, p, nil
 		}
@@ -480,8 +538,11 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 }
 
 // tryBind reserves port p in the table, then binds it. A port already in
-// the table is busy without a syscall.
-func (m *Manager) tryBind(ctx context.Context, key Key, p uint16) (*net.UDPConn, error) {
+// the table, or where req delivers to, is busy without a syscall.
+func (m *Manager) tryBind(ctx context.Context, key Key, req Request, p uint16) (*net.UDPConn, error) {
+	if req.DeliverTo.IsValid() && netip.AddrPortFrom(m.cfg.ListenIP, p) == unmapped(req.DeliverTo) {
+		return nil, errPortBusy
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -541,19 +602,26 @@ func (m *Manager) release(h *Holder) {
 	l.removeHolderLocked(h)
 	remaining := len(l.holders)
 	if remaining == 0 && m.cfg.Linger > 0 {
+		l.stopLingerLocked() // an association grace in progress
 		l.state.Store(uint32(StateLingering))
 		l.startLingerLocked()
 	}
+	if remaining > 0 && l.target == nil && m.cfg.Linger > 0 {
+		// Only announced holders are left on a lease that had an
+		// association: its client is between close and bind-again, so
+		// data waits in the buffer, but only for Linger. A live holder's
+		// lease must not stay undeliverable for as long as it lives.
+		// (Linger 0 keeps the old behaviour: dropped, no_holder.)
+		l.startAssocGraceLocked()
+	}
 	// The released holder may have been holding delivery (hold.go): what
 	// waited for it goes to the remaining target now, before anything newer.
-	flushed, flushedBytes := l.flushLocked()
+	flushed := l.flushLocked()
 	deadline := l.lingerDeadline
 	l.mu.Unlock()
 
 	m.obs.LeaseEvent(EventRelease)
-	if flushed > 0 {
-		m.obs.Datagrams(OutcomeFlushed, ReasonNone, flushed, flushedBytes)
-	}
+	flushed.report(m.obs)
 	switch {
 	case remaining > 0:
 		m.log.Debug("lease release", "key", l.key, "port", l.local.Port(), "kind", h.kind, "remaining", remaining)
@@ -568,9 +636,42 @@ func (m *Manager) release(h *Holder) {
 	}
 }
 
+// endAssocGrace is the association grace timer's callback (see
+// startAssocGraceLocked): no association came back within Linger, so the
+// announced holders get delivery, and what waited, in order.
+func (m *Manager) endAssocGrace(l *lease, seq uint64) {
+	m.withTurnOf(l, func(_ *keySlot, current bool) {
+		l.mu.Lock()
+		if !current || l.state.Load() != uint32(StateActive) || l.lingerSeq != seq || l.target != nil {
+			l.mu.Unlock()
+			return
+		}
+		l.timer = nil
+		l.endAssocGraceLocked()
+		f := l.flushLocked()
+		l.mu.Unlock()
+		f.report(m.obs)
+		m.log.Debug("lease: no association came back, delivering to the announced holder", "key", l.key, "port", l.local.Port(), "flushed", f.n)
+	})
+}
+
 // expire is the linger timer's callback. seq identifies the linger period
 // the timer was started for; a reclaim in between makes it stale.
 func (m *Manager) expire(l *lease, seq uint64) {
+	m.withTurnOf(l, func(s *keySlot, current bool) {
+		l.mu.Lock()
+		live := current && l.state.Load() == uint32(StateLingering) && l.lingerSeq == seq
+		l.mu.Unlock()
+		if live {
+			m.closeLease(s, l, EventExpire, ReasonExpiredUnflushed)
+		}
+	})
+}
+
+// withTurnOf runs a timer callback's work for l with its key's turn held,
+// unless the Manager is closing; current says whether l is still the key's
+// lease.
+func (m *Manager) withTurnOf(l *lease, fn func(s *keySlot, current bool)) {
 	if !m.enter() {
 		return
 	}
@@ -583,13 +684,7 @@ func (m *Manager) expire(l *lease, seq uint64) {
 	m.mu.Lock()
 	current := s.lease == l
 	m.mu.Unlock()
-	l.mu.Lock()
-	live := current && l.state.Load() == uint32(StateLingering) && l.lingerSeq == seq
-	l.mu.Unlock()
-	if !live {
-		return
-	}
-	m.closeLease(s, l, EventExpire, ReasonExpiredUnflushed)
+	fn(s, current)
 }
 
 // closeLease closes l's socket, waits for its reader and removes it from the
@@ -597,7 +692,7 @@ func (m *Manager) expire(l *lease, seq uint64) {
 // may be inside a DeliverFunc holding l.mu.
 func (m *Manager) closeLease(s *keySlot, l *lease, ev Event, reason DropReason) {
 	l.state.Store(uint32(StateClosing))
-	l.conn.Close()
+	l.closeSocket()
 	l.mu.Lock()
 	l.stopLingerLocked()
 	n, bytes := l.dropBufferLocked()
@@ -769,4 +864,10 @@ func (m *Manager) shutdown() {
 		}
 	}
 	m.log.Debug("lease manager closed", "leases", closedN, "dropped", dropped)
+}
+
+// unmapped is ap with an IPv4-mapped address unmapped and no zone, the one
+// spelling the table and the set of own addresses use.
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }

@@ -119,7 +119,7 @@ func TestReleaseThenAcquireReclaims(t *testing.T) {
 	srv.send(t, h1.LocalAddr(), seq("d", 4, 6)...)
 	env.rec.waitFor(t, "3 buffered", func() bool { return env.rec.outcome(OutcomeBuffered) == 3 })
 	st := env.m.Stats()
-	require.Equal(t, Stats{Leases: 1, Lingering: 1, BufferedDatagrams: 3, BufferedBytes: 6}, st)
+	require.Equal(t, Stats{Leases: 1, Lingering: 1, BufferedDatagrams: 3, BufferedBytes: 3 * int64(bufferedCost(2))}, st, "bytes are charged, not just payload")
 
 	s2 := newSink()
 	h2, err := env.m.Acquire(ctxT(t), k, Request{Kind: KindAssociation, WantPort: want, Deliver: s2.deliver})
@@ -178,31 +178,134 @@ func TestAcquireBeforeReleaseHandsOver(t *testing.T) {
 	assert.EqualValues(t, 2, env.rec.event(EventRelease), "second Release of h1 is a no-op")
 }
 
-// TestSupersededHolderNeverDelivers: when the newer holder goes first, the
-// handed-over one (whose release is still on its way) must not get data.
-func TestSupersededHolderNeverDelivers(t *testing.T) {
-	env := newEnv(t, testConfig())
-	srv := newPeer(t)
-	k := key(7007)
-	s1, s2, s3 := newSink(), newSink(), newSink()
-	h1, err := env.m.Acquire(ctxT(t), k, assoc(s1))
-	require.NoError(t, err)
-	h1.AllowPeer(loopback)
-	h2, err := env.m.Acquire(ctxT(t), k, assoc(s2))
-	require.NoError(t, err)
-	h2.Release()
-	in, _ := snapshotOf(env.m, k)
-	require.Equal(t, StateActive, in.State, "h1 is still registered")
-	srv.send(t, h1.LocalAddr(), "w1", "w2")
-	env.rec.waitFor(t, "buffered", func() bool { return env.rec.outcome(OutcomeBuffered) == 2 })
-	h1.Release()
-	in, _ = snapshotOf(env.m, k)
-	require.Equal(t, StateLingering, in.State)
-	_, err = env.m.Acquire(ctxT(t), k, assoc(s3))
-	require.NoError(t, err)
-	require.Equal(t, []string{"w1", "w2"}, s3.all())
-	require.Empty(t, s1.all())
-	require.Empty(t, s2.all())
+// TestHandoverReturnsToLiveHolder is issue 10 case 5: a second association
+// for the same key that opens and closes while the first still lives (or
+// fails right after its handover, which releases it just the same) must give
+// delivery back to the first, not strand it with a buffer that can only
+// fill up. Datagrams held for the holder meanwhile (here: by an announced
+// holder's Hold on a lease that never had an association) are flushed to
+// it first, in order.
+func TestHandoverReturnsToLiveHolder(t *testing.T) {
+	const burst = 300 // more than MaxBufferedDatagrams (256)
+	tests := []struct {
+		name string
+		kind Kind
+		// between runs after the second holder's acquire, before its
+		// release; it returns what the first holder must get first.
+		between func(t *testing.T, env *testEnv, srv *peer, h1, h2 *Holder, s2 *sink) []string
+	}{
+		{"second association opens and closes", KindAssociation,
+			func(t *testing.T, _ *testEnv, srv *peer, _, h2 *Holder, s2 *sink) []string {
+				srv.send(t, h2.LocalAddr(), "b1")
+				require.Equal(t, []string{"b1"}, s2.waitN(t, 1))
+				return nil
+			}},
+		{"second association fails after its handover", KindAssociation,
+			func(*testing.T, *testEnv, *peer, *Holder, *Holder, *sink) []string { return nil }},
+		{"newest announced holder leaves while holding", KindAnnounced,
+			func(t *testing.T, env *testEnv, srv *peer, _, h2 *Holder, _ *sink) []string {
+				h2.Hold()
+				srv.send(t, h2.LocalAddr(), "w1", "w2", "w3")
+				env.rec.waitFor(t, "held", func() bool { return env.rec.outcome(OutcomeBuffered) == 3 })
+				return []string{"w1", "w2", "w3"}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newEnv(t, testConfig())
+			srv := newPeer(t)
+			k := key(7007)
+			s1, s2 := newSink(), newSink()
+			h1, err := env.m.Acquire(ctxT(t), k, Request{Kind: tt.kind, Deliver: s1.deliver})
+			require.NoError(t, err)
+			h1.AllowPeer(loopback)
+			srv.send(t, h1.LocalAddr(), "a1")
+			require.Equal(t, []string{"a1"}, s1.waitN(t, 1))
+
+			h2, err := env.m.Acquire(ctxT(t), k, Request{Kind: tt.kind, Deliver: s2.deliver})
+			require.NoError(t, err)
+			require.EqualValues(t, 1, env.rec.event(EventHandover))
+			flushed := tt.between(t, env, srv, h1, h2, s2)
+			got2 := len(s2.all())
+			h2.Release()
+			require.Equal(t, append([]string{"a1"}, flushed...), s1.all(), "held datagrams flushed to the live holder at once, in order")
+
+			in, _ := snapshotOf(env.m, k)
+			require.Equal(t, StateActive, in.State)
+			// In rounds, so that the kernel's socket buffer never overflows.
+			want := append([]string{"a1"}, flushed...)
+			for i := 1; i <= burst; i += 50 {
+				send := seq("c", i, i+49)
+				srv.send(t, h1.LocalAddr(), send...)
+				want = append(want, send...)
+				require.Equal(t, want, s1.waitN(t, len(want)), "the live holder gets everything after, in order")
+			}
+			assert.Len(t, s2.all(), got2, "the released holder gets nothing more")
+			assert.Zero(t, env.m.Stats().BufferedDatagrams)
+			assert.Zero(t, env.rec.dropped(ReasonBufferFull))
+
+			// Its own release then starts the linger as usual.
+			h1.Release()
+			in, _ = snapshotOf(env.m, k)
+			require.Equal(t, StateLingering, in.State)
+		})
+	}
+}
+
+// TestAssociationGraceEnds: when the last association of a lease leaves
+// while an announced holder (an MMS session that joined it) stays, data
+// waits in the buffer for the firewall client's rebind, but only for
+// Linger: a lease with a live holder is never left undeliverable for as
+// long as that holder lives.
+func TestAssociationGraceEnds(t *testing.T) {
+	tests := []struct {
+		name        string
+		rebind      bool
+		wantAnn     []string
+		wantRebound []string
+	}{
+		{"association rebinds within the grace", true, nil, []string{"w1", "w2", "w3"}},
+		{"no association comes back", false, []string{"w1", "w2", "w3"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newEnv(t, testConfig())
+			srv := newPeer(t)
+			k := key(7060)
+			an, as1, as2 := newSink(), newSink(), newSink()
+			m, err := env.m.Acquire(ctxT(t), k, announced(an))
+			require.NoError(t, err)
+			m.AllowPeer(loopback)
+			a1, err := env.m.Acquire(ctxT(t), k, assoc(as1))
+			require.NoError(t, err)
+			srv.send(t, m.LocalAddr(), "x1")
+			require.Equal(t, []string{"x1"}, as1.waitN(t, 1))
+
+			a1.Release()
+			require.Equal(t, 1, env.clock.pending(), "the grace timer runs")
+			srv.send(t, m.LocalAddr(), "w1", "w2")
+			env.rec.waitFor(t, "buffered", func() bool { return env.rec.outcome(OutcomeBuffered) == 2 })
+			if tt.rebind {
+				_, err := env.m.Acquire(ctxT(t), k, assoc(as2))
+				require.NoError(t, err)
+				require.Zero(t, env.clock.pending(), "a returning association ends the grace")
+				env.clock.Advance(testConfig().Linger)
+			} else {
+				env.clock.Advance(testConfig().Linger)
+				require.Zero(t, env.clock.pending())
+			}
+			srv.send(t, m.LocalAddr(), "w3")
+			if tt.rebind {
+				require.Equal(t, tt.wantRebound, as2.waitN(t, 3))
+				assert.Empty(t, an.all())
+			} else {
+				require.Equal(t, tt.wantAnn, an.waitN(t, 3), "the announced holder gets what waited, in order, then the rest")
+			}
+			in, _ := snapshotOf(env.m, k)
+			assert.Equal(t, StateActive, in.State)
+			assert.Zero(t, in.BufferedDatagrams)
+		})
+	}
 }
 
 func TestAcquireWaitsForClose(t *testing.T) {
@@ -439,6 +542,43 @@ func TestCaps(t *testing.T) {
 	})
 }
 
+// TestPortExhaustionEvictsLingering is issue 10 case 7: with every port of
+// a small range held by a lingering lease (closed associations), a new
+// association must evict the oldest of them and take its port, as the
+// per-client and table caps do, instead of failing with no_port for the
+// whole linger.
+func TestPortExhaustionEvictsLingering(t *testing.T) {
+	const n = 11
+	lo := freeRange(t, n)
+	cfg := testConfig()
+	cfg.PortMin, cfg.PortMax = lo, lo+n-1
+	env := newEnv(t, cfg)
+	var hs []*Holder
+	for i := range n {
+		h, err := env.m.Acquire(ctxT(t), key(uint16(100+i)), assoc(newSink()))
+		require.NoError(t, err)
+		hs = append(hs, h)
+	}
+	_, err := env.m.Acquire(ctxT(t), key(200), assoc(newSink()))
+	require.ErrorIs(t, err, ErrNoPort, "no port and nothing lingering: refused")
+	require.EqualValues(t, 1, env.rec.failed(FailNoPort))
+
+	for _, h := range hs {
+		h.Release()
+	}
+	require.Equal(t, n, env.m.Stats().Lingering)
+	for i := range 3 {
+		h, err := env.m.Acquire(ctxT(t), key(uint16(200+i)), assoc(newSink()))
+		require.NoError(t, err, "acquire %d with the range full of lingering leases", n+1+i)
+		require.Equal(t, hs[i].Port(), h.Port(), "takes the port of the oldest lingering lease")
+		_, ok := snapshotOf(env.m, key(uint16(100+i)))
+		require.False(t, ok, "oldest lingering lease evicted")
+	}
+	assert.EqualValues(t, 3, env.rec.event(EventEvict))
+	assert.EqualValues(t, 1, env.rec.failed(FailNoPort), "no further refusal")
+	assert.Equal(t, Stats{Leases: n, Active: 3, Lingering: n - 3}, env.m.Stats())
+}
+
 func TestPorts(t *testing.T) {
 	env := newEnv(t, testConfig())
 	other := Key{Client: netip.MustParseAddr("10.0.0.9"), Port: 7000}
@@ -580,8 +720,12 @@ func TestBufferCaps(t *testing.T) {
 		wantReason DropReason
 	}{
 		{"datagrams", func(c *Config) { c.MaxBufferedDatagrams = 2 }, seq("b", 1, 5), seq("b", 1, 2), ReasonBufferFull},
-		{"bytes", func(c *Config) { c.MaxBufferedBytes = 5 }, []string{"aa", "bbb", "c", "dd"}, []string{"aa", "bbb"}, ReasonBufferFull},
-		{"total bytes", func(c *Config) { c.MaxBufferedBytesTotal = 4 }, []string{"aa", "bb", "c"}, []string{"aa", "bb"}, ReasonTotalBufferFull},
+		{"bytes", func(c *Config) { c.MaxBufferedBytes = bufferedCost(2) + bufferedCost(3) }, []string{"aa", "bbb", "c", "dd"}, []string{"aa", "bbb"}, ReasonBufferFull},
+		{"total bytes", func(c *Config) { c.MaxBufferedBytesTotal = 2 * int64(bufferedCost(2)) }, []string{"aa", "bb", "c"}, []string{"aa", "bb"}, ReasonTotalBufferFull},
+		// Issue 10 #8: zero-byte datagrams cost memory, so they hit the
+		// byte caps too.
+		{"zero-byte datagrams hit the bytes cap", func(c *Config) { c.MaxBufferedBytes = 3 * bufferedCost(0) }, []string{"", "", "", "", ""}, []string{"", "", ""}, ReasonBufferFull},
+		{"zero-byte datagrams hit the total cap", func(c *Config) { c.MaxBufferedBytesTotal = 2 * int64(bufferedCost(0)) }, []string{"", "", ""}, []string{"", ""}, ReasonTotalBufferFull},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,7 +10,7 @@ type Observer interface {
 	// LeaseEvent counts one lease transition.
 	LeaseEvent(e Event)
 	// Datagrams counts n inbound datagrams carrying bytes payload bytes that
-	// met outcome o. reason is ReasonNone unless o is OutcomeDropped.
+	// met outcome o (and, reason own_socket only, outbound ones Send refused). reason is ReasonNone unless o is OutcomeDropped.
 	// The reader sums a burst of datagrams before reporting.
 	Datagrams(o Outcome, reason DropReason, n, bytes int)
 	// AcquireFailed counts one Acquire that returned an error.
@@ -128,6 +128,11 @@ const (
 	ReasonClosed
 	// ReasonTooLarge: larger than MaxDatagramSize.
 	ReasonTooLarge
+	// ReasonOwnSocket: a datagram the proxy would have sent from a lease
+	// socket to one of its own sockets (Deps.Self): an inbound datagram
+	// whose delivery (Holder.WriteTo) was refused, counted instead of
+	// delivered or flushed, or a client's datagram refused by Holder.Send.
+	ReasonOwnSocket
 	numReasons
 )
 
@@ -151,6 +156,8 @@ func (r DropReason) String() string {
 		return "closed"
 	case ReasonTooLarge:
 		return "too_large"
+	case ReasonOwnSocket:
+		return "own_socket"
 	}
 	return "unknown"
 }

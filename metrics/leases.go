@@ -37,7 +37,7 @@ func NewLeases(reg prometheus.Registerer, stats func() leases.Stats) *Leases {
 	}, []string{"event"})
 	datagrams := f.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: sub, Name: "datagrams_total",
-		Help: "Datagrams received on external lease sockets by outcome (delivered, buffered, flushed, dropped) and drop reason.",
+		Help: "Datagrams received on external lease sockets by outcome (delivered, buffered, flushed, dropped) and drop reason; reason own_socket also counts datagrams refused because they were addressed to one of the proxy's own sockets.",
 	}, []string{"outcome", "reason"})
 	bytes := f.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: sub, Name: "payload_bytes_total",
@@ -114,7 +114,7 @@ func newLeaseTable(stats func() leases.Stats) *leaseTable {
 		bufferedDatagrams: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "leases", "buffered_datagrams"),
 			"Datagrams held in linger buffers.", nil, nil),
 		buffered: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "leases", "buffered_bytes"),
-			"Payload bytes held in linger buffers.", nil, nil),
+			"Bytes charged for linger buffers: payload plus a fixed per-datagram overhead, as the buffer byte caps count them.", nil, nil),
 	}
 }
 

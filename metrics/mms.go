@@ -38,7 +38,7 @@ func NewMMS(reg prometheus.Registerer) *MMS {
 	}, []string{"direction", "problem"})
 	funnels := f.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: sub, Name: "funnel_rewrites_total",
-		Help: "UDP funnels by how their external port was leased (association, announced, failed).",
+		Help: "UDP funnels by how their external port was leased (association, announced), counted once rewritten; failed: left unchanged, holding no lease.",
 	}, []string{"mode"})
 	m := &MMS{
 		sessions: f.NewGauge(prometheus.GaugeOpts{

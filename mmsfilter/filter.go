@@ -150,12 +150,27 @@ type Connection struct {
 	streams *Streams
 	obs     sessionObserver
 
-	// mu guards target and closed. The FunnelFunc (client-to-server
-	// goroutine), the TCP-funnel transition (same goroutine) and Close
-	// (after both copiers) take it; deliveries never do.
+	// mu guards target, pending and closed. The FunnelFunc (client-to-server
+	// goroutine), the funnel transitions and problems (same goroutine) and
+	// Close (after both copiers) take it; deliveries never do.
 	mu     sync.Mutex
 	target *announcedTarget
-	closed bool
+	// pending is what the FunnelFunc got for the funnel being rewritten,
+	// until the stream reports the outcome on the same goroutine: the
+	// rewrite (TransitionFunnelUDPRewritten) makes it the target, a failure
+	// (ProblemFunnelRewriteFailed) releases it. So a funnel that is not
+	// rewritten never holds a lease, and is counted failed, not leased.
+	pending *pendingFunnel
+	closed  bool
+}
+
+// pendingFunnel is a lease acquired for a funnel whose rewrite is not yet
+// done; t is nil when the funnel reuses the current target's lease.
+type pendingFunnel struct {
+	t    *announcedTarget
+	mode LeaseMode
+	ext  netip.AddrPort
+	port uint16 // announced
 }
 
 // announcedTarget is one lease the session holds, with where announced-mode
@@ -192,13 +207,16 @@ func (s *Connection) State() State { return s.streams.Session().State() }
 // Close releases the session's lease. Safe to call more than once.
 func (s *Connection) Close() error {
 	s.mu.Lock()
-	t := s.target
-	s.target = nil
+	t, p := s.target, s.pending
+	s.target, s.pending = nil, nil
 	first := !s.closed
 	s.closed = true
 	s.mu.Unlock()
 	if t != nil {
 		t.holder.Load().Release()
+	}
+	if p != nil && p.t != nil {
+		p.t.holder.Load().Release()
 	}
 	if first {
 		s.f.obs.SessionsChanged(-1)
@@ -209,16 +227,24 @@ func (s *Connection) Close() error {
 // onFunnel leases the external port for a UDP funnel. The lease key is the
 // client's identity and the announced port; the announced IP is never used
 // (data goes only to the address the control connection came from). A
-// later funnel for another port moves the session to that port's lease.
-func (s *Connection) onFunnel(ctx context.Context, announced Funnel) (netip.AddrPort, error) {
+// later funnel for another port moves the session to that port's lease,
+// once the rewrite is done (commitFunnel). A funnel that could not be
+// rewritten even with the longest port takes no lease at all.
+func (s *Connection) onFunnel(ctx context.Context, announced Funnel, fits func(netip.AddrPort) bool) (netip.AddrPort, error) {
 	key := leases.Key{Client: s.conn.Client.Addr().Unmap(), User: s.conn.User, Port: announced.Port}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.pending = nil
 	if s.closed {
 		return netip.AddrPort{}, errors.New("session closed")
 	}
 	if t := s.target; t != nil && t.holder.Load().Key() == key {
-		return s.externalLocked(t.holder.Load()), nil
+		ext := s.externalLocked(t.holder.Load())
+		s.pending = &pendingFunnel{ext: ext, port: key.Port}
+		return ext, nil
+	}
+	if longest := netip.AddrPortFrom(s.externalIPLocked(), 65535); !fits(longest) {
+		return netip.AddrPort{}, fmt.Errorf("%w: no room to rewrite the funnel for port %d, no lease taken", ErrRewriteTooLong, key.Port)
 	}
 	t := &announcedTarget{to: netip.AddrPortFrom(key.Client, key.Port)}
 	actx, cancel := context.WithTimeout(ctx, s.f.cfg.AcquireTimeout)
@@ -226,10 +252,14 @@ func (s *Connection) onFunnel(ctx context.Context, announced Funnel) (netip.Addr
 	h, err := s.f.leases.Acquire(actx, key, leases.Request{
 		Kind:     leases.KindAnnounced,
 		WantPort: key.Port,
-		Deliver:  t.deliver,
+		// With the client on the external IP, port preservation would
+		// otherwise give the lease the very port the client announced:
+		// every delivery to the client would reach the lease itself, and
+		// the client could never bind its port (issue 10 #4).
+		DeliverTo: t.to,
+		Deliver:   t.deliver,
 	})
 	if err != nil {
-		s.f.obs.FunnelLeased(LeaseFailed)
 		s.f.log.Warn("mms: no lease for funnel, passed unchanged", "client", s.conn.Client, "server", s.conn.Server, "port", key.Port, "err", err)
 		return netip.AddrPort{}, fmt.Errorf("lease for %v: %w", key, err)
 	}
@@ -237,27 +267,59 @@ func (s *Connection) onFunnel(ctx context.Context, announced Funnel) (netip.Addr
 	// The media server may send from any UDP source port ([MS-MMSP] leaves it
 	// open), so its IP is what is permitted.
 	h.AllowPeer(s.conn.Server.Addr().Unmap())
-	old := s.target
-	s.target = t
-	if old != nil {
-		old.holder.Load().Release()
-	}
 	mode := LeaseAnnounced
 	if h.HasAssociation() {
 		mode = LeaseJoined
 	}
-	s.f.obs.FunnelLeased(mode)
 	ext := s.externalLocked(h)
-	s.f.log.Info("mms funnel", "client", s.conn.Client, "server", s.conn.Server, "announced_port", key.Port, "external", ext, "mode", mode.String())
+	s.pending = &pendingFunnel{t: t, mode: mode, ext: ext, port: key.Port}
 	return ext, nil
 }
 
-func (s *Connection) externalLocked(h *leases.Holder) netip.AddrPort {
-	ip := s.f.cfg.ExternalIP
-	if !ip.IsValid() {
-		ip = s.conn.Local.Addr()
+// commitFunnel: the funnel onFunnel answered was rewritten, so its lease
+// becomes the session's and the previous one is released.
+func (s *Connection) commitFunnel() {
+	s.mu.Lock()
+	p := s.pending
+	s.pending = nil
+	if p == nil || p.t == nil {
+		s.mu.Unlock()
+		return
 	}
-	return netip.AddrPortFrom(ip, h.Port())
+	old := s.target
+	s.target = p.t
+	s.mu.Unlock()
+	if old != nil {
+		old.holder.Load().Release()
+	}
+	s.f.obs.FunnelLeased(p.mode)
+	s.f.log.Info("mms funnel", "client", s.conn.Client, "server", s.conn.Server, "announced_port", p.port, "external", p.ext, "mode", p.mode.String())
+}
+
+// failFunnel: a UDP funnel was not rewritten (no lease, no room, or any
+// other failure): whatever was acquired for it is released, and it counts
+// as failed.
+func (s *Connection) failFunnel() {
+	s.mu.Lock()
+	p := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	if p != nil && p.t != nil {
+		p.t.holder.Load().Release()
+	}
+	s.f.obs.FunnelLeased(LeaseFailed)
+}
+
+func (s *Connection) externalLocked(h *leases.Holder) netip.AddrPort {
+	return netip.AddrPortFrom(s.externalIPLocked(), h.Port())
+}
+
+// externalIPLocked is the address rewritten funnels name.
+func (s *Connection) externalIPLocked() netip.Addr {
+	if ip := s.f.cfg.ExternalIP; ip.IsValid() {
+		return ip
+	}
+	return s.conn.Local.Addr()
 }
 
 // releaseForTCP drops the lease when the connection switches to a TCP
@@ -294,6 +356,8 @@ type sessionObserver struct {
 func (o sessionObserver) Transition(t Transition) {
 	o.FilterObserver.Transition(t)
 	switch t {
+	case TransitionFunnelUDPRewritten:
+		o.s.commitFunnel()
 	case TransitionFunnelTCP:
 		o.s.releaseForTCP()
 	case TransitionStreamChange:
@@ -309,6 +373,13 @@ func (o sessionObserver) Transition(t Transition) {
 		o.s.f.log.Info("mms playlist transition", "client", o.s.conn.Client, "server", o.s.conn.Server)
 	case TransitionPlaylistEnd:
 		o.s.f.log.Info("mms playlist end", "client", o.s.conn.Client, "server", o.s.conn.Server)
+	}
+}
+
+func (o sessionObserver) Problem(d Direction, p Problem, err error) {
+	o.FilterObserver.Problem(d, p, err)
+	if p == ProblemFunnelRewriteFailed && d == DirClientToServer {
+		o.s.failFunnel()
 	}
 }
 

@@ -44,51 +44,129 @@ type filterEnv struct {
 }
 
 // heldCounter counts datagrams the leases buffered or dropped, so that a
-// test can wait until the proxy has dealt with the ones sent into a gap.
+// test can wait until the proxy has dealt with the ones sent into a gap. It
+// also counts every datagram outcome and lease event, for tests that check
+// what the proxy did with each.
 type heldCounter struct {
-	leases.NopObserver
 	n       atomic.Int64
 	changed chan struct{}
+
+	datagrams [8][16]atomic.Int64 // by outcome, reason
+	events    [16]atomic.Int64
 }
 
-func (c *heldCounter) Datagrams(o leases.Outcome, _ leases.DropReason, n, _ int) {
+var _ leases.Observer = (*heldCounter)(nil)
+
+func (c *heldCounter) Datagrams(o leases.Outcome, r leases.DropReason, n, _ int) {
+	c.datagrams[o][r].Add(int64(n))
 	if o == leases.OutcomeBuffered || o == leases.OutcomeDropped {
 		c.n.Add(int64(n))
-		select {
-		case c.changed <- struct{}{}:
-		default:
-		}
+	}
+	c.poke()
+}
+
+func (c *heldCounter) LeaseEvent(e leases.Event) { c.events[e].Add(1); c.poke() }
+
+func (c *heldCounter) AcquireFailed(leases.FailReason) {}
+
+func (c *heldCounter) poke() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
 	}
 }
 
 func (c *heldCounter) waitFor(t *testing.T, n int64) {
 	t.Helper()
+	c.waitUntil(t, func() bool { return c.n.Load() >= n },
+		func() string {
+			return fmt.Sprintf("the proxy held or dropped %d datagrams, want %d: it delivered them to a closed port", c.n.Load(), n)
+		})
+}
+
+// waitUntil waits for cond, re-checked whenever the leases report.
+func (c *heldCounter) waitUntil(t *testing.T, cond func() bool, what func() string) {
+	t.Helper()
 	deadline := time.NewTimer(filterTestTimeout)
 	defer deadline.Stop()
-	for c.n.Load() < n {
+	for !cond() {
 		select {
 		case <-c.changed:
 		case <-deadline.C:
-			t.Fatalf("the proxy held or dropped %d datagrams, want %d: it delivered them to a closed port", c.n.Load(), n)
+			t.Fatal(what())
 		}
 	}
 }
 
+// total is every inbound datagram the leases accounted for, whatever its
+// outcome (flushed ones were counted buffered first).
+func (c *heldCounter) total() int64 {
+	var n int64
+	for o := range c.datagrams {
+		if leases.Outcome(o) == leases.OutcomeFlushed {
+			continue
+		}
+		for r := range c.datagrams[o] {
+			n += c.datagrams[o][r].Load()
+		}
+	}
+	return n
+}
+
+func (c *heldCounter) outcome(o leases.Outcome) int64 {
+	return c.datagrams[o][leases.ReasonNone].Load()
+}
+
+func (c *heldCounter) dropped(r leases.DropReason) int64 {
+	return c.datagrams[leases.OutcomeDropped][r].Load()
+}
+
+// funnelCounter counts the filter's funnels by lease mode.
+type funnelCounter struct {
+	nopFilterObserver
+	modes [NumLeaseModes]atomic.Int64
+}
+
+func (c *funnelCounter) FunnelLeased(m LeaseMode) { c.modes[m].Add(1) }
+
+// envOptions vary newFilterEnvWith's proxy; the zero value is
+// newFilterEnv's but for the linger.
+type envOptions struct {
+	// external is the lease sockets' IP and the filter's ExternalIP;
+	// unset: external (127.0.0.2).
+	external netip.Addr
+	linger   time.Duration
+	// leases adjusts the lease configuration.
+	leases func(*leases.Config)
+	mms    FilterObserver
+}
+
 func newFilterEnv(t *testing.T, linger time.Duration) *filterEnv {
+	return newFilterEnvWith(t, envOptions{linger: linger})
+}
+
+func newFilterEnvWith(t *testing.T, o envOptions) *filterEnv {
 	t.Helper()
+	ext := o.external
+	if !ext.IsValid() {
+		ext = external
+	}
 	lcfg := leases.DefaultConfig()
-	lcfg.ListenIP = external
-	lcfg.Linger = linger
+	lcfg.ListenIP = ext
+	lcfg.Linger = o.linger
+	if o.leases != nil {
+		o.leases(&lcfg)
+	}
 	held := &heldCounter{changed: make(chan struct{}, 1)}
 	lm, err := leases.New(lcfg, leases.Deps{Observer: held})
 	require.NoError(t, err)
 	t.Cleanup(func() { lm.Close() })
 
 	srv := newScriptedServer(t)
-	f, err := New(Config{ExternalIP: external, AcquireTimeout: filterTestTimeout}, Deps{Leases: lm})
+	f, err := New(Config{ExternalIP: ext, AcquireTimeout: filterTestTimeout}, Deps{Leases: lm, Observer: o.mms})
 	require.NoError(t, err)
 	pcfg := proxy.DefaultConfig()
-	pcfg.ExternalIP = external
+	pcfg.ExternalIP = ext
 	// The scripted server is on loopback, the proxy's host.
 	pcfg.Rules.AllowDestinations = []proxy.DestRule{{Network: netip.MustParsePrefix("127.0.0.0/8")}}
 	p, err := proxy.New(pcfg, proxy.Deps{Leases: lm, Filters: map[uint16]proxy.Filter{srv.addr.Port(): proxyFilter{f}}})
@@ -158,20 +236,10 @@ func (s *scriptedServer) sendData(first, last uint32) {
 
 func readCommand(t *testing.T, br *bufio.Reader, mid MID) Message {
 	t.Helper()
-	head := make([]byte, HeaderLen)
-	_, err := io.ReadFull(br, head)
-	require.NoError(t, err)
-	h, _, err := ParseHeader(head)
-	require.NoError(t, err)
-	pkt := append(head, make([]byte, h.Len()-HeaderLen)...)
-	_, err = io.ReadFull(br, pkt[HeaderLen:])
-	require.NoError(t, err)
-	p, _, err := ParsePacket(pkt)
-	require.NoError(t, err)
-	m, _, err := ParseMessage(p.Messages)
-	require.NoError(t, err)
-	require.Equal(t, mid, m.MID, "message %v", m.MID)
-	return m
+	msgs := readPacket(t, br)
+	require.NotEmpty(t, msgs)
+	require.Equal(t, mid, msgs[0].MID, "message %v", msgs[0].MID)
+	return msgs[0]
 }
 
 // player is the scripted client: control over SOCKS CONNECT, data on its

@@ -238,6 +238,21 @@ func checkReplacement(to netip.AddrPort) error {
 	return nil
 }
 
+// rewriteLen is the length appendFunnelRewrite(nil, msg, fn, to) returns,
+// computed without building it.
+func rewriteLen(msg []byte, fn funnelName, to netip.AddrPort) int {
+	ip := to.Addr().Unmap().WithZone("")
+	var buf [64]byte
+	addr := len(ip.AppendTo(buf[:0]))
+	if ip.Is6() && fn.bracketed {
+		addr += 2
+	}
+	port := len(strconv.AppendUint(buf[:0], uint64(to.Port()), 10))
+	name := len(msg) - funnelNameOff
+	n := funnelNameOff + fn.addr.start + 2*addr + (fn.port.start - fn.addr.end) + 2*port + (name - fn.port.end)
+	return (n + chunkSize - 1) / chunkSize * chunkSize
+}
+
 // appendFunnelRewrite appends msg, one whole ConnectFunnel message parsed as
 // fn, to dst with the address and the port of its funnel name replaced by
 // to. The rewrite rules:

@@ -255,7 +255,7 @@ func (r *recorder) filtered(prefix string) []string {
 }
 
 func fixedFunnel(to netip.AddrPort) FunnelFunc {
-	return func(context.Context, Funnel) (netip.AddrPort, error) { return to, nil }
+	return func(context.Context, Funnel, func(netip.AddrPort) bool) (netip.AddrPort, error) { return to, nil }
 }
 
 // chunkReader returns its data in reads of the given sizes, cycling.

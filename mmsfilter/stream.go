@@ -12,13 +12,20 @@ import (
 // funnel. It gets the funnel as announced and returns the address to write
 // into the funnel name instead: in the proxy, its external IP and the
 // external port of the UDP lease it acquired for (client, announced.Port).
+// fits reports whether a rewrite to a given address would still fit the
+// packet (MaxCommandLen); a FunnelFunc that takes a resource for the funnel
+// (a lease) asks it first, with the longest port it could get, and gives
+// up without taking anything when it says no: a funnel that is not
+// rewritten must not hold a lease. fits is valid only during the call.
 // An error, an invalid address or port 0 leaves the message unchanged and
-// is reported as ProblemFunnelRewriteFailed with the error. It runs on the
+// is reported as ProblemFunnelRewriteFailed with the error; a successful
+// rewrite is reported as TransitionFunnelUDPRewritten, so the caller's
+// Observer learns the outcome of every call. It runs on the
 // client-to-server goroutine, which is blocked meanwhile, so it may block
 // (honouring ctx) but should not take long: the client is waiting for the
 // server's answer to this very message. It is called again for every
 // later UDP funnel on the same connection.
-type FunnelFunc func(ctx context.Context, announced Funnel) (netip.AddrPort, error)
+type FunnelFunc func(ctx context.Context, announced Funnel, fits func(netip.AddrPort) bool) (netip.AddrPort, error)
 
 // Streams filters the two directions of one MMS control connection (one
 // CONNECT session). ClientToServer and ServerToClient are meant to run at
@@ -54,7 +61,7 @@ func NewStreams(onFunnel FunnelFunc, obs Observer) *Streams {
 	}
 }
 
-func noRewriter(context.Context, Funnel) (netip.AddrPort, error) {
+func noRewriter(context.Context, Funnel, func(netip.AddrPort) bool) (netip.AddrPort, error) {
 	return netip.AddrPort{}, ErrNoRewriter
 }
 
@@ -311,20 +318,20 @@ func (s *stream) editFunnel(ctx context.Context, dst, msg []byte, room *int) ([]
 		s.session.funnelSeen(fn.Transport, false)
 		return append(dst, msg...), false
 	}
-	to, err := s.onFunnel(ctx, fn.Funnel)
+	fits := func(to netip.AddrPort) bool { return rewriteLen(msg, fn, to)-len(msg) <= *room }
+	to, err := s.onFunnel(ctx, fn.Funnel, fits)
 	if err == nil {
 		err = checkReplacement(to)
+	}
+	if err == nil && !fits(to) {
+		err = fmt.Errorf("%w: funnel for %v", ErrRewriteTooLong, to)
 	}
 	if err == nil {
 		before := len(dst)
 		dst = appendFunnelRewrite(dst, msg, fn, to)
-		if grow := len(dst) - before - len(msg); grow <= *room {
-			*room -= grow
-			s.session.funnelSeen(TransportUDP, true)
-			return dst, true
-		}
-		dst = dst[:before]
-		err = fmt.Errorf("%w: funnel for %v", ErrRewriteTooLong, to)
+		*room -= len(dst) - before - len(msg)
+		s.session.funnelSeen(TransportUDP, true)
+		return dst, true
 	}
 	s.session.funnelSeen(TransportUDP, false)
 	s.obs.Problem(s.dir, ProblemFunnelRewriteFailed, err)

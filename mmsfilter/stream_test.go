@@ -33,7 +33,7 @@ func wantClientOutput(t testing.TB, in []byte, off, n int) []byte {
 func TestStreamWholeSession(t *testing.T) {
 	in, off, n := clientSession(t)
 	var calls []Funnel
-	out, rec, err := run(t, c2s, bytes.NewReader(in), func(_ context.Context, f Funnel) (netip.AddrPort, error) {
+	out, rec, err := run(t, c2s, bytes.NewReader(in), func(_ context.Context, f Funnel, _ func(netip.AddrPort) bool) (netip.AddrPort, error) {
 		calls = append(calls, f)
 		return testReplacement, nil
 	})
@@ -174,7 +174,10 @@ func TestStreamPassThrough(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			called := 0
-			f := func(context.Context, Funnel) (netip.AddrPort, error) { called++; return testReplacement, nil }
+			f := func(context.Context, Funnel, func(netip.AddrPort) bool) (netip.AddrPort, error) {
+				called++
+				return testReplacement, nil
+			}
 			for _, r := range []io.Reader{bytes.NewReader(tc.in), iotest.OneByteReader(bytes.NewReader(tc.in))} {
 				out, rec, err := run(t, tc.dir, r, f)
 				require.NoError(t, err)
@@ -302,7 +305,7 @@ func TestStreamMalformedFunnel(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := funnelSession(t, tc.tail)
 			called := 0
-			out, rec, err := run(t, c2s, bytes.NewReader(in), func(context.Context, Funnel) (netip.AddrPort, error) {
+			out, rec, err := run(t, c2s, bytes.NewReader(in), func(context.Context, Funnel, func(netip.AddrPort) bool) (netip.AddrPort, error) {
 				called++
 				return testReplacement, nil
 			})
@@ -338,7 +341,7 @@ func TestStreamFunnelOutcomes(t *testing.T) {
 	}{
 		{"udp rewritten", funnelSession(t, udp), fixedFunnel(testReplacement), 1,
 			[]string{"funnel_udp_rewritten"}, nil, nil},
-		{"callback error", funnelSession(t, udp), func(context.Context, Funnel) (netip.AddrPort, error) {
+		{"callback error", funnelSession(t, udp), func(context.Context, Funnel, func(netip.AddrPort) bool) (netip.AddrPort, error) {
 			return netip.AddrPort{}, errLease
 		}, 0, nil, []string{"funnel_rewrite_failed"}, errLease},
 		{"port 0", funnelSession(t, udp), fixedFunnel(netip.AddrPortFrom(testReplacement.Addr(), 0)), 0,
@@ -503,7 +506,7 @@ func TestStreamIOErrors(t *testing.T) {
 		type key struct{}
 		ctx := context.WithValue(context.Background(), key{}, "conn-7")
 		var seen any
-		s := NewStreams(func(ctx context.Context, _ Funnel) (netip.AddrPort, error) {
+		s := NewStreams(func(ctx context.Context, _ Funnel, _ func(netip.AddrPort) bool) (netip.AddrPort, error) {
 			seen = ctx.Value(key{})
 			return testReplacement, nil
 		}, nil)
@@ -730,7 +733,9 @@ func FuzzStream(f *testing.F) {
 	}
 	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"), []byte{2})
 	f.Add(slices.Concat(AppendCommand(nil, 0, connectedEXMsg()), dataPacket(f, 1, 2, 3, 40)), []byte{9, 1})
-	refuse := func(context.Context, Funnel) (netip.AddrPort, error) { return netip.AddrPort{}, errors.New("no") }
+	refuse := func(context.Context, Funnel, func(netip.AddrPort) bool) (netip.AddrPort, error) {
+		return netip.AddrPort{}, errors.New("no")
+	}
 	f.Fuzz(func(t *testing.T, in, sizes []byte) {
 		pieces := make([]int, len(sizes))
 		for i, s := range sizes {

@@ -196,7 +196,11 @@ func (a *association) acquire(ctx context.Context) error {
 	h, err := s.leases.Acquire(actx, key, leases.Request{
 		Kind:     leases.KindAssociation,
 		WantPort: key.Port,
-		Deliver:  a.deliver,
+		// The relay delivers to the client's port: a lease bound there
+		// (a client on the external IP announcing a port it has not
+		// bound) would receive its own deliveries for ever.
+		DeliverTo: a.client,
+		Deliver:   a.deliver,
 	})
 	if err != nil {
 		return fmt.Errorf("udp associate: lease %v: %w", key, err)

@@ -139,7 +139,7 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 
 	deps.Observer = metrics.NewSocks(reg)
 	leaseObs := metrics.NewLeases(reg, nil)
-	lm, err := leases.New(s.leases, leases.Deps{Logger: log.With("component", "leases"), Observer: leaseObs})
+	lm, err := leases.New(s.leases, leases.Deps{Logger: log.With("component", "leases"), Observer: leaseObs, Self: self})
 	if err != nil {
 		return err
 	}

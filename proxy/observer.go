@@ -20,6 +20,9 @@ type Observer interface {
 	// Authenticated reports the outcome of one authentication ("no_auth" or
 	// "username_password").
 	Authenticated(method string, ok bool)
+	// LoginRateLimited reports a username/password login refused without a
+	// password check because its source failed too often.
+	LoginRateLimited()
 	// Request reports one answered request: its command, the reply code
 	// sent, how long the handshake took (accept to request read) and how long
 	// the destination took to reach (0 when nothing was dialled).
@@ -52,6 +55,7 @@ func (nopObserver) ConnectionRejected(string)                            {}
 func (nopObserver) SessionsChanged(int)                                  {}
 func (nopObserver) HandshakeFailed(string)                               {}
 func (nopObserver) Authenticated(string, bool)                           {}
+func (nopObserver) LoginRateLimited()                                    {}
 func (nopObserver) Request(string, string, time.Duration, time.Duration) {}
 func (nopObserver) Relayed(string, int)                                  {}
 

@@ -32,6 +32,13 @@ type Config struct {
 	// Users is the users file (name:bcrypt-hash lines); when set,
 	// username/password authentication is required.
 	Users string `yaml:"users"`
+	// AuthFailuresPerMinute, AuthFailureBurst and AuthConcurrency limit
+	// password checking (see proxy.Config): failed logins a source may make
+	// a minute once it has made AuthFailureBurst in a row (0: no limit), and
+	// bcrypt checks at once (0: one per CPU).
+	AuthFailuresPerMinute int `yaml:"auth_failures_per_minute"`
+	AuthFailureBurst      int `yaml:"auth_failure_burst"`
+	AuthConcurrency       int `yaml:"auth_concurrency"`
 	// LogFormat is text or json; LogLevel is debug, info, warn or error.
 	LogFormat string `yaml:"log_format"`
 	LogLevel  string `yaml:"log_level"`
@@ -107,6 +114,10 @@ func DefaultConfig() Config {
 			MaxBufferedBytes:      l.MaxBufferedBytes,
 			MaxBufferedBytesTotal: l.MaxBufferedBytesTotal,
 		},
+		AuthFailuresPerMinute: p.AuthFailuresPerMinute,
+		AuthFailureBurst:      p.AuthFailureBurst,
+		AuthConcurrency:       p.AuthConcurrency,
+
 		Listen:           "127.0.0.1:1080",
 		MetricsListen:    "127.0.0.1:9480",
 		LogFormat:        "text",
@@ -163,6 +174,10 @@ func (c Config) proxyConfig() (proxy.Config, error) {
 		MaxSessions:      c.MaxSessions,
 		UDPIdleTimeout:   c.UDPIdleTimeout,
 		BindTimeout:      c.BindTimeout,
+
+		AuthFailuresPerMinute: c.AuthFailuresPerMinute,
+		AuthFailureBurst:      c.AuthFailureBurst,
+		AuthConcurrency:       c.AuthConcurrency,
 	}
 	var err error
 	if p.ExternalIP, err = netip.ParseAddr(c.ExternalIP); err != nil {

@@ -72,6 +72,20 @@ rules:
 			assert.Equal(t, time.Minute, p.UDPIdleTimeout)
 			assert.Equal(t, 5*time.Second, p.BindTimeout)
 		}},
+		{"login limits from the file", []string{"-config", writeFile(t, "auth_failures_per_minute: 3\nauth_failure_burst: 2\nauth_concurrency: 4\n")}, func(t *testing.T, c Config) {
+			p, err := c.proxyConfig()
+			require.NoError(t, err)
+			assert.Equal(t, 3, p.AuthFailuresPerMinute)
+			assert.Equal(t, 2, p.AuthFailureBurst)
+			assert.Equal(t, 4, p.AuthConcurrency)
+		}},
+		{"login limits from flags", []string{"-auth-failures-per-minute", "0", "-auth-failure-burst", "9", "-auth-concurrency", "1"}, func(t *testing.T, c Config) {
+			p, err := c.proxyConfig()
+			require.NoError(t, err)
+			assert.Equal(t, 0, p.AuthFailuresPerMinute, "0 turns the limit off")
+			assert.Equal(t, 9, p.AuthFailureBurst)
+			assert.Equal(t, 1, p.AuthConcurrency)
+		}},
 		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, c Config) {
 			assert.Empty(t, c.MMSPorts)
 		}},
@@ -119,6 +133,10 @@ func TestParseArgsRejectsBadConfig(t *testing.T) {
 		{"bad udp ports", "", []string{"-udp-ports", "9-1"}, "udp_ports"},
 		{"bad mms port", "", []string{"-mms-ports", "1755,x"}, "mms-ports"},
 		{"negative linger", "lease_linger: -1s\n", nil, "Linger"},
+		{"negative login limit", "auth_failures_per_minute: -1\n", nil, "auth failures per minute -1 must be >= 0"},
+		{"login limit without a burst", "auth_failure_burst: 0\n", nil, "auth failure burst 0 must be > 0"},
+		{"negative auth concurrency", "", []string{"-auth-concurrency", "-2"}, "auth concurrency -2 must be >= 0"},
+		{"bad login limit flag", "", []string{"-auth-failure-burst", "few"}, "auth-failure-burst"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -279,10 +279,23 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 			return nil
 		})
 	}
+	num := func(name, usage string, set func(*Config, int)) {
+		fs.Func(name, usage, func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return err
+			}
+			overrides = append(overrides, func(c *Config) { set(c, n) })
+			return nil
+		})
+	}
 	def := DefaultConfig()
 	str("listen", "SOCKS5 listen `ADDR` (default "+def.Listen+")", func(c *Config, v string) { c.Listen = v })
 	str("metrics-listen", "metrics listen `ADDR`, empty to disable (default "+def.MetricsListen+")", func(c *Config, v string) { c.MetricsListen = v })
 	str("users", "users `PATH` (name:bcrypt-hash lines); requires username/password", func(c *Config, v string) { c.Users = v })
+	num("auth-failures-per-minute", fmt.Sprintf("failed logins a source may make a minute once its burst is spent; then refused unchecked; 0 no limit (default %d)", def.AuthFailuresPerMinute), func(c *Config, n int) { c.AuthFailuresPerMinute = n })
+	num("auth-failure-burst", fmt.Sprintf("failed logins a source may make in a row before -auth-failures-per-minute applies (default %d)", def.AuthFailureBurst), func(c *Config, n int) { c.AuthFailureBurst = n })
+	num("auth-concurrency", "password (bcrypt) checks at once; 0 one per CPU (default 0)", func(c *Config, n int) { c.AuthConcurrency = n })
 	str("log-format", "log format: text or json (default text)", func(c *Config, v string) { c.LogFormat = v })
 	str("log-level", "log level: debug, info, warn, error (default info)", func(c *Config, v string) { c.LogLevel = v })
 	dur("handshake-timeout", "time limit from accept to request answered (default 10s)", func(c *Config, d time.Duration) { c.HandshakeTimeout = d })

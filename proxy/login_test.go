@@ -19,7 +19,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // appendUserPass appends an RFC 1929 request; user and pass must be at
@@ -94,17 +93,6 @@ func (c *countingUsers) Valid(user, password string) bool {
 		c.wrong.Add(1)
 	}
 	return ok
-}
-
-// cheapUsers has alice with password s3cret at bcrypt's lowest cost: the
-// race detector makes the default cost take seconds.
-func cheapUsers(t *testing.T) *Users {
-	t.Helper()
-	h, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
-	require.NoError(t, err)
-	users, err := ParseUsers(strings.NewReader("alice:" + string(h) + "\n"))
-	require.NoError(t, err)
-	return users
 }
 
 // dialLoopbackFrom connects to addr from the loopback address src (any of
@@ -246,7 +234,7 @@ func TestLoginFloodDoesNotStarveOthers(t *testing.T) {
 		maxSlowdown = 4
 	)
 	cfg := testConfig()
-	users := &countingUsers{Users: cheapUsers(t)}
+	users := &countingUsers{Users: testUsers(t)}
 	var logs logLines
 	ts := startServer(t, cfg, Deps{Credentials: users, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 

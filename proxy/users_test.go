@@ -97,3 +97,18 @@ func TestReloadKeepsUsersWhenALineIsBad(t *testing.T) {
 	require.ErrorContains(t, err, "line 1: user \"alice\": bcrypt hash is 59 characters")
 	assert.True(t, users.Valid("alice", "s3cret"), "the users loaded before stay")
 }
+
+// TestUnknownUserCostsAsMuchAsTheDearestUser: the hash an unknown user is
+// checked against has the highest cost of the file, so that timing tells
+// no user name from another.
+func TestUnknownUserCostsAsMuchAsTheDearestUser(t *testing.T) {
+	cheap, err := bcrypt.GenerateFromPassword([]byte("a"), bcrypt.MinCost)
+	require.NoError(t, err)
+	dearer, err := bcrypt.GenerateFromPassword([]byte("b"), bcrypt.MinCost+2)
+	require.NoError(t, err)
+	u, err := LoadUsers(writeUsersFile(t, "alice:"+string(cheap)+"\nbob:"+string(dearer)+"\n"))
+	require.NoError(t, err)
+	cost, err := bcrypt.Cost(u.dummy)
+	require.NoError(t, err)
+	assert.Equal(t, bcrypt.MinCost+2, cost)
+}

@@ -14,11 +14,13 @@ type Observer interface {
 	SessionsChanged(delta int)
 	// HandshakeFailed reports a session that ended before a request could be
 	// answered normally, with a reason such as "timeout", "bad_version",
-	// "no_acceptable_method", "auth_failed", "truncated", "bad_address_type",
-	// "bad_domain".
+	// "no_acceptable_method", "auth_failed", "auth_busy" (no password check
+	// could start before the handshake deadline), "truncated",
+	// "bad_address_type", "bad_domain".
 	HandshakeFailed(reason string)
 	// Authenticated reports the outcome of one authentication ("no_auth" or
-	// "username_password").
+	// "username_password"); a login that got no verdict (cut short, or no
+	// check slot in time) is not reported.
 	Authenticated(method string, ok bool)
 	// LoginRateLimited reports a username/password login refused without a
 	// password check because its source failed too often.

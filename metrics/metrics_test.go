@@ -69,6 +69,20 @@ fwproxy_tcp_relayed_bytes_total{direction="target_to_client"} 32
 	assert.Equal(t, 1, testutil.CollectAndCount(reg, "fwproxy_socks_dial_duration_seconds"))
 }
 
+// TestLoginRefusalsExistAtZero: the series of refused logins are there
+// before the first refusal, so that increase() sees it.
+func TestLoginRefusalsExistAtZero(t *testing.T) {
+	reg := NewRegistry("test")
+	NewSocks(reg)
+	expected := `
+# HELP fwproxy_socks_handshake_failures_total Sessions that ended before their request was answered normally, by reason.
+# TYPE fwproxy_socks_handshake_failures_total counter
+fwproxy_socks_handshake_failures_total{reason="auth_busy"} 0
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected), "fwproxy_socks_handshake_failures_total"))
+	assert.Equal(t, 3, testutil.CollectAndCount(reg, "fwproxy_socks_authentications_total"))
+}
+
 func TestHandlerRoutes(t *testing.T) {
 	reg := NewRegistry("v1.2.3")
 	extra := map[string]http.Handler{"/debug/x": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") })}

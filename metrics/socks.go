@@ -42,6 +42,11 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 	for _, result := range []string{"success", "failure"} {
 		auth.WithLabelValues("username_password", result)
 	}
+	handshakeFailures := f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: sub, Name: "handshake_failures_total",
+		Help: "Sessions that ended before their request was answered normally, by reason.",
+	}, []string{"reason"})
+	handshakeFailures.WithLabelValues("auth_busy")
 	return &Socks{
 		rejected: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "connections_rejected_total",
@@ -51,12 +56,9 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 			Namespace: Namespace, Subsystem: sub, Name: "sessions_active",
 			Help: "Client connections being served.",
 		}),
-		handshakeFailures: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Subsystem: sub, Name: "handshake_failures_total",
-			Help: "Sessions that ended before their request was answered normally, by reason.",
-		}, []string{"reason"}),
-		auth:            auth,
-		authRateLimited: auth.WithLabelValues("username_password", "rate_limited"),
+		handshakeFailures: handshakeFailures,
+		auth:              auth,
+		authRateLimited:   auth.WithLabelValues("username_password", "rate_limited"),
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "requests_total",
 			Help: "Answered SOCKS requests by command and reply code.",

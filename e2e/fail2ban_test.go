@@ -139,3 +139,31 @@ func TestFail2banFilterMatchesFailedLogins(t *testing.T) {
 		})
 	}
 }
+
+// TestFail2banJailLoads checks the example jail and the filter with
+// fail2ban's own configuration test, on a copy of the system's fail2ban
+// configuration with only the fwproxy jail enabled.
+func TestFail2banJailLoads(t *testing.T) {
+	_, err := exec.LookPath("fail2ban-client")
+	require.NoError(t, err, "fail2ban-client is needed (make test installs fail2ban)")
+	conf := filepath.Join(t.TempDir(), "fail2ban")
+	require.NoError(t, os.CopyFS(conf, os.DirFS("/etc/fail2ban")))
+	// Debian's own jail defaults enable sshd; only fwproxy's is under test.
+	require.NoError(t, os.RemoveAll(filepath.Join(conf, "jail.d")))
+	require.NoError(t, os.Mkdir(filepath.Join(conf, "jail.d"), 0o755))
+	for _, f := range []string{"filter.d/fwproxy.conf", "jail.d/fwproxy.conf"} {
+		b, err := os.ReadFile(filepath.Join("../cmd/fwproxy/fail2ban", f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(conf, f), b, 0o644))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "fail2ban-client", "-c", conf, "-t").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "OK: configuration test is successful")
+
+	out, err = exec.CommandContext(ctx, "fail2ban-client", "-c", conf, "-d").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "['add', 'fwproxy', 'systemd']", "the jail is read, with its backend")
+	assert.Contains(t, string(out), "['set', 'fwproxy', 'addjournalmatch', '_SYSTEMD_UNIT=fwproxy.service']", "the jail reads fwproxy's journal")
+}

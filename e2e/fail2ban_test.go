@@ -72,8 +72,9 @@ func cheapUsersFile(t *testing.T, passwords map[string]string) string {
 // TestFail2banFilterMatchesFailedLogins runs the shipped fail2ban filter,
 // through fail2ban's own fail2ban-regex, over what fwproxy logged for real
 // failed logins made with curl, in both log formats and both address
-// families: every failed or refused login must be found, with the client's
-// address, and nothing else; the passwords must appear nowhere.
+// families, as a log file and as journal entries: every failed or refused
+// login must be found, with the client's address, and nothing else; the
+// passwords must appear nowhere.
 func TestFail2banFilterMatchesFailedLogins(t *testing.T) {
 	_, err := exec.LookPath("fail2ban-regex")
 	require.NoError(t, err, "fail2ban-regex is needed (make test installs fail2ban)")
@@ -129,13 +130,18 @@ func TestFail2banFilterMatchesFailedLogins(t *testing.T) {
 			require.Len(t, failed, 3, logs)
 			assert.Equal(t, []any{"alice", evil, "alice"}, []any{failed[0]["user"], failed[1]["user"], failed[2]["user"]})
 
-			path := filepath.Join(t.TempDir(), "fwproxy.log")
-			require.NoError(t, os.WriteFile(path, []byte(logs+"\n"), 0o600))
-			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-			defer cancel()
-			out, err := exec.CommandContext(ctx, "fail2ban-regex", "--out", "ip", path, filter).CombinedOutput()
-			require.NoError(t, err, "%s", out)
-			assert.Equal(t, strings.Repeat(tt.source+"\n", 3), string(out), "the hosts fail2ban found, one line per match")
+			// As a log file, and as fail2ban's systemd backend shows journal
+			// entries: "HOST IDENTIFIER[PID]: MESSAGE".
+			journal := "myhost fwproxy[4242]: " + strings.ReplaceAll(logs, "\n", "\nmyhost fwproxy[4242]: ")
+			for name, content := range map[string]string{"file": logs, "journal": journal} {
+				path := filepath.Join(t.TempDir(), "fwproxy.log")
+				require.NoError(t, os.WriteFile(path, []byte(content+"\n"), 0o600))
+				ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+				out, err := exec.CommandContext(ctx, "fail2ban-regex", "--out", "ip", path, filter).CombinedOutput()
+				cancel()
+				require.NoError(t, err, "%s", out)
+				assert.Equal(t, strings.Repeat(tt.source+"\n", 3), string(out), "%s: the hosts fail2ban found, one line per match", name)
+			}
 		})
 	}
 }

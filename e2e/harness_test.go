@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,8 +86,7 @@ func startProxyDefaults(t *testing.T, args ...string) *proxyProc {
 		for sc.Scan() {
 			line := sc.Text()
 			p.logs.add(line)
-			var rec map[string]any
-			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
+			if rec, ok := parseLogLine(line); ok && rec["msg"] == "listening" {
 				select {
 				case ready <- rec:
 				default:

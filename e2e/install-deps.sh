@@ -16,6 +16,9 @@ need dante-client command -v socksify
 need vlc-bin command -v vlc
 need vlc-plugin-base dpkg -s vlc-plugin-base
 need util-linux command -v setpriv
+# fail2ban-regex checks the shipped fail2ban filter against fwproxy's real
+# log lines (e2e/fail2ban_test.go).
+need fail2ban command -v fail2ban-regex
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -25,3 +28,8 @@ echo "installing test dependencies: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The tests only need fail2ban-regex: the package's own service must not
+# start banning on a test machine.
+if [[ " ${missing[*]} " == *" fail2ban "* ]] && command -v systemctl >/dev/null 2>&1; then
+	$sudo systemctl disable --now fail2ban >/dev/null 2>&1 || true
+fi

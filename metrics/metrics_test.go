@@ -40,6 +40,8 @@ func TestSocksSeries(t *testing.T) {
 	s.SessionsChanged(1)
 	s.SessionsChanged(-1)
 	s.Authenticated("username_password", false)
+	s.LoginRateLimited()
+	s.LoginRateLimited()
 	s.Request("connect", "connection_refused", time.Millisecond, 2*time.Millisecond)
 	s.Relayed("client_to_target", 10)
 	s.Relayed("target_to_client", 32)
@@ -48,9 +50,11 @@ func TestSocksSeries(t *testing.T) {
 # HELP fwproxy_socks_sessions_active Client connections being served.
 # TYPE fwproxy_socks_sessions_active gauge
 fwproxy_socks_sessions_active 1
-# HELP fwproxy_socks_authentications_total Authentications by method and result (success, failure).
+# HELP fwproxy_socks_authentications_total Authentications by method and result (success, failure, rate_limited: refused without a password check).
 # TYPE fwproxy_socks_authentications_total counter
 fwproxy_socks_authentications_total{method="username_password",result="failure"} 1
+fwproxy_socks_authentications_total{method="username_password",result="rate_limited"} 2
+fwproxy_socks_authentications_total{method="username_password",result="success"} 0
 # HELP fwproxy_socks_requests_total Answered SOCKS requests by command and reply code.
 # TYPE fwproxy_socks_requests_total counter
 fwproxy_socks_requests_total{command="connect",reply="connection_refused"} 1
@@ -63,6 +67,20 @@ fwproxy_tcp_relayed_bytes_total{direction="target_to_client"} 32
 		"fwproxy_socks_sessions_active", "fwproxy_socks_authentications_total",
 		"fwproxy_socks_requests_total", "fwproxy_tcp_relayed_bytes_total"))
 	assert.Equal(t, 1, testutil.CollectAndCount(reg, "fwproxy_socks_dial_duration_seconds"))
+}
+
+// TestLoginRefusalsExistAtZero: the series of refused logins are there
+// before the first refusal, so that increase() sees it.
+func TestLoginRefusalsExistAtZero(t *testing.T) {
+	reg := NewRegistry("test")
+	NewSocks(reg)
+	expected := `
+# HELP fwproxy_socks_handshake_failures_total Sessions that ended before their request was answered normally, by reason.
+# TYPE fwproxy_socks_handshake_failures_total counter
+fwproxy_socks_handshake_failures_total{reason="auth_busy"} 0
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected), "fwproxy_socks_handshake_failures_total"))
+	assert.Equal(t, 3, testutil.CollectAndCount(reg, "fwproxy_socks_authentications_total"))
 }
 
 func TestHandlerRoutes(t *testing.T) {

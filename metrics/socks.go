@@ -16,6 +16,7 @@ type Socks struct {
 	sessionsActive    prometheus.Gauge
 	handshakeFailures *prometheus.CounterVec
 	auth              *prometheus.CounterVec
+	authRateLimited   prometheus.Counter
 	requests          *prometheus.CounterVec
 	handshakeSeconds  prometheus.Histogram
 	dialSeconds       prometheus.Histogram
@@ -35,6 +36,20 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 		Namespace: Namespace, Subsystem: "tcp", Name: "relayed_bytes_total",
 		Help: "Bytes relayed on CONNECT sessions, by direction.",
 	}, []string{"direction"})
+	auth := f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: sub, Name: "authentications_total",
+		Help: "Authentications by method and result (success, failure, rate_limited: refused without a password check).",
+	}, []string{"method", "result"})
+	// Username/password outcomes exist from the start, so that increase()
+	// sees the first failure.
+	for _, result := range []string{"success", "failure"} {
+		auth.WithLabelValues("username_password", result)
+	}
+	handshakeFailures := f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: sub, Name: "handshake_failures_total",
+		Help: "Sessions that ended before their request was answered normally, by reason.",
+	}, []string{"reason"})
+	handshakeFailures.WithLabelValues("auth_busy")
 	m := &Socks{
 		rejected: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "connections_rejected_total",
@@ -48,14 +63,9 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 			Namespace: Namespace, Subsystem: sub, Name: "sessions_active",
 			Help: "Client connections being served.",
 		}),
-		handshakeFailures: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Subsystem: sub, Name: "handshake_failures_total",
-			Help: "Sessions that ended before their request was answered normally, by reason.",
-		}, []string{"reason"}),
-		auth: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Subsystem: sub, Name: "authentications_total",
-			Help: "Authentications by method and result (success, failure).",
-		}, []string{"method", "result"}),
+		handshakeFailures: handshakeFailures,
+		auth:              auth,
+		authRateLimited:   auth.WithLabelValues("username_password", "rate_limited"),
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "requests_total",
 			Help: "Answered SOCKS requests by command and reply code.",
@@ -138,6 +148,9 @@ func (m *Socks) Authenticated(method string, ok bool) {
 	}
 	m.auth.WithLabelValues(method, result).Inc()
 }
+
+// LoginRateLimited implements proxy.Observer.
+func (m *Socks) LoginRateLimited() { m.authRateLimited.Inc() }
 
 // Request implements proxy.Observer.
 func (m *Socks) Request(command, reply string, handshake, dial time.Duration) {

@@ -51,6 +51,19 @@ type Config struct {
 	// CONNECT connects from there when it can reach the destination from it,
 	// so that a media server's UDP comes back to the lease sockets.
 	ExternalIP netip.Addr
+	// AuthFailuresPerMinute is how many failed username/password logins a
+	// source (an IPv4 address, an IPv6 /64) may make a minute once its
+	// AuthFailureBurst is spent; a login from a source over the limit is
+	// refused without checking its password, so that a password-guessing
+	// flood cannot starve other logins of CPU. 0 disables the limit.
+	AuthFailuresPerMinute int
+	// AuthFailureBurst is how many failed logins in a row a source may make
+	// before AuthFailuresPerMinute applies. Must be > 0 when the limit is on.
+	AuthFailureBurst int
+	// AuthConcurrency caps the password checks (bcrypt) running at once; a
+	// login waits for a free slot until its handshake deadline. 0 means
+	// one per CPU.
+	AuthConcurrency int
 	// Rules decides which clients, commands and destinations are allowed.
 	Rules Rules
 }
@@ -75,6 +88,9 @@ func DefaultConfig() Config {
 		BindPortMin:          1024,
 		BindPortMax:          65535,
 		Rules:                DefaultRules(),
+
+		AuthFailuresPerMinute: 10,
+		AuthFailureBurst:      5,
 	}
 }
 
@@ -107,6 +123,15 @@ func (c Config) Validate() error {
 	}
 	if c.BindPortMin == 0 || c.BindPortMin > c.BindPortMax {
 		errs = append(errs, fmt.Errorf("bind ports %d-%d: want 1 <= low <= high <= 65535", c.BindPortMin, c.BindPortMax))
+	}
+	if c.AuthFailuresPerMinute < 0 {
+		errs = append(errs, fmt.Errorf("auth failures per minute %d must be >= 0", c.AuthFailuresPerMinute))
+	}
+	if c.AuthFailuresPerMinute > 0 && c.AuthFailureBurst <= 0 {
+		errs = append(errs, fmt.Errorf("auth failure burst %d must be > 0", c.AuthFailureBurst))
+	}
+	if c.AuthConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("auth concurrency %d must be >= 0", c.AuthConcurrency))
 	}
 	if err := c.Rules.Validate(); err != nil {
 		errs = append(errs, err)

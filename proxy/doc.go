@@ -8,9 +8,11 @@
 // has a time limit from Config; Shutdown drains sessions, Close ends them.
 //
 // The package parses requests with github.com/armon/go-socks5 and uses its
-// authenticators, credential-store interface and rule-set interface; it adds
-// what that package lacks: contexts, time limits, session limits, rules by
-// network and port, filters, metrics hooks and graceful shutdown.
+// credential-store and rule-set interfaces; it adds what that package
+// lacks: contexts, time limits, session limits, rules by network and port,
+// filters, metrics hooks and graceful shutdown. It runs RFC 1929 itself, so
+// that password checks are bounded: a fixed number at once, and none for a
+// source that failed too often.
 //
 // Every destination (CONNECT, each address of a requested name, each UDP
 // datagram a client relays, BIND's DST.ADDR and its peer) is judged in one

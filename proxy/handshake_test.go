@@ -11,13 +11,16 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
 )
 
+// testUsers has alice with password s3cret, hashed at bcrypt's lowest
+// cost: under the race detector the default cost takes seconds a check.
 func testUsers(t *testing.T) *Users {
 	t.Helper()
-	line, err := HashPassword("alice", []byte("s3cret"))
+	h, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	require.NoError(t, err)
-	users, err := ParseUsers(strings.NewReader("# test users\n\n" + line + "\n"))
+	users, err := ParseUsers(strings.NewReader("# test users\n\nalice:" + string(h) + "\n"))
 	require.NoError(t, err)
 	return users
 }
@@ -246,9 +249,9 @@ func TestShutdownCutsShortAfterDeadline(t *testing.T) {
 func TestReloadableUsers(t *testing.T) {
 	target := echoTarget(t)
 	first := testUsers(t)
-	line, err := HashPassword("bob", []byte("n3w"))
+	h, err := bcrypt.GenerateFromPassword([]byte("n3w"), bcrypt.MinCost)
 	require.NoError(t, err)
-	second, err := ParseUsers(strings.NewReader(line + "\n"))
+	second, err := ParseUsers(strings.NewReader("bob:" + string(h) + "\n"))
 	require.NoError(t, err)
 	users := NewReloadableUsers(first)
 	ts := startServer(t, testConfig(), Deps{Credentials: users})

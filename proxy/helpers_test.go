@@ -75,6 +75,7 @@ func (r *recorder) Authenticated(method string, ok bool) {
 		r.add("auth/" + method + "/failure")
 	}
 }
+func (r *recorder) LoginRateLimited() { r.add("auth/username_password/rate_limited") }
 func (r *recorder) Request(cmd, reply string, _, _ time.Duration) {
 	r.add("request/" + cmd + "/" + reply)
 }

@@ -14,8 +14,9 @@ type Observer interface {
 	SessionsChanged(delta int)
 	// HandshakeFailed reports a session that ended before a request could be
 	// answered normally, with a reason such as "timeout", "bad_version",
-	// "no_acceptable_method", "auth_failed", "truncated", "bad_address_type",
-	// "bad_domain".
+	// "no_acceptable_method", "auth_failed", "auth_busy" (no password check
+	// could start before the handshake deadline), "truncated",
+	// "bad_address_type", "bad_domain".
 	HandshakeFailed(reason string)
 	// DestinationRefused reports a CONNECT or BIND destination, an address
 	// a requested name resolved to, or a BIND peer, refused with one of
@@ -24,8 +25,12 @@ type Observer interface {
 	// outcome in UDPCounters instead.
 	DestinationRefused(reason string)
 	// Authenticated reports the outcome of one authentication ("no_auth" or
-	// "username_password").
+	// "username_password"); a login that got no verdict (cut short, or no
+	// check slot in time) is not reported.
 	Authenticated(method string, ok bool)
+	// LoginRateLimited reports a username/password login refused without a
+	// password check because its source failed too often.
+	LoginRateLimited()
 	// Request reports one answered request: its command, the reply code
 	// sent, how long the handshake took (accept to request read) and how long
 	// the destination took to reach (0 when nothing was dialled).
@@ -59,6 +64,7 @@ func (nopObserver) SessionsChanged(int)                                  {}
 func (nopObserver) HandshakeFailed(string)                               {}
 func (nopObserver) DestinationRefused(string)                            {}
 func (nopObserver) Authenticated(string, bool)                           {}
+func (nopObserver) LoginRateLimited()                                    {}
 func (nopObserver) Request(string, string, time.Duration, time.Duration) {}
 func (nopObserver) Relayed(string, int)                                  {}
 

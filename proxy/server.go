@@ -80,6 +80,11 @@ type Server struct {
 	// datagramBufs lends UDP ASSOCIATE's client readers their buffers.
 	datagramBufs *sync.Pool
 
+	// logins runs username/password authentication (nil without
+	// credentials; its entry in methods is nil, as it needs the session's
+	// source and deadline).
+	logins *logins
+
 	// baseCtx is the parent of every session's context; cancelled by Close.
 	baseCtx context.Context
 	cancel  context.CancelFunc
@@ -154,7 +159,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.dial = s.dialFromExternal
 	}
 	if deps.Credentials != nil {
-		s.methods = map[uint8]socks5.Authenticator{methodUserPass: socks5.UserPassAuthenticator{Credentials: deps.Credentials}}
+		s.methods = map[uint8]socks5.Authenticator{methodUserPass: nil}
+		s.logins = newLogins(cfg, deps.Credentials, s.log, s.obs)
 	} else {
 		s.methods = map[uint8]socks5.Authenticator{methodNoAuth: socks5.NoAuthAuthenticator{}}
 	}

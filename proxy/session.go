@@ -26,6 +26,10 @@ type session struct {
 	client netip.AddrPort
 	start  time.Time
 	br     *bufio.Reader
+	// ctx is the session's context; abort cancels it, so that whatever the
+	// session waits for (a password check slot, a dial) gives up with it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// mu guards handshaking, aborted and peers.
 	mu          sync.Mutex
@@ -46,12 +50,14 @@ type session struct {
 }
 
 func newSession(s *Server, conn net.Conn, client netip.AddrPort) *session {
-	return &session{
+	ss := &session{
 		srv: s, conn: conn, client: client, start: time.Now(),
 		br:          bufio.NewReaderSize(conn, handshakeBufferSize),
 		handshaking: true,
 		reply:       replyNone,
 	}
+	ss.ctx, ss.cancel = context.WithCancel(s.baseCtx)
+	return ss
 }
 
 // run serves the session and releases everything it holds.
@@ -59,9 +65,7 @@ func (ss *session) run() {
 	s := ss.srv
 	defer s.sessionsWG.Done()
 	s.obs.SessionsChanged(1)
-	ctx, cancel := context.WithCancel(s.baseCtx)
-	err := ss.serve(ctx)
-	cancel()
+	err := ss.serve(ss.ctx)
 	ss.abort()
 	s.untrackSession(ss)
 	s.obs.SessionsChanged(-1)
@@ -72,7 +76,7 @@ func (ss *session) run() {
 func (ss *session) serve(ctx context.Context) error {
 	s := ss.srv
 	ss.conn.SetDeadline(ss.start.Add(s.cfg().HandshakeTimeout))
-	req, err := ss.handshake()
+	req, err := ss.handshake(ctx)
 	if err != nil {
 		return err
 	}
@@ -99,17 +103,16 @@ func (ss *session) serve(ctx context.Context) error {
 }
 
 // handshake negotiates the method, authenticates and reads the request.
-func (ss *session) handshake() (*socks5.Request, error) {
+func (ss *session) handshake(ctx context.Context) (*socks5.Request, error) {
 	s := ss.srv
 	method, err := ss.negotiate()
 	if err != nil {
 		s.obs.HandshakeFailed(handshakeReason(err, "no_acceptable_method"))
 		return nil, err
 	}
-	auth, err := s.methods[method].Authenticate(ss.br, ss.conn)
-	s.obs.Authenticated(methodName(method), err == nil)
+	auth, err := ss.authenticate(ctx, method)
 	if err != nil {
-		s.obs.HandshakeFailed(handshakeReason(err, "auth_failed"))
+		s.obs.HandshakeFailed(authFailureReason(err))
 		return nil, fmt.Errorf("%w: %w", ErrAuthFailed, err)
 	}
 	ss.user = auth.Payload["Username"]
@@ -229,6 +232,7 @@ func (ss *session) abort() {
 		return
 	}
 	ss.aborted = true
+	ss.cancel()
 	ss.conn.Close()
 	for _, c := range ss.peers {
 		c.Close()

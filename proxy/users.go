@@ -49,6 +49,9 @@ func LoadUsers(path string) (*Users, error) {
 // ParseUsers parses the users file format of LoadUsers.
 func ParseUsers(r io.Reader) (*Users, error) {
 	u := &Users{hashes: make(map[string][]byte)}
+	// The dummy hash costs what the dearest user's does, so that no user
+	// name answers faster than another.
+	cost := bcrypt.MinCost
 	sc := bufio.NewScanner(r)
 	for line := 1; sc.Scan(); line++ {
 		text := strings.TrimSpace(sc.Text())
@@ -64,10 +67,12 @@ func ParseUsers(r io.Reader) (*Users, error) {
 		case u.hashes[name] != nil:
 			return nil, fmt.Errorf("line %d: user %q listed twice", line, name)
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-			return nil, fmt.Errorf("line %d: user %q: password is not a bcrypt hash: %w", line, name, err)
+		if err := checkBcryptHash(hash); err != nil {
+			return nil, fmt.Errorf("line %d: user %q: %w", line, name, err)
 		}
 		u.hashes[name] = []byte(hash)
+		c, _ := bcrypt.Cost([]byte(hash)) // checked above
+		cost = max(cost, c)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
@@ -79,12 +84,56 @@ func ParseUsers(r io.Reader) (*Users, error) {
 	if _, err := rand.Read(secret); err != nil {
 		return nil, err
 	}
-	dummy, err := bcrypt.GenerateFromPassword(secret, bcrypt.DefaultCost)
+	dummy, err := bcrypt.GenerateFromPassword(secret, cost)
 	if err != nil {
 		return nil, err
 	}
 	u.dummy = dummy
 	return u, nil
+}
+
+// The modular crypt format of a bcrypt hash, "$2b$10$" then 22 characters
+// of salt and 31 of hash in bcrypt's own base64 alphabet.
+const (
+	bcryptHashLen     = 60
+	bcryptPrefixLen   = 7
+	bcryptAlphabet    = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	bcryptVersionHelp = "$2a$, $2b$ or $2y$"
+)
+
+// checkBcryptHash reports why hash cannot be a bcrypt hash that some
+// password matches. The bcrypt package itself accepts a hash cut short by
+// one character, or with a wrong last character, and then matches no
+// password: loading such a file would lock the user out, so it is refused
+// here, with what is wrong.
+func checkBcryptHash(hash string) error {
+	if !strings.HasPrefix(hash, "$2") {
+		return fmt.Errorf("password is not a bcrypt hash (want %s...; make one with fwproxy -hash-password)", bcryptVersionHelp)
+	}
+	if len(hash) < 4 || hash[3] != '$' || !strings.ContainsRune("aby", rune(hash[2])) {
+		return fmt.Errorf("bcrypt hash version %.4q is not %s", hash, bcryptVersionHelp)
+	}
+	if len(hash) != bcryptHashLen {
+		return fmt.Errorf("bcrypt hash is %d characters, want %d (cut short or run into the next line?)", len(hash), bcryptHashLen)
+	}
+	if hash[6] != '$' {
+		return fmt.Errorf("bcrypt hash cost %q is not two digits", hash[4:6])
+	}
+	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		return fmt.Errorf("bcrypt hash cost %q: want %d to %d", hash[4:6], bcrypt.MinCost, bcrypt.MaxCost)
+	}
+	for i := bcryptPrefixLen; i < len(hash); i++ {
+		if strings.IndexByte(bcryptAlphabet, hash[i]) < 0 {
+			return fmt.Errorf("bcrypt hash has %q at character %d, outside bcrypt's base64 alphabet", hash[i], i+1)
+		}
+	}
+	// 23 bytes of hash take 31 characters, the last of which carries 2
+	// bits that are always 0; the bcrypt package compares the characters,
+	// so with any other last character no password matches.
+	if strings.IndexByte(bcryptAlphabet, hash[len(hash)-1])%4 != 0 {
+		return fmt.Errorf("bcrypt hash ends in %q, which no bcrypt hash does", hash[len(hash)-1])
+	}
+	return nil
 }
 
 // Valid reports whether password is user's password.

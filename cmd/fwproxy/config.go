@@ -42,6 +42,13 @@ type Config struct {
 	// username/password authentication is required. SIGHUP rereads it;
 	// turning authentication on or off needs a restart.
 	Users string `yaml:"users"`
+	// AuthFailuresPerMinute, AuthFailureBurst and AuthConcurrency limit
+	// password checking (see proxy.Config): failed logins a source may make
+	// a minute once it has made AuthFailureBurst in a row (0: no limit), and
+	// bcrypt checks at once (0: one per CPU).
+	AuthFailuresPerMinute int `yaml:"auth_failures_per_minute" reload:"restart"`
+	AuthFailureBurst      int `yaml:"auth_failure_burst" reload:"restart"`
+	AuthConcurrency       int `yaml:"auth_concurrency" reload:"restart"`
 	// LogFormat is text or json; LogLevel is debug, info, warn or error.
 	LogFormat string `yaml:"log_format" reload:"restart"`
 	LogLevel  string `yaml:"log_level"`
@@ -123,6 +130,10 @@ func DefaultConfig() Config {
 			MaxBufferedBytes:      l.MaxBufferedBytes,
 			MaxBufferedBytesTotal: l.MaxBufferedBytesTotal,
 		},
+		AuthFailuresPerMinute: p.AuthFailuresPerMinute,
+		AuthFailureBurst:      p.AuthFailureBurst,
+		AuthConcurrency:       p.AuthConcurrency,
+
 		Listen:               "127.0.0.1:1080",
 		MetricsListen:        "127.0.0.1:9480",
 		LogFormat:            "text",
@@ -223,6 +234,12 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 	positive(ck, "max_sessions", c.MaxSessions)
 	notNegative(ck, "max_sessions_per_client", c.MaxSessionsPerClient, "means no cap")
 	p.MaxSessionsPerClient = c.MaxSessionsPerClient
+	notNegative(ck, "auth_failures_per_minute", c.AuthFailuresPerMinute, "means no limit")
+	if c.AuthFailuresPerMinute > 0 && c.AuthFailureBurst <= 0 {
+		ck.bad("auth_failure_burst", "%d must be more than 0 while auth_failures_per_minute is on", c.AuthFailureBurst)
+	}
+	notNegative(ck, "auth_concurrency", c.AuthConcurrency, "means one per CPU")
+	p.AuthFailuresPerMinute, p.AuthFailureBurst, p.AuthConcurrency = c.AuthFailuresPerMinute, c.AuthFailureBurst, c.AuthConcurrency
 	if lo, hi, msg := parsePortRange(c.BindPorts); msg != "" {
 		ck.bad("bind_ports", "%s", msg)
 	} else {

@@ -114,6 +114,16 @@ rules:
 			assert.Zero(t, p.MaxSessionsPerClient)
 			assert.Equal(t, uint16(1), p.BindPortMin)
 		}},
+		{"login limits from the file", []string{"-config", writeFile(t, "auth_failures_per_minute: 3\nauth_failure_burst: 2\nauth_concurrency: 4\n")}, func(t *testing.T, s settings) {
+			assert.Equal(t, 3, s.proxy.AuthFailuresPerMinute)
+			assert.Equal(t, 2, s.proxy.AuthFailureBurst)
+			assert.Equal(t, 4, s.proxy.AuthConcurrency)
+		}},
+		{"login limits from flags", []string{"-auth-failures-per-minute", "0", "-auth-failure-burst", "9", "-auth-concurrency", "1"}, func(t *testing.T, s settings) {
+			assert.Equal(t, 0, s.proxy.AuthFailuresPerMinute, "0 turns the limit off")
+			assert.Equal(t, 9, s.proxy.AuthFailureBurst)
+			assert.Equal(t, 1, s.proxy.AuthConcurrency)
+		}},
 		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, s settings) {
 			assert.Empty(t, s.cfg.MMSPorts)
 		}},
@@ -220,6 +230,12 @@ func TestConfigErrors(t *testing.T) {
 			[]string{`config.yaml:1: max_sessions_per_client: -1 must not be negative (0 means no cap)`}},
 		{"bind ports from 0", "", []string{"-bind-ports", "0-80"},
 			[]string{`-bind-ports: 0 is not a port (1-65535)`}},
+		{"negative login limit", "auth_failures_per_minute: -1\n", nil,
+			[]string{`config.yaml:1: auth_failures_per_minute: -1 must not be negative (0 means no limit)`}},
+		{"login limit without a burst", "auth_failure_burst: 0\n", nil,
+			[]string{`config.yaml:1: auth_failure_burst: 0 must be more than 0 while auth_failures_per_minute is on`}},
+		{"negative auth concurrency", "", []string{"-auth-concurrency", "-2"},
+			[]string{`-auth-concurrency: -2 must not be negative (0 means one per CPU)`}},
 		{"udp port out of range", "udp_ports: 70000\n", nil,
 			[]string{`config.yaml:1: udp_ports: 70000 is not a port (1-65535)`}},
 		{"wildcard external ip", "external_ip: 0.0.0.0\n", nil,

@@ -72,7 +72,7 @@ fwproxy_tcp_relayed_bytes_total{direction="target_to_client"} 32
 // TestLoginRefusalsExistAtZero: the series of refused logins are there
 // before the first refusal, so that increase() sees it.
 func TestLoginRefusalsExistAtZero(t *testing.T) {
-	reg := NewRegistry("test")
+	reg := NewRegistry(BuildInfo{Version: "test"})
 	NewSocks(reg)
 	expected := `
 # HELP fwproxy_socks_handshake_failures_total Sessions that ended before their request was answered normally, by reason.

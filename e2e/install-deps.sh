@@ -16,6 +16,8 @@ need dante-client command -v socksify
 need vlc-bin command -v vlc
 need vlc-plugin-base dpkg -s vlc-plugin-base
 need util-linux command -v setpriv
+# promtool checks the metrics exposition and the alerting rules (metrics/).
+need prometheus command -v promtool
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -5,9 +5,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"fwproxy/proxy"
 )
 
 // Socks holds the SOCKS server's series; it implements proxy.Observer.
+// Every failure series exists from construction, at 0.
 type Socks struct {
 	rejected          *prometheus.CounterVec
 	sessionsActive    prometheus.Gauge
@@ -24,15 +27,17 @@ type Socks struct {
 	udpBytes          *prometheus.CounterVec
 }
 
+var _ proxy.Observer = (*Socks)(nil)
+
 // NewSocks creates the SOCKS series on reg.
 func NewSocks(reg prometheus.Registerer) *Socks {
 	f := promauto.With(reg)
 	const sub = "socks"
 	relayed := f.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "tcp", Name: "relayed_bytes_total",
-		Help: "Bytes relayed on CONNECT sessions, by direction.",
+		Help: "Bytes relayed on CONNECT and BIND sessions, by direction.",
 	}, []string{"direction"})
-	return &Socks{
+	m := &Socks{
 		rejected: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "connections_rejected_total",
 			Help: "Client connections closed before the handshake, by reason (client_not_allowed, session_limit).",
@@ -81,6 +86,30 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 			Namespace: Namespace, Subsystem: "udp", Name: "payload_bytes_total",
 			Help: "Payload bytes of the datagrams in fwproxy_udp_datagrams_total.",
 		}, []string{"direction", "outcome"}),
+	}
+	m.initSeries()
+	return m
+}
+
+// initSeries creates every failure series at 0, so that increase() sees
+// the first event too (a series that appears at 1 has no earlier sample).
+// The datagram series need nothing here: the server asks for every pair
+// through UDPCounters when it is built.
+func (m *Socks) initSeries() {
+	for _, r := range proxy.RejectReasons() {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, r := range proxy.HandshakeFailureReasons() {
+		m.handshakeFailures.WithLabelValues(r)
+	}
+	for _, method := range proxy.AuthMethods() {
+		m.auth.WithLabelValues(method, "success")
+		m.auth.WithLabelValues(method, "failure")
+	}
+	for _, c := range proxy.Commands() {
+		for _, r := range proxy.Replies() {
+			m.requests.WithLabelValues(c, r)
+		}
 	}
 }
 

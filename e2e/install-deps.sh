@@ -27,3 +27,8 @@ echo "installing test dependencies: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Only promtool is wanted from the prometheus package: its server must not
+# run on the test machine.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+	$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi

@@ -27,8 +27,11 @@ const maxConfigSize = 1 << 20
 type Config struct {
 	// Listen is the SOCKS5 listen address.
 	Listen string `yaml:"listen"`
-	// MetricsListen serves /metrics and /healthz; "" disables it.
+	// MetricsListen serves /metrics, /healthz and /readyz; "" disables it.
 	MetricsListen string `yaml:"metrics_listen"`
+	// MetricsUsers, when set, is a users file (the format of Users) whose
+	// users alone may read /metrics and /debug/leases (HTTP basic auth).
+	MetricsUsers string `yaml:"metrics_users"`
 	// Users is the users file (name:bcrypt-hash lines); when set,
 	// username/password authentication is required.
 	Users string `yaml:"users"`

@@ -100,6 +100,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer lm.Close()
 	reg.MustRegister(metrics.LeaseTable(lm.Stats))
+	metrics.NewLimits(reg, metrics.Limits{
+		MaxSessions: pcfg.MaxSessions, MaxLeases: lcfg.MaxLeases, MaxLeasesPerClient: lcfg.MaxLeasesPerClient,
+		MaxBufferedDatagrams: lcfg.MaxBufferedDatagrams, MaxBufferedBytes: lcfg.MaxBufferedBytes,
+		MaxBufferedBytesTotal: lcfg.MaxBufferedBytesTotal, PortRangeSize: int(lcfg.PortMax) - int(lcfg.PortMin) + 1,
+	})
 	deps.Leases = lm
 	if len(cfg.MMSPorts) > 0 {
 		mcfg := mmsfilter.DefaultConfig()
@@ -124,6 +129,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("listen socks: %w", err)
 	}
 	var metricsSrv *http.Server
+	health := &metrics.Health{}
 	metricsDone := make(chan struct{}) // closed when the metrics server's Serve returned
 	metricsAddr := "disabled"
 	if cfg.MetricsListen != "" {
@@ -133,11 +139,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("listen metrics: %w", err)
 		}
 		metricsAddr = mln.Addr().String()
-		metricsSrv = &http.Server{
-			Handler:           metrics.Handler(reg, log, map[string]http.Handler{"/debug/leases": metrics.LeasesHandler(lm.Snapshot)}),
-			ReadHeaderTimeout: 5 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		opts := metrics.HandlerOptions{Log: log, Health: health,
+			Extra: map[string]http.Handler{"/debug/leases": metrics.LeasesHandler(lm.Snapshot)}}
+		if cfg.MetricsUsers != "" {
+			users, err := proxy.LoadUsers(cfg.MetricsUsers)
+			if err != nil {
+				ln.Close()
+				mln.Close()
+				return fmt.Errorf("metrics_users: %w", err)
+			}
+			opts.Users = users
 		}
+		metricsSrv = metrics.NewServer(metrics.Handler(reg, opts), metrics.DefaultServerConfig(), log)
 		go func() {
 			defer close(metricsDone)
 			metricsSrv.Serve(mln)
@@ -148,6 +161,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	health.SetReady()
 	log.Info("listening", "socks", ln.Addr().String(), "metrics", metricsAddr,
 		"auth", authName(deps.Credentials), "max_sessions", pcfg.MaxSessions,
 		"external_ip", lcfg.ListenIP.String(), "udp_ports", cfg.UDPPorts, "lease_linger", lcfg.Linger,
@@ -167,9 +181,11 @@ wait:
 	for {
 		select {
 		case <-ctx.Done():
+			health.SetDraining()
 			log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
 			break wait
 		case runErr = <-serveErr:
+			health.SetDraining()
 			break wait
 		case <-hup:
 			reloadUsers(log, cfg.Users, reloadable)
@@ -282,6 +298,7 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 	def := DefaultConfig()
 	str("listen", "SOCKS5 listen `ADDR` (default "+def.Listen+")", func(c *Config, v string) { c.Listen = v })
 	str("metrics-listen", "metrics listen `ADDR`, empty to disable (default "+def.MetricsListen+")", func(c *Config, v string) { c.MetricsListen = v })
+	str("metrics-users", "users `PATH` whose users alone may read /metrics and /debug/leases (HTTP basic auth; same format as -users)", func(c *Config, v string) { c.MetricsUsers = v })
 	str("users", "users `PATH` (name:bcrypt-hash lines); requires username/password", func(c *Config, v string) { c.Users = v })
 	str("log-format", "log format: text or json (default text)", func(c *Config, v string) { c.LogFormat = v })
 	str("log-level", "log level: debug, info, warn, error (default info)", func(c *Config, v string) { c.LogLevel = v })

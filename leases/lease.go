@@ -291,7 +291,7 @@ func (l *lease) supersedeLocked(k Kind) {
 
 func (l *lease) addHolderLocked(req Request) *Holder {
 	l.nextGen++
-	h := &Holder{l: l, kind: req.Kind, gen: l.nextGen, deliver: req.Deliver}
+	h := &Holder{l: l, kind: req.Kind, gen: l.nextGen, deliver: req.Deliver, session: req.Session}
 	l.holders = append(l.holders, h)
 	if req.Kind == KindAssociation {
 		l.everAssoc = true
@@ -469,6 +469,7 @@ type Holder struct {
 	kind     Kind
 	gen      uint64
 	deliver  DeliverFunc
+	session  uint64 // Request.Session, for log lines
 	released atomic.Bool
 	// superseded is set (under the lease's mu) when a newer holder of the
 	// same kind took the lease over.

@@ -89,7 +89,7 @@ func (ss *session) listenBind(want uint16) (*net.TCPListener, error) {
 		if err == nil {
 			return ln, nil
 		}
-		ss.srv.log.Debug("bind: wanted port taken, using another", "port", want, "err", err)
+		ss.log.Debug("bind: wanted port taken, using another", "port", want, "err", err)
 	}
 	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 	if err != nil {
@@ -121,7 +121,7 @@ func (ss *session) acceptBind(ln *net.TCPListener, peerIP netip.Addr) (net.Conn,
 		from := addrPortOf(c.RemoteAddr())
 		if peerIP.IsValid() && from.Addr() != peerIP {
 			ss.srv.obs.HandshakeFailed("bind_foreign_peer")
-			ss.srv.log.Warn("bind: connection from unexpected peer closed", "client", ss.client, "peer", from, "want", peerIP)
+			ss.log.Warn("bind: connection from unexpected peer closed", "client", ss.client, "peer", from, "want", peerIP)
 			c.Close()
 			continue
 		}

@@ -146,3 +146,36 @@ func TestFreshScrapeHasFailureSeries(t *testing.T) {
 		assert.Contains(t, m, line+"\n")
 	}
 }
+
+// TestMetricsBasicAuth: with -metrics-users, /metrics and /debug/leases
+// need the users' credentials; the health endpoints stay open for probes.
+func TestMetricsBasicAuth(t *testing.T) {
+	p := startProxy(t, "-metrics-users", usersFile(t, "prom", "scrape-pw"))
+	tests := []struct {
+		path, user, password string
+		status               int
+	}{
+		{"/metrics", "", "", http.StatusUnauthorized},
+		{"/metrics", "prom", "wrong", http.StatusUnauthorized},
+		{"/metrics", "prom", "scrape-pw", http.StatusOK},
+		{"/debug/leases", "", "", http.StatusUnauthorized},
+		{"/debug/leases", "prom", "scrape-pw", http.StatusOK},
+		{"/healthz", "", "", http.StatusOK},
+		{"/readyz", "", "", http.StatusOK},
+	}
+	client := &http.Client{Timeout: testTimeout}
+	for _, tt := range tests {
+		t.Run(tt.path+" "+tt.user+":"+tt.password, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, "http://"+p.metrics+tt.path, nil)
+			require.NoError(t, err)
+			if tt.user != "" {
+				req.SetBasicAuth(tt.user, tt.password)
+			}
+			resp, err := client.Do(req)
+			require.NoError(t, err)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, tt.status, resp.StatusCode)
+		})
+	}
+}

@@ -75,6 +75,12 @@ rules:
 		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, c Config) {
 			assert.Empty(t, c.MMSPorts)
 		}},
+		{"metrics users", []string{"-metrics-users", "/etc/fwproxy/metrics-users"}, func(t *testing.T, c Config) {
+			assert.Equal(t, "/etc/fwproxy/metrics-users", c.MetricsUsers)
+		}},
+		{"metrics users from the file", []string{"-config", writeFile(t, "metrics_users: /m\n")}, func(t *testing.T, c Config) {
+			assert.Equal(t, "/m", c.MetricsUsers)
+		}},
 		{"every flag", []string{"-metrics-listen", "", "-users", "/u", "-log-format", "json", "-log-level", "debug",
 			"-handshake-timeout", "1s", "-dial-timeout", "2s", "-drain-timeout", "3s", "-max-sessions", "7"}, func(t *testing.T, c Config) {
 			assert.Equal(t, "", c.MetricsListen)

@@ -55,11 +55,20 @@ func closeAtEOF(c net.Conn) {
 // authentication, and returns it established.
 func socksConnect(t *testing.T, proxyAddr string, dst netip.AddrPort) net.Conn {
 	t.Helper()
+	c, _ := socksRequest(t, proxyAddr, 1, dst)
+	return c
+}
+
+// socksRequest sends one SOCKS5 request (command cmd, IPv4 address dst)
+// without authentication, requires reply 0x00, and returns the connection
+// and BND.ADDR:BND.PORT. The connection is closed at cleanup.
+func socksRequest(t *testing.T, proxyAddr string, cmd byte, dst netip.AddrPort) (net.Conn, netip.AddrPort) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", proxyAddr, testTimeout)
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
-	req := []byte{5, 1, 0, 5, 1, 0, 1}
+	req := []byte{5, 1, 0, 5, cmd, 0, 1}
 	ip := dst.Addr().As4()
 	req = append(req, ip[:]...)
 	req = binary.BigEndian.AppendUint16(req, dst.Port())
@@ -69,9 +78,9 @@ func socksConnect(t *testing.T, proxyAddr string, dst netip.AddrPort) net.Conn {
 	_, err = io.ReadFull(c, resp[:])
 	require.NoError(t, err)
 	require.Equal(t, []byte{5, 0}, resp[:2], "method reply")
-	require.Equal(t, byte(0), resp[3], "CONNECT reply code")
+	require.Equal(t, byte(0), resp[3], "reply code of command %d", cmd)
 	require.NoError(t, c.SetDeadline(time.Time{}))
-	return c
+	return c, netip.AddrPortFrom(netip.AddrFrom4([4]byte(resp[6:10])), binary.BigEndian.Uint16(resp[10:12]))
 }
 
 // probe GETs a health path and returns its status and body.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -33,24 +32,7 @@ func (p *proxyProc) logRecords(t *testing.T, msg string) []map[string]any {
 // the control connection and the relay address.
 func udpAssociate(t *testing.T, proxyAddr string, uc *net.UDPConn) (net.Conn, netip.AddrPort) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", proxyAddr, testTimeout)
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
-	local := uc.LocalAddr().(*net.UDPAddr).AddrPort()
-	req := []byte{5, 1, 0, 5, 3, 0, 1}
-	ip := local.Addr().As4()
-	req = append(req, ip[:]...)
-	req = binary.BigEndian.AppendUint16(req, local.Port())
-	_, err = c.Write(req)
-	require.NoError(t, err)
-	var resp [2 + 10]byte
-	_, err = io.ReadFull(c, resp[:])
-	require.NoError(t, err)
-	require.Equal(t, byte(0), resp[3], "UDP ASSOCIATE reply code")
-	relay := netip.AddrPortFrom(netip.AddrFrom4([4]byte(resp[6:10])), binary.BigEndian.Uint16(resp[10:12]))
-	require.NoError(t, c.SetDeadline(time.Time{}))
-	return c, relay
+	return socksRequest(t, proxyAddr, 3, uc.LocalAddr().(*net.UDPAddr).AddrPort())
 }
 
 // TestSessionLogLines: a UDP association's session line carries what it

@@ -19,6 +19,8 @@ need util-linux command -v setpriv
 # fail2ban-regex checks the shipped fail2ban filter against fwproxy's real
 # log lines (e2e/fail2ban_test.go).
 need fail2ban command -v fail2ban-regex
+# promtool checks the metrics exposition and the alerting rules (metrics/).
+need prometheus command -v promtool
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -32,4 +34,8 @@ $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # start banning on a test machine.
 if [[ " ${missing[*]} " == *" fail2ban "* ]] && command -v systemctl >/dev/null 2>&1; then
 	$sudo systemctl disable --now fail2ban >/dev/null 2>&1 || true
+# Only promtool is wanted from the prometheus package: its server must not
+# run on the test machine.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+	$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi

@@ -279,6 +279,13 @@ func TestPlaylistOnePlayer(t *testing.T) {
 			if tt.mode == mmsplayer.ModeFirewall {
 				assert.Zero(t, m.sum("fwproxy_udp_datagrams_total", `direction="remote_to_client"`)-m.sum("fwproxy_udp_datagrams_total", `direction="remote_to_client"`, `outcome="relayed"`), "every datagram reached the association")
 			}
+			// Playlist transitions are DEBUG lines, each with its session's id.
+			lines := p.logRecords(t, "mms playlist transition")
+			assert.Len(t, lines, setup.entries-1)
+			for _, rec := range lines {
+				assert.Equal(t, "DEBUG", rec["level"])
+				assert.NotNil(t, rec["sid"])
+			}
 		})
 	}
 }

@@ -378,7 +378,7 @@ func (l *lease) hasKindLocked(k Kind) bool {
 
 func (l *lease) addHolderLocked(req Request) *Holder {
 	l.nextGen++
-	h := &Holder{l: l, kind: req.Kind, gen: l.nextGen, deliver: req.Deliver}
+	h := &Holder{l: l, kind: req.Kind, gen: l.nextGen, deliver: req.Deliver, session: req.Session}
 	l.holders = append(l.holders, h)
 	if req.Kind == KindAssociation {
 		l.everAssoc = true
@@ -579,6 +579,7 @@ type Holder struct {
 	kind     Kind
 	gen      uint64
 	deliver  DeliverFunc
+	session  uint64 // Request.Session, for log lines
 	released atomic.Bool
 }
 

@@ -29,11 +29,10 @@ type Key struct {
 	Port   uint16     // the client's own UDP port (bound by it, or announced by it)
 }
 
+// String is "ip/user/port", the user empty without authentication
+// ("10.0.0.5//7000"): always three fields, so a log search can split it.
 func (k Key) String() string {
-	if k.User == "" {
-		return fmt.Sprintf("%v/%d", k.Client, k.Port)
-	}
-	return fmt.Sprintf("%s@%v/%d", k.User, k.Client, k.Port)
+	return fmt.Sprintf("%v/%s/%d", k.Client, k.User, k.Port)
 }
 
 // DeliverFunc gets one inbound datagram from the external socket. b is only
@@ -64,6 +63,10 @@ type Request struct {
 	// Deliver receives inbound datagrams while this holder is the lease's
 	// delivery target. Required.
 	Deliver DeliverFunc
+	// Session, when not 0, is the requesting SOCKS session's id; the lease
+	// log lines about this holder carry it as "sid", so that one search
+	// finds a player's CONNECT, association and lease lines.
+	Session uint64
 }
 
 // LeaseInfo describes one lease at the moment of a Snapshot.
@@ -289,7 +292,7 @@ func (m *Manager) attach(l *lease, req Request) (*Holder, error) {
 
 	m.obs.LeaseEvent(ev)
 	f.report(m.obs)
-	m.log.Debug("lease "+ev.String(), "key", l.key, "port", l.local.Port(), "kind", req.Kind, "flushed", f.n)
+	m.log.Debug("lease "+ev.String(), "key", l.key, "port", l.local.Port(), "kind", req.Kind, "flushed", f.n, "sid", req.Session)
 	return h, nil
 }
 
@@ -336,7 +339,7 @@ func (m *Manager) create(ctx context.Context, key Key, s *keySlot, req Request) 
 	go l.runReader(src)
 
 	m.obs.LeaseEvent(EventAcquire)
-	m.log.Debug("lease acquire", "key", key, "port", port, "kind", req.Kind, "wanted", req.WantPort)
+	m.log.Debug("lease acquire", "key", key, "port", port, "kind", req.Kind, "wanted", req.WantPort, "sid", req.Session)
 	return h, nil
 }
 
@@ -624,15 +627,15 @@ func (m *Manager) release(h *Holder) {
 	flushed.report(m.obs)
 	switch {
 	case remaining > 0:
-		m.log.Debug("lease release", "key", l.key, "port", l.local.Port(), "kind", h.kind, "remaining", remaining)
+		m.log.Debug("lease release", "key", l.key, "port", l.local.Port(), "kind", h.kind, "remaining", remaining, "sid", h.session)
 	case m.cfg.Linger == 0:
-		m.log.Debug("lease release, closing (linger 0)", "key", l.key, "port", l.local.Port())
+		m.log.Debug("lease release, closing (linger 0)", "key", l.key, "port", l.local.Port(), "sid", h.session)
 		m.closeLease(s, l, EventClose, ReasonNoHolder)
 	default:
 		m.mu.Lock()
 		m.lingering.Add(l.key, l)
 		m.mu.Unlock()
-		m.log.Debug("lease linger", "key", l.key, "port", l.local.Port(), "until", deadline)
+		m.log.Debug("lease linger", "key", l.key, "port", l.local.Port(), "until", deadline, "sid", h.session)
 	}
 }
 

@@ -493,7 +493,7 @@ func TestCaps(t *testing.T) {
 		require.NoError(t, err)
 		_, err = env.m.Acquire(ctxT(t), key(3), assoc(newSink()))
 		require.ErrorIs(t, err, ErrClientLimit)
-		require.ErrorContains(t, err, "leases: acquire 10.0.0.5/3")
+		require.ErrorContains(t, err, "leases: acquire 10.0.0.5//3")
 		// Another client is not affected.
 		_, err = env.m.Acquire(ctxT(t), Key{Client: otherClient, Port: 3}, assoc(newSink()))
 		require.NoError(t, err)
@@ -952,8 +952,8 @@ func TestPortableReader(t *testing.T) {
 }
 
 func TestKeyAndHolderAccessors(t *testing.T) {
-	require.Equal(t, "10.0.0.5/7", key(7).String())
-	require.Equal(t, "alice@10.0.0.5/7", Key{Client: key(7).Client, User: "alice", Port: 7}.String())
+	require.Equal(t, "10.0.0.5//7", key(7).String())
+	require.Equal(t, "10.0.0.5/alice/7", Key{Client: key(7).Client, User: "alice", Port: 7}.String())
 	env := newEnv(t, testConfig())
 	h, err := env.m.Acquire(ctxT(t), key(7), announced(newSink()))
 	require.NoError(t, err)

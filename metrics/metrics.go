@@ -1,6 +1,8 @@
 // Package metrics owns fwproxy's Prometheus registry: it creates every
 // series on an injected registerer, implements the observer interfaces the
-// other packages declare, and serves /metrics and /healthz.
+// other packages declare, and serves /metrics, /healthz and /readyz (with
+// optional basic authentication); rules/ and dashboard.json describe the
+// series for Prometheus and Grafana.
 //
 // It holds no globals and registers nothing on the default registry, so a
 // test can build as many independent sets as it likes.

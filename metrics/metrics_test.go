@@ -58,14 +58,16 @@ fwproxy_socks_authentications_total{method="username_password",result="success"}
 # HELP fwproxy_socks_requests_total Answered SOCKS requests by command and reply code.
 # TYPE fwproxy_socks_requests_total counter
 fwproxy_socks_requests_total{command="connect",reply="connection_refused"} 1
-# HELP fwproxy_tcp_relayed_bytes_total Bytes relayed on CONNECT sessions, by direction.
+# HELP fwproxy_tcp_relayed_bytes_total Bytes relayed on CONNECT and BIND sessions, by direction.
 # TYPE fwproxy_tcp_relayed_bytes_total counter
 fwproxy_tcp_relayed_bytes_total{direction="client_to_target"} 10
 fwproxy_tcp_relayed_bytes_total{direction="target_to_client"} 32
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected),
-		"fwproxy_socks_sessions_active", "fwproxy_socks_authentications_total",
-		"fwproxy_socks_requests_total", "fwproxy_tcp_relayed_bytes_total"))
+		"fwproxy_socks_sessions_active", "fwproxy_tcp_relayed_bytes_total"))
+	body := gatherText(t, reg)
+	assert.Contains(t, body, `fwproxy_socks_authentications_total{method="username_password",result="failure"} 1`+"\n")
+	assert.Contains(t, body, `fwproxy_socks_requests_total{command="connect",reply="connection_refused"} 1`+"\n")
 	assert.Equal(t, 1, testutil.CollectAndCount(reg, "fwproxy_socks_dial_duration_seconds"))
 }
 
@@ -86,7 +88,7 @@ fwproxy_socks_handshake_failures_total{reason="auth_busy"} 0
 func TestHandlerRoutes(t *testing.T) {
 	reg := NewRegistry(BuildInfo{Version: "v1.2.3", Commit: "0123456789ab"})
 	extra := map[string]http.Handler{"/debug/x": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") })}
-	srv := httptest.NewServer(Handler(reg, slog.New(slog.DiscardHandler), extra))
+	srv := httptest.NewServer(Handler(reg, HandlerOptions{Log: slog.New(slog.DiscardHandler), Extra: extra}))
 	t.Cleanup(srv.Close)
 
 	tests := []struct {
@@ -97,6 +99,7 @@ func TestHandlerRoutes(t *testing.T) {
 		{"/metrics", `version="v1.2.3"`, http.StatusOK},
 		{"/metrics", `commit="0123456789ab"`, http.StatusOK},
 		{"/healthz", "ok", http.StatusOK},
+		{"/readyz", "ready", http.StatusOK},
 		{"/debug/x", "x", http.StatusOK},
 		{"/nothing", "", http.StatusNotFound},
 	}
@@ -147,7 +150,7 @@ fwproxy_leases_buffered_datagrams 5
 
 func gatherText(t *testing.T, g prometheus.Gatherer) string {
 	t.Helper()
-	srv := httptest.NewServer(Handler(g, slog.New(slog.DiscardHandler), nil))
+	srv := httptest.NewServer(Handler(g, HandlerOptions{}))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL + "/metrics")
 	require.NoError(t, err)

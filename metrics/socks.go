@@ -10,6 +10,7 @@ import (
 )
 
 // Socks holds the SOCKS server's series; it implements proxy.Observer.
+// Every failure series exists from construction, at 0.
 type Socks struct {
 	rejected          *prometheus.CounterVec
 	refused           *prometheus.CounterVec
@@ -28,13 +29,15 @@ type Socks struct {
 	udpBytes          *prometheus.CounterVec
 }
 
+var _ proxy.Observer = (*Socks)(nil)
+
 // NewSocks creates the SOCKS series on reg.
 func NewSocks(reg prometheus.Registerer) *Socks {
 	f := promauto.With(reg)
 	const sub = "socks"
 	relayed := f.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "tcp", Name: "relayed_bytes_total",
-		Help: "Bytes relayed on CONNECT sessions, by direction.",
+		Help: "Bytes relayed on CONNECT and BIND sessions, by direction.",
 	}, []string{"direction"})
 	auth := f.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: sub, Name: "authentications_total",
@@ -99,15 +102,33 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 			Help: "Payload bytes of the datagrams in fwproxy_udp_datagrams_total.",
 		}, []string{"direction", "outcome"}),
 	}
-	// Every reason exists from the start, so a refusal is a change from 0
-	// rather than a new series.
-	for _, r := range []string{"client_not_allowed", "session_limit", "client_session_limit"} {
-		m.rejected.WithLabelValues(r)
-	}
+	m.initSeries()
 	for _, r := range proxy.RefusalReasons() {
 		m.refused.WithLabelValues(r)
 	}
 	return m
+}
+
+// initSeries creates every failure series at 0, so that increase() sees
+// the first event too (a series that appears at 1 has no earlier sample).
+// The datagram series need nothing here: the server asks for every pair
+// through UDPCounters when it is built.
+func (m *Socks) initSeries() {
+	for _, r := range proxy.RejectReasons() {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, r := range proxy.HandshakeFailureReasons() {
+		m.handshakeFailures.WithLabelValues(r)
+	}
+	for _, method := range proxy.AuthMethods() {
+		m.auth.WithLabelValues(method, "success")
+		m.auth.WithLabelValues(method, "failure")
+	}
+	for _, c := range proxy.Commands() {
+		for _, r := range proxy.Replies() {
+			m.requests.WithLabelValues(c, r)
+		}
+	}
 }
 
 var _ proxy.Observer = (*Socks)(nil)

@@ -137,6 +137,9 @@ type ConnInfo struct {
 	// connection to it.
 	Server netip.AddrPort
 	Local  netip.AddrPort
+	// Session, when not 0, is the SOCKS session's id: the connection's log
+	// lines and its lease requests carry it ("sid").
+	Session uint64
 }
 
 // Connection filters one control connection: the proxy runs ClientToServer
@@ -147,6 +150,7 @@ type ConnInfo struct {
 type Connection struct {
 	f       *Filter
 	conn    ConnInfo
+	log     *slog.Logger // the filter's, with the session id
 	streams *Streams
 	obs     sessionObserver
 
@@ -184,7 +188,10 @@ type announcedTarget struct {
 
 // NewConnection starts filtering one control connection.
 func (f *Filter) NewConnection(conn ConnInfo) *Connection {
-	c := &Connection{f: f, conn: conn}
+	c := &Connection{f: f, conn: conn, log: f.log}
+	if conn.Session != 0 {
+		c.log = f.log.With("sid", conn.Session)
+	}
 	c.obs = sessionObserver{FilterObserver: f.obs, s: c}
 	c.streams = NewStreams(c.onFunnel, c.obs)
 	f.obs.SessionsChanged(1)
@@ -258,9 +265,10 @@ func (s *Connection) onFunnel(ctx context.Context, announced Funnel, fits func(n
 		// the client could never bind its port (issue 10 #4).
 		DeliverTo: t.to,
 		Deliver:   t.deliver,
+		Session:   s.conn.Session,
 	})
 	if err != nil {
-		s.f.log.Warn("mms: no lease for funnel, passed unchanged", "client", s.conn.Client, "server", s.conn.Server, "port", key.Port, "err", err)
+		s.log.Warn("mms: no lease for funnel, passed unchanged", "client", s.conn.Client, "server", s.conn.Server, "port", key.Port, "err", err)
 		return netip.AddrPort{}, fmt.Errorf("lease for %v: %w", key, err)
 	}
 	t.holder.Store(h)
@@ -293,7 +301,7 @@ func (s *Connection) commitFunnel() {
 		old.holder.Load().Release()
 	}
 	s.f.obs.FunnelLeased(p.mode)
-	s.f.log.Info("mms funnel", "client", s.conn.Client, "server", s.conn.Server, "announced_port", p.port, "external", p.ext, "mode", p.mode.String())
+	s.log.Info("mms funnel", "client", s.conn.Client, "server", s.conn.Server, "announced_port", p.port, "external", p.ext, "mode", p.mode.String())
 }
 
 // failFunnel: a UDP funnel was not rewritten (no lease, no room, or any
@@ -370,9 +378,11 @@ func (o sessionObserver) Transition(t Transition) {
 		// earlier, at EndOfStream: a player that stops at the end of an
 		// entry (VLC) would never ask to resume and lose its entry's tail.
 		o.s.hold()
-		o.s.f.log.Info("mms playlist transition", "client", o.s.conn.Client, "server", o.s.conn.Server)
+		// DEBUG: a playlist changes entry every few minutes per player,
+		// which would make these most of an INFO log.
+		o.s.log.Debug("mms playlist transition", "client", o.s.conn.Client, "server", o.s.conn.Server)
 	case TransitionPlaylistEnd:
-		o.s.f.log.Info("mms playlist end", "client", o.s.conn.Client, "server", o.s.conn.Server)
+		o.s.log.Debug("mms playlist end", "client", o.s.conn.Client, "server", o.s.conn.Server)
 	}
 }
 

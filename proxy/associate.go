@@ -44,9 +44,16 @@ type association struct {
 	// deliver, which the lease calls only after Acquire.
 	client netip.AddrPort
 
-	// mu guards holder, which clientLoop sets and end releases.
-	mu     sync.Mutex
-	holder *leases.Holder
+	// mu guards holder, which clientLoop sets and end releases, and
+	// externalPort, the holder's port, for the session line.
+	mu           sync.Mutex
+	holder       *leases.Holder
+	externalPort uint16
+
+	// What was relayed each way (client to remote: up), for the session
+	// line; deliver runs on the lease's goroutine, hence atomics.
+	datagramsUp, bytesUp     atomic.Int64
+	datagramsDown, bytesDown atomic.Int64
 
 	lastActive atomic.Int64 // unix ns of the last datagram either way
 	idleTimer  *time.Timer
@@ -138,7 +145,8 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 	}
 	s.obs.ActiveChanged("udp_associate", 1)
 	defer s.obs.ActiveChanged("udp_associate", -1)
-	s.log.Debug("udp association", "client", ss.client, "client_port", a.client.Port(), "relay", bound)
+	defer a.report()
+	ss.log.Debug("udp association", "client", ss.client, "client_port", a.client.Port(), "relay", bound)
 
 	if idle := s.cfg().UDPIdleTimeout; idle > 0 {
 		a.idleTimer = time.AfterFunc(time.Duration(math.MaxInt64), a.checkIdle)
@@ -201,14 +209,25 @@ func (a *association) acquire(ctx context.Context) error {
 		// bound) would receive its own deliveries for ever.
 		DeliverTo: a.client,
 		Deliver:   a.deliver,
+		Session:   a.ss.id,
 	})
 	if err != nil {
 		return fmt.Errorf("udp associate: lease %v: %w", key, err)
 	}
 	a.mu.Lock()
 	a.holder = h
+	a.externalPort = h.Port()
 	a.mu.Unlock()
 	return nil
+}
+
+// report hands what the association relayed to its session's log line.
+func (a *association) report() {
+	a.mu.Lock()
+	port := a.externalPort
+	a.mu.Unlock()
+	a.ss.up, a.ss.down = a.bytesUp.Load(), a.bytesDown.Load()
+	a.ss.udp = &udpTotals{datagramsUp: a.datagramsUp.Load(), datagramsDown: a.datagramsDown.Load(), externalPort: port}
 }
 
 func (a *association) release() {
@@ -232,7 +251,7 @@ func (a *association) currentHolder() *leases.Holder {
 func (a *association) clientLoop(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	if err := a.readClient(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
-		a.ss.srv.log.Warn("udp association relay failed", "client", a.ss.client, "err", err)
+		a.ss.log.Warn("udp association relay failed", "client", a.ss.client, "err", err)
 		a.ss.abort()
 	}
 }
@@ -300,6 +319,8 @@ func (a *association) readClient(ctx context.Context) error {
 			continue
 		}
 		s.udp.count(udpOut, udpRelayed, n-hn)
+		a.datagramsUp.Add(1)
+		a.bytesUp.Add(int64(n - hn))
 	}
 }
 
@@ -360,6 +381,8 @@ func (a *association) deliver(b []byte, from netip.AddrPort) {
 	}
 	a.lastActive.Store(time.Now().UnixNano())
 	s.udp.count(udpIn, udpRelayed, len(b))
+	a.datagramsDown.Add(1)
+	a.bytesDown.Add(int64(len(b)))
 }
 
 // checkIdle ends an association that relayed nothing for UDPIdleTimeout.
@@ -371,7 +394,7 @@ func (a *association) checkIdle() {
 	since := time.Since(time.Unix(0, a.lastActive.Load()))
 	if since >= idle {
 		a.idled.Store(true)
-		a.ss.srv.log.Info("udp association idle, closing", slog.Any("client", a.ss.client), slog.Duration("idle", since))
+		a.ss.log.Info("udp association idle, closing", slog.Any("client", a.ss.client), slog.Duration("idle", since))
 		a.ss.abort()
 		return
 	}

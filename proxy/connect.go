@@ -137,7 +137,7 @@ func (ss *session) filterSession(ctx context.Context, dst, local netip.AddrPort)
 	if f == nil {
 		return passThrough{}, nil
 	}
-	fs, err := f.NewSession(ctx, SessionInfo{Client: ss.client, User: ss.user, Target: dst, Local: local})
+	fs, err := f.NewSession(ctx, SessionInfo{Client: ss.client, User: ss.user, Target: dst, Local: local, Session: ss.id})
 	if err != nil {
 		return nil, fmt.Errorf("start %s filter: %w", f.Name(), err)
 	}

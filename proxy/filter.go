@@ -28,6 +28,9 @@ type SessionInfo struct {
 	// connection to it (its external address towards the target).
 	Target netip.AddrPort
 	Local  netip.AddrPort
+	// Session is the session's id, the "sid" of its log lines, for the
+	// filter's own lines.
+	Session uint64
 }
 
 // FilterSession relays one CONNECT session's two byte streams. The proxy

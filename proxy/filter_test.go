@@ -100,4 +100,5 @@ func TestFilterHook(t *testing.T) {
 	assert.Equal(t, filtered, info.Target)
 	assert.True(t, info.Client.Addr().IsLoopback())
 	assert.True(t, info.Local.IsValid())
+	assert.NotZero(t, info.Session, "the filter gets the session id for its log lines")
 }

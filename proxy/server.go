@@ -93,6 +93,8 @@ type Server struct {
 	active atomic.Int64
 	// sessionsWG counts session goroutines; Close waits for it.
 	sessionsWG sync.WaitGroup
+	// lastSID is the id of the newest session.
+	lastSID atomic.Uint64
 
 	// mu guards listeners, sessions, perClient and closing, and serialises
 	// Reconfigure.
@@ -269,6 +271,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-s.drained:
 	case <-ctx.Done():
 		err = fmt.Errorf("proxy: shutdown: %w", ctx.Err())
+		s.closeAll(endedByDrainTimeout)
 	}
 	s.Close()
 	return err
@@ -277,10 +280,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops accepting, ends every session at once and waits for their
 // goroutines. It is safe to call more than once.
 func (s *Server) Close() error {
-	s.stopAccepting((*session).abort)
+	s.closeAll(endedByShutdown)
+	return nil
+}
+
+// closeAll is Close, with cause as the ended sessions' ended_by.
+func (s *Server) closeAll(cause string) {
+	s.stopAccepting(func(ss *session) { ss.abortBy(cause) })
 	s.cancel()
 	s.sessionsWG.Wait()
-	return nil
 }
 
 // stopAccepting marks the server closing, closes its listeners and applies

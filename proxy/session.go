@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -21,7 +22,12 @@ const handshakeBufferSize = 1024
 
 // session is one client connection, from accept to close.
 type session struct {
-	srv    *Server
+	srv *Server
+	// id numbers the server's sessions from 1; log is the server's logger
+	// with it as "sid", so every line of one session (and its leases' and
+	// filter's lines) can be found together.
+	id     uint64
+	log    *slog.Logger
 	conn   net.Conn
 	client netip.AddrPort
 	start  time.Time
@@ -31,10 +37,13 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// mu guards handshaking, aborted and peers.
+	// mu guards handshaking, aborted, endedBy and peers.
 	mu          sync.Mutex
 	handshaking bool
 	aborted     bool
+	// endedBy names who ended the session when it was not the session
+	// itself ("drain", "drain_timeout", "shutdown"), for its log line.
+	endedBy string
 	// peers are further connections the session owns (the CONNECT target)
 	// that abort must close too.
 	peers []io.Closer
@@ -47,11 +56,20 @@ type session struct {
 	handshakeTime time.Duration
 	dialTime      time.Duration
 	up, down      int64
+	// udp is set by a UDP association when it ends.
+	udp *udpTotals
+}
+
+// udpTotals is what a UDP association relayed, for its session line.
+type udpTotals struct {
+	datagramsUp, datagramsDown int64
+	externalPort               uint16
 }
 
 func newSession(s *Server, conn net.Conn, client netip.AddrPort) *session {
+	id := s.lastSID.Add(1)
 	ss := &session{
-		srv: s, conn: conn, client: client, start: time.Now(),
+		srv: s, id: id, log: s.log.With("sid", id), conn: conn, client: client, start: time.Now(),
 		br:          bufio.NewReaderSize(conn, handshakeBufferSize),
 		handshaking: true,
 		reply:       replyNone,
@@ -219,13 +237,24 @@ func (ss *session) closeIfHandshaking() {
 	h := ss.handshaking
 	ss.mu.Unlock()
 	if h {
-		ss.abort()
+		ss.abortBy(endedByDrain)
 	}
 }
 
+// Who ended a session, when it was not the session itself.
+const (
+	endedByDrain        = "drain"         // closed in its handshake when the drain began
+	endedByDrainTimeout = "drain_timeout" // still running when drain_timeout ran out
+	endedByShutdown     = "shutdown"      // the server closed without a drain
+)
+
 // abort closes the client connection and every connection the session
 // owns, which unblocks all of its I/O. Safe to call more than once.
-func (ss *session) abort() {
+func (ss *session) abort() { ss.abortBy("") }
+
+// abortBy is abort by someone other than the session: cause is kept for the
+// session's log line if this is the first abort.
+func (ss *session) abortBy(cause string) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.aborted {
@@ -233,6 +262,7 @@ func (ss *session) abort() {
 	}
 	ss.aborted = true
 	ss.cancel()
+	ss.endedBy = cause
 	ss.conn.Close()
 	for _, c := range ss.peers {
 		c.Close()
@@ -249,11 +279,20 @@ func (ss *session) logDone(err error) {
 		"bytes_down", ss.down,
 		"duration", time.Since(ss.start).Round(time.Millisecond),
 	}
+	if u := ss.udp; u != nil {
+		attrs = append(attrs, "datagrams_up", u.datagramsUp, "datagrams_down", u.datagramsDown, "external_port", u.externalPort)
+	}
 	if ss.user != "" {
 		attrs = append(attrs, "user", ss.user)
+	}
+	ss.mu.Lock()
+	endedBy := ss.endedBy
+	ss.mu.Unlock()
+	if endedBy != "" {
+		attrs = append(attrs, "ended_by", endedBy)
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		attrs = append(attrs, "err", err)
 	}
-	ss.srv.log.Info("session", attrs...)
+	ss.log.Info("session", attrs...)
 }

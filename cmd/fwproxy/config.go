@@ -36,8 +36,11 @@ const maxConfigSize = 1 << 20
 type Config struct {
 	// Listen is the SOCKS5 listen address.
 	Listen string `yaml:"listen" reload:"restart"`
-	// MetricsListen serves /metrics and /healthz; "" disables it.
+	// MetricsListen serves /metrics, /healthz and /readyz; "" disables it.
 	MetricsListen string `yaml:"metrics_listen" reload:"restart"`
+	// MetricsUsers, when set, is a users file (the format of Users) whose
+	// users alone may read /metrics and /debug/leases (HTTP basic auth).
+	MetricsUsers string `yaml:"metrics_users" reload:"restart"`
 	// Users is the users file (name:bcrypt-hash lines); when set,
 	// username/password authentication is required. SIGHUP rereads it;
 	// turning authentication on or off needs a restart.
@@ -495,6 +498,7 @@ func newLogger(w io.Writer, format string, level slog.Leveler) (*slog.Logger, er
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
+		opts.ReplaceAttr = jsonAttr
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)

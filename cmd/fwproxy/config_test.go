@@ -127,6 +127,9 @@ rules:
 		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, s settings) {
 			assert.Empty(t, s.cfg.MMSPorts)
 		}},
+		{"metrics users", []string{"-metrics-users", usersFile(t)}, func(t *testing.T, s settings) {
+			assert.NotEmpty(t, s.cfg.MetricsUsers)
+		}},
 		{"every other flag", []string{"-metrics-listen", "", "-users", usersFile(t), "-log-format", "json", "-log-level", "debug",
 			"-handshake-timeout", "1s", "-dial-timeout", "2s", "-drain-timeout", "3s", "-max-sessions", "7"}, func(t *testing.T, s settings) {
 			assert.Equal(t, "", s.cfg.MetricsListen)

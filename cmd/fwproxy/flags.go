@@ -20,6 +20,7 @@ func configFlags() []configFlag {
 	return []configFlag{
 		{"listen", "listen", "SOCKS5 listen `ADDR`"},
 		{"metrics-listen", "metrics_listen", "metrics listen `ADDR`, empty to disable"},
+		{"metrics-users", "metrics_users", "users `PATH` whose users alone may read /metrics and /debug/leases (HTTP basic auth; same format as -users)"},
 		{"users", "users", "users `PATH` (name:bcrypt-hash lines); requires username/password"},
 		{"auth-failures-per-minute", "auth_failures_per_minute", "failed logins a source may make a minute once its burst is spent; then refused unchecked; 0 no limit"},
 		{"auth-failure-burst", "auth_failure_burst", "failed logins a source may make in a row before -auth-failures-per-minute applies"},

@@ -145,6 +145,7 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 	}
 	defer lm.Close()
 	reg.MustRegister(metrics.LeaseTable(lm.Stats))
+	d.setLimits = metrics.NewLimits(reg, limitsOf(s))
 	deps.Leases = lm
 	// The MMS filter exists even when no port uses it, so that a reload
 	// can turn it on.
@@ -168,6 +169,7 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 		return fmt.Errorf("listen socks: %w", err)
 	}
 	var metricsSrv *http.Server
+	health := &metrics.Health{}
 	metricsDone := make(chan struct{}) // closed when the metrics server's Serve returned
 	metricsAddr := "disabled"
 	if s.cfg.MetricsListen != "" {
@@ -178,11 +180,18 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 		}
 		metricsAddr = mln.Addr().String()
 		defer self.AddAddr(mln.Addr())()
-		metricsSrv = &http.Server{
-			Handler:           metrics.Handler(reg, log, map[string]http.Handler{"/debug/leases": metrics.LeasesHandler(lm.Snapshot)}),
-			ReadHeaderTimeout: 5 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		opts := metrics.HandlerOptions{Log: log, Health: health,
+			Extra: map[string]http.Handler{"/debug/leases": metrics.LeasesHandler(lm.Snapshot)}}
+		if s.cfg.MetricsUsers != "" {
+			users, err := proxy.LoadUsers(s.cfg.MetricsUsers)
+			if err != nil {
+				ln.Close()
+				mln.Close()
+				return fmt.Errorf("metrics_users: %w", err)
+			}
+			opts.Users = users
 		}
+		metricsSrv = metrics.NewServer(metrics.Handler(reg, opts), metrics.DefaultServerConfig(), log)
 		go func() {
 			defer close(metricsDone)
 			metricsSrv.Serve(mln)
@@ -194,6 +203,7 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	b := buildInfo()
+	health.SetReady()
 	log.Info("listening", "socks", ln.Addr().String(), "metrics", metricsAddr,
 		"auth", authName(d.users), "max_sessions", s.proxy.MaxSessions,
 		"external_ip", s.leases.ListenIP.String(), "udp_ports", s.cfg.UDPPorts, "lease_linger", s.leases.Linger,
@@ -204,9 +214,11 @@ wait:
 	for {
 		select {
 		case <-ctx.Done():
+			health.SetDraining()
 			log.Info("shutting down", "drain_timeout", d.cur.cfg.DrainTimeout)
 			break wait
 		case runErr = <-serveErr:
+			health.SetDraining()
 			break wait
 		case <-hup:
 			d.reload()
@@ -254,4 +266,14 @@ func hashPassword(user string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, entry)
 	return 0
+}
+
+// limitsOf is what the fwproxy_limit_* gauges export of s.
+func limitsOf(s settings) metrics.Limits {
+	p, l := s.proxy, s.leases
+	return metrics.Limits{
+		MaxSessions: p.MaxSessions, MaxLeases: l.MaxLeases, MaxLeasesPerClient: l.MaxLeasesPerClient,
+		MaxBufferedDatagrams: l.MaxBufferedDatagrams, MaxBufferedBytes: l.MaxBufferedBytes,
+		MaxBufferedBytesTotal: l.MaxBufferedBytesTotal, PortRangeSize: int(l.PortMax) - int(l.PortMin) + 1,
+	}
 }

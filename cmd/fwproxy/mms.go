@@ -17,9 +17,10 @@ func (mmsFilter) Name() string { return "mms" }
 
 func (m mmsFilter) NewSession(_ context.Context, info proxy.SessionInfo) (proxy.FilterSession, error) {
 	return m.f.NewConnection(mmsfilter.ConnInfo{
-		Client: info.Client,
-		User:   info.User,
-		Server: info.Target,
-		Local:  info.Local,
+		Client:  info.Client,
+		User:    info.User,
+		Server:  info.Target,
+		Local:   info.Local,
+		Session: info.Session,
 	}), nil
 }

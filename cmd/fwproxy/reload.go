@@ -20,6 +20,8 @@ type daemon struct {
 	srv     *proxy.Server
 	mms     proxy.Filter
 	reloads *metrics.ConfigReloads
+	// setLimits updates the fwproxy_limit_* gauges after a reload.
+	setLimits func(metrics.Limits)
 }
 
 // filters is the proxy's filter table for the MMS ports.
@@ -67,6 +69,9 @@ func (d *daemon) reload() {
 	d.level.Set(next.level)
 	changed := diffKeys(reflect.ValueOf(d.cur.cfg), reflect.ValueOf(next.cfg), "")
 	d.cur = next
+	if d.setLimits != nil {
+		d.setLimits(limitsOf(d.cur))
+	}
 	d.reloads.Reloaded(true, time.Now())
 	attrs := []any{"changed", strings.Join(changed, ", ")}
 	if next.users != nil {

@@ -16,6 +16,8 @@ need dante-client command -v socksify
 need vlc-bin command -v vlc
 need vlc-plugin-base dpkg -s vlc-plugin-base
 need util-linux command -v setpriv
+# The test hosts: network namespaces and veth pairs (internal/netns).
+need iproute2 command -v ip
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

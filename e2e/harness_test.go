@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/netns"
 )
 
 // testTimeout bounds each blocking step; generous for shared machines.
@@ -51,19 +53,39 @@ type proxyProc struct {
 	metrics string // metrics address
 	logs    *logBuffer
 	exited  chan error
+	// http reaches the metrics listener (from the proxy host).
+	http *http.Client
 }
 
-// startProxy runs fwproxy with args (listening on loopback port 0 unless
-// args say otherwise) and waits for its "listening" line. Cleanup stops it
-// with SIGTERM and requires a clean exit.
+// startProxy runs fwproxy on loopback (see startProxyIn).
 func startProxy(t *testing.T, args ...string) *proxyProc {
 	t.Helper()
-	args = append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-log-format", "json", "-log-level", "debug"}, args...)
-	cmd := exec.Command(filepath.Join(binDir, "fwproxy"), args...)
+	return startProxyIn(t, onLoopback, args...)
+}
+
+// startProxyIn runs fwproxy with args on n's proxy host (listening on port
+// 0 of its inside address unless args say otherwise) and waits for its
+// "listening" line. Cleanup stops it with SIGTERM and requires a clean
+// exit.
+func startProxyIn(t *testing.T, n *testNet, args ...string) *proxyProc {
+	t.Helper()
+	return startProxyOn(t, n.proxyHost(), n.httpClient(), append(n.proxyArgs(t), args...)...)
+}
+
+// startProxyOn runs fwproxy with args on host (nil: this host), its
+// metrics reached with client.
+func startProxyOn(t *testing.T, host *netns.Host, client *http.Client, args ...string) *proxyProc {
+	t.Helper()
+	args = append([]string{"-log-format", "json", "-log-level", "debug"}, args...)
+	bin := filepath.Join(binDir, "fwproxy")
+	cmd := exec.Command(bin, args...)
+	if host != nil {
+		cmd = host.Command(context.Background(), bin, args...)
+	}
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &proxyProc{cmd: cmd, logs: &logBuffer{}, exited: make(chan error, 1)}
+	p := &proxyProc{cmd: cmd, logs: &logBuffer{}, exited: make(chan error, 1), http: client}
 
 	ready := make(chan map[string]any, 1)
 	copied := make(chan struct{})
@@ -128,7 +150,7 @@ func (p *proxyProc) scrape(t *testing.T) string {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.metrics+"/metrics", nil)
 	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.http.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)

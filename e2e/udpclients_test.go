@@ -19,8 +19,12 @@ import (
 // on a loopback address and stops with the test.
 func udpEcho(t *testing.T) *net.UDPAddr {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
+	return onLoopback.udpEcho(t)
+}
+
+// serveUDPEcho answers on c until the test ends, and closes it.
+func serveUDPEcho(t *testing.T, c *net.UDPConn) *net.UDPAddr {
+	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

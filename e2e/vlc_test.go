@@ -207,7 +207,7 @@ func TestVLCPlaysMMSU(t *testing.T) {
 			var args []string
 			var p *proxyProc
 			if tt.proxied {
-				p = startMMSProxy(t, srv)
+				p = startMMSProxy(t, onLoopback, srv)
 				args = append(args, "--socks="+p.socks)
 			}
 			before := srv.Stats()

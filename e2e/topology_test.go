@@ -83,6 +83,15 @@ func (n *testNet) playerIP() netip.Addr {
 	return n.fw.Inside.IP(n.fw.InsideNet, n.v6)
 }
 
+// toolIP is the address third-party clients' connections come from:
+// they do not choose one, so on loopback it is 127.0.0.1.
+func (n *testNet) toolIP() netip.Addr {
+	if n.fw == nil {
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	return n.playerIP()
+}
+
 // serverIP is where the media and web servers listen.
 func (n *testNet) serverIP() netip.Addr {
 	if n.fw == nil {

@@ -30,8 +30,12 @@ import (
 // one's.
 const Prefix = "fwpt-"
 
-// runDir is where iproute2 keeps named namespaces.
-const runDir = "/run/netns"
+// runDir is where iproute2 keeps named namespaces; etcDir/NAME holds
+// files that `ip netns exec NAME` mounts over /etc's.
+const (
+	runDir = "/run/netns"
+	etcDir = "/etc/netns"
+)
 
 // cmdTimeout bounds one iproute2 command.
 const cmdTimeout = 20 * time.Second
@@ -228,6 +232,9 @@ func addNamespace(name string) error {
 // deleteNamespace kills what runs in the namespace and deletes it; a
 // namespace that is not there is no error.
 func deleteNamespace(name string) error {
+	if err := os.RemoveAll(filepath.Join(etcDir, name)); err != nil {
+		return err
+	}
 	if _, err := os.Stat(filepath.Join(runDir, name)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -481,6 +488,21 @@ func (h *Host) ListenUDP(network string, addr netip.AddrPort) (*net.UDPConn, err
 // HTTPClient is an HTTP client whose connections come from h.
 func (h *Host) HTTPClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: h.DialContext, DisableKeepAlives: true}}
+}
+
+// SetHosts gives the programs that Command starts in h an /etc/hosts of
+// their own with these lines (ip netns exec mounts it over the machine's);
+// removed at teardown.
+func (h *Host) SetHosts(lines ...string) {
+	h.net.t.Helper()
+	dir := filepath.Join(etcDir, h.NS)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		h.net.t.Fatalf("netns: hosts file of %s: %v", h.Name, err)
+	}
+	text := "127.0.0.1 localhost\n::1 localhost\n" + strings.Join(lines, "\n") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(text), 0o644); err != nil {
+		h.net.t.Fatalf("netns: hosts file of %s: %v", h.Name, err)
+	}
 }
 
 // Command runs name in h through `ip netns exec`, which execs it: the

@@ -32,11 +32,15 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 		Namespace: Namespace, Subsystem: "tcp", Name: "relayed_bytes_total",
 		Help: "Bytes relayed on CONNECT sessions, by direction.",
 	}, []string{"direction"})
+	rejected := f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: sub, Name: "connections_rejected_total",
+		Help: "Client connections closed before the handshake, by reason (client_not_allowed, session_limit, proxy_header_missing, proxy_header_invalid, proxy_header_untrusted).",
+	}, []string{"reason"})
+	for _, r := range []string{"proxy_header_missing", "proxy_header_invalid", "proxy_header_untrusted"} {
+		rejected.WithLabelValues(r)
+	}
 	return &Socks{
-		rejected: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Subsystem: sub, Name: "connections_rejected_total",
-			Help: "Client connections closed before the handshake, by reason (client_not_allowed, session_limit).",
-		}, []string{"reason"}),
+		rejected: rejected,
 		sessionsActive: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "sessions_active",
 			Help: "Client connections being served.",

@@ -62,6 +62,28 @@ type Config struct {
 	MMSPorts []uint16 `yaml:"mms_ports"`
 
 	Rules RulesConfig `yaml:"rules"`
+
+	// ProxyProtocolFrom lists the balancer networks whose connections
+	// carry a PROXY protocol header (v1 or v2) naming the client; empty
+	// accepts no header from anyone.
+	ProxyProtocolFrom []string `yaml:"proxy_protocol_from"`
+}
+
+// proxyProtoConfig is the PROXY protocol listener's configuration; ok is
+// false when ProxyProtocolFrom is empty.
+func (c Config) proxyProtoConfig() (cfg proxy.ProxyProtoConfig, ok bool, err error) {
+	if len(c.ProxyProtocolFrom) == 0 {
+		return cfg, false, nil
+	}
+	cfg = proxy.DefaultProxyProtoConfig()
+	for _, s := range c.ProxyProtocolFrom {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return cfg, false, fmt.Errorf("proxy_protocol_from: %w", err)
+		}
+		cfg.From = append(cfg.From, p)
+	}
+	return cfg, true, cfg.Validate()
 }
 
 // LeaseLimits bound the lease table; 0 means no cap (see leases.Config).
@@ -120,6 +142,8 @@ func DefaultConfig() Config {
 			Clients:  []string{"127.0.0.0/8", "::1/128"},
 			Commands: []string{"connect", "bind", "udp_associate"},
 		},
+
+		ProxyProtocolFrom: []string{},
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -72,6 +73,12 @@ rules:
 			assert.Equal(t, time.Minute, p.UDPIdleTimeout)
 			assert.Equal(t, 5*time.Second, p.BindTimeout)
 		}},
+		{"proxy protocol networks", []string{"-proxy-protocol-from", "198.51.100.50, 2001:db8:1::/64"}, func(t *testing.T, c Config) {
+			pp, ok, err := c.proxyProtoConfig()
+			require.NoError(t, err)
+			require.True(t, ok)
+			assert.Equal(t, "[198.51.100.50/32 2001:db8:1::/64]", fmt.Sprint(pp.From))
+		}},
 		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, c Config) {
 			assert.Empty(t, c.MMSPorts)
 		}},
@@ -119,6 +126,7 @@ func TestParseArgsRejectsBadConfig(t *testing.T) {
 		{"bad udp ports", "", []string{"-udp-ports", "9-1"}, "udp_ports"},
 		{"bad mms port", "", []string{"-mms-ports", "1755,x"}, "mms-ports"},
 		{"negative linger", "lease_linger: -1s\n", nil, "Linger"},
+		{"bad balancer network", "proxy_protocol_from: [198.51.100.0/33]\n", nil, "proxy_protocol_from"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

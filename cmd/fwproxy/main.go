@@ -119,9 +119,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer srv.Close()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	var ln net.Listener
+	ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen socks: %w", err)
+	}
+	if ppcfg, ok, _ := cfg.proxyProtoConfig(); ok {
+		// Validated by parseArgs.
+		if ln, err = proxy.NewProxyProtoListener(ln, ppcfg, deps.Observer, log.With("component", "proxy_protocol")); err != nil {
+			return err
+		}
 	}
 	var metricsSrv *http.Server
 	metricsDone := make(chan struct{}) // closed when the metrics server's Serve returned
@@ -303,6 +310,16 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 		overrides = append(overrides, func(c *Config) { c.MMSPorts = ports })
 		return nil
 	})
+	fs.Func("proxy-protocol-from", "comma-separated balancer `NETWORKS` whose connections must carry a PROXY protocol header (v1 or v2); empty: none", func(v string) error {
+		var nets []string
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				nets = append(nets, f)
+			}
+		}
+		overrides = append(overrides, func(c *Config) { c.ProxyProtocolFrom = nets })
+		return nil
+	})
 	fs.Func("max-sessions", "cap on concurrent client connections (default 1024)", func(v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -334,6 +351,9 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 		return Config{}, action{}, err
 	}
 	if _, err := cfg.leasesConfig(); err != nil {
+		return Config{}, action{}, err
+	}
+	if _, _, err := cfg.proxyProtoConfig(); err != nil {
 		return Config{}, action{}, err
 	}
 	if *printConfig {

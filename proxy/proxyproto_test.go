@@ -1,0 +1,152 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// startProxyProtoServer runs a server behind a ProxyProtoListener that
+// trusts from, admitting clients from clients.
+func startProxyProtoServer(t *testing.T, from, clients []netip.Prefix) *testServer {
+	t.Helper()
+	cfg := testConfig()
+	cfg.Rules.Clients = clients
+	rec := newRecorder()
+	srv, err := New(cfg, Deps{Observer: rec})
+	require.NoError(t, err)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	pcfg := DefaultProxyProtoConfig()
+	pcfg.From = from
+	pcfg.HeaderTimeout = 2 * time.Second
+	ln, err := NewProxyProtoListener(inner, pcfg, rec, nil)
+	require.NoError(t, err)
+	ts := &testServer{Server: srv, addr: ln.Addr().String(), rec: rec, done: make(chan error, 1)}
+	go func() { ts.done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		require.NoError(t, srv.Close())
+		select {
+		case err := <-ts.done:
+			require.ErrorIs(t, err, ErrServerClosed)
+		case <-time.After(testTimeout):
+			t.Fatal("Serve did not return after Close")
+		}
+		requireNoProxyGoroutines(t)
+	})
+	return ts
+}
+
+func proxyHeader(t *testing.T, version byte, cmd proxyproto.ProtocolVersionAndCommand, src string) []byte {
+	t.Helper()
+	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(src)),
+		net.TCPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:1080")))
+	h.Command = cmd
+	b, err := h.Format()
+	require.NoError(t, err)
+	return b
+}
+
+var (
+	loopbackNet = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	docNet      = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+)
+
+// TestProxyProtocol: balancers' headers name the client, which the rules
+// judge; a missing, broken or untrusted header is refused and counted.
+// Each header is sent in one write with the SOCKS greeting behind it, so
+// a reader that took more than the header would break the handshake.
+func TestProxyProtocol(t *testing.T) {
+	echo := echoTarget(t)
+	tests := []struct {
+		name    string
+		from    []netip.Prefix // balancer networks
+		clients []netip.Prefix
+		header  []byte
+		// reject is the counted refusal; "" means the session works.
+		reject string
+	}{
+		{"v1 from a balancer names an allowed client", loopbackNet, docNet, proxyHeader(t, 1, proxyproto.PROXY, "192.0.2.7:40000"), ""},
+		{"v2 from a balancer names an allowed client", loopbackNet, docNet, proxyHeader(t, 2, proxyproto.PROXY, "192.0.2.7:40000"), ""},
+		{"v2 IPv6 client", loopbackNet, []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}, proxyHeader(t, 2, proxyproto.PROXY, "[2001:db8::7]:40000"), ""},
+		{"the header's client is judged, not the balancer", loopbackNet, loopbackNet, proxyHeader(t, 2, proxyproto.PROXY, "198.51.100.9:40000"), "client_not_allowed"},
+		{"v2 LOCAL is the balancer itself", loopbackNet, docNet, proxyHeader(t, 2, proxyproto.LOCAL, "192.0.2.7:40000"), "client_not_allowed"},
+		{"missing header from a balancer", loopbackNet, loopbackNet, nil, RejectProxyHeaderMissing},
+		{"broken v1 header from a balancer", loopbackNet, loopbackNet, []byte("PROXY TCP4 not-an-address\r\n"), RejectProxyHeaderInvalid},
+		{"v1 header without CRLF within 107 bytes", loopbackNet, loopbackNet, []byte("PROXY TCP4 " + string(make([]byte, 120))), RejectProxyHeaderInvalid},
+		{"header from outside the balancer networks", docNet, loopbackNet, proxyHeader(t, 2, proxyproto.PROXY, "192.0.2.7:40000"), RejectProxyHeaderUntrusted},
+		{"v1 header from outside the balancer networks", docNet, loopbackNet, proxyHeader(t, 1, proxyproto.PROXY, "192.0.2.7:40000"), RejectProxyHeaderUntrusted},
+		{"plain client from outside the balancer networks", docNet, loopbackNet, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startProxyProtoServer(t, tt.from, tt.clients)
+			c := dialClient(t, ts.addr)
+			c.write(append(append([]byte{}, tt.header...), 5, 1, methodNoAuth))
+			if tt.reject != "" {
+				c.expectClosed()
+				require.True(t, waitFor(testTimeout, func() bool { return ts.rec.count("rejected/"+tt.reject) == 1 }), "refusal %q counted", tt.reject)
+				return
+			}
+			require.Equal(t, byte(methodNoAuth), c.read(2)[1])
+			reply, _ := c.request(CommandConnect, spec(echo))
+			require.Equal(t, ReplySucceeded, reply)
+			c.write([]byte("through the balancer"))
+			assert.Equal(t, "through the balancer", string(c.read(len("through the balancer"))))
+			for _, r := range []string{RejectProxyHeaderMissing, RejectProxyHeaderInvalid, RejectProxyHeaderUntrusted, "client_not_allowed"} {
+				assert.Zero(t, ts.rec.count("rejected/"+r), r)
+			}
+		})
+	}
+}
+
+// TestProxyProtocolSlowBalancerConnection: a balancer connection that
+// sends nothing holds up neither Accept nor other clients, and is refused
+// when its header timeout passes.
+func TestProxyProtocolSlowBalancerConnection(t *testing.T) {
+	echo := echoTarget(t)
+	ts := startProxyProtoServer(t, loopbackNet, docNet)
+	silent := dialClient(t, ts.addr)
+
+	c := dialClient(t, ts.addr)
+	c.write(append(proxyHeader(t, 2, proxyproto.PROXY, "192.0.2.8:40000"), 5, 1, methodNoAuth))
+	require.Equal(t, byte(methodNoAuth), c.read(2)[1])
+	reply, _ := c.request(CommandConnect, spec(echo))
+	require.Equal(t, ReplySucceeded, reply, "served while another balancer connection is silent")
+	assert.Zero(t, ts.rec.count("rejected/"+RejectProxyHeaderMissing))
+
+	silent.expectClosed()
+	assert.Equal(t, 1, ts.rec.count("rejected/"+RejectProxyHeaderMissing))
+}
+
+// TestProxyProtoConfigValidate: settings that cannot work are refused.
+func TestProxyProtoConfigValidate(t *testing.T) {
+	ok := DefaultProxyProtoConfig()
+	ok.From = loopbackNet
+	tests := []struct {
+		name   string
+		mutate func(*ProxyProtoConfig)
+		valid  bool
+	}{
+		{"default with a network", func(*ProxyProtoConfig) {}, true},
+		{"no networks", func(c *ProxyProtoConfig) { c.From = nil }, false},
+		{"zero header timeout", func(c *ProxyProtoConfig) { c.HeaderTimeout = 0 }, false},
+		{"zero pending", func(c *ProxyProtoConfig) { c.MaxPending = 0 }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok
+			tt.mutate(&c)
+			if tt.valid {
+				assert.NoError(t, c.Validate())
+			} else {
+				assert.Error(t, c.Validate())
+			}
+		})
+	}
+}

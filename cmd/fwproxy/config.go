@@ -67,6 +67,9 @@ type Config struct {
 	// carry a PROXY protocol header (v1 or v2) naming the client; empty
 	// accepts no header from anyone.
 	ProxyProtocolFrom []string `yaml:"proxy_protocol_from"`
+	// RelayPorts is the port range "LO-HI" of associations' client-facing
+	// UDP relay sockets, on the inside address; "" takes ephemeral ports.
+	RelayPorts string `yaml:"relay_ports"`
 }
 
 // proxyProtoConfig is the PROXY protocol listener's configuration; ok is
@@ -202,6 +205,11 @@ func (c Config) proxyConfig() (proxy.Config, error) {
 		return p, err
 	}
 	p.Rules = rules
+	if c.RelayPorts != "" {
+		if p.RelayPorts.Min, p.RelayPorts.Max, err = parsePortRange(c.RelayPorts); err != nil {
+			return p, fmt.Errorf("relay_ports: %w", err)
+		}
+	}
 	return p, p.Validate()
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
+
+	"fwproxy/proxy"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -79,6 +81,11 @@ rules:
 			require.True(t, ok)
 			assert.Equal(t, "[198.51.100.50/32 2001:db8:1::/64]", fmt.Sprint(pp.From))
 		}},
+		{"relay ports", []string{"-relay-ports", "41000-41999"}, func(t *testing.T, c Config) {
+			p, err := c.proxyConfig()
+			require.NoError(t, err)
+			assert.Equal(t, proxy.PortRange{Min: 41000, Max: 41999}, p.RelayPorts)
+		}},
 		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, c Config) {
 			assert.Empty(t, c.MMSPorts)
 		}},
@@ -126,6 +133,7 @@ func TestParseArgsRejectsBadConfig(t *testing.T) {
 		{"bad udp ports", "", []string{"-udp-ports", "9-1"}, "udp_ports"},
 		{"bad mms port", "", []string{"-mms-ports", "1755,x"}, "mms-ports"},
 		{"negative linger", "lease_linger: -1s\n", nil, "Linger"},
+		{"bad relay ports", "relay_ports: 9-1\n", nil, "relay_ports"},
 		{"bad balancer network", "proxy_protocol_from: [198.51.100.0/33]\n", nil, "proxy_protocol_from"},
 	}
 	for _, tt := range tests {

@@ -157,7 +157,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("listening", "socks", ln.Addr().String(), "metrics", metricsAddr,
 		"auth", authName(deps.Credentials), "max_sessions", pcfg.MaxSessions,
-		"external_ip", lcfg.ListenIP.String(), "udp_ports", cfg.UDPPorts, "lease_linger", lcfg.Linger,
+		"external_ip", lcfg.ListenIP.String(), "udp_ports", cfg.UDPPorts, "relay_ports", pcfg.RelayPorts.String(), "lease_linger", lcfg.Linger,
 		"mms_ports", fmt.Sprint(cfg.MMSPorts))
 	if lcfg.ListenIP.IsLoopback() && !addrIsLoopback(ln.Addr()) {
 		log.Warn("external_ip is a loopback address: UDP relays cannot reach media servers elsewhere; set -external-ip")
@@ -310,6 +310,7 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 		overrides = append(overrides, func(c *Config) { c.MMSPorts = ports })
 		return nil
 	})
+	str("relay-ports", "client-facing UDP relay port range `LO-HI` of associations; empty: ephemeral ports (default empty)", func(c *Config, v string) { c.RelayPorts = v })
 	fs.Func("proxy-protocol-from", "comma-separated balancer `NETWORKS` whose connections must carry a PROXY protocol header (v1 or v2); empty: none", func(v string) error {
 		var nets []string
 		for _, f := range strings.Split(v, ",") {

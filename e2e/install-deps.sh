@@ -18,6 +18,9 @@ need vlc-plugin-base dpkg -s vlc-plugin-base
 need util-linux command -v setpriv
 # The test hosts: network namespaces and veth pairs (internal/netns).
 need iproute2 command -v ip
+# The balancer in front of two proxies (e2e/balancer_test.go); the test
+# runs its own haproxy in a namespace, never the package's service.
+need haproxy test -x /usr/sbin/haproxy
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -27,3 +30,6 @@ echo "installing test dependencies: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [[ " ${missing[*]} " == *" haproxy "* ]] && command -v systemctl >/dev/null 2>&1; then
+	$sudo systemctl disable --now haproxy >/dev/null 2>&1 || true
+fi

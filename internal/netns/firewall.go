@@ -78,6 +78,10 @@ func NewFirewall(t testing.TB, spec FirewallSpec) *Firewall {
 // Proxy is proxy host 0, the only one of a FirewallSpec{Proxies: 1}.
 func (f *Firewall) Proxy() *Host { return f.Proxies[0] }
 
+// Nth is address number i of p (i below 256): the topology's hosts use 1
+// to 100, so a test may add addresses above that.
+func Nth(p netip.Prefix, i int) netip.Addr { return nth(p, i) }
+
 // nth is address number i of p.
 func nth(p netip.Prefix, i int) netip.Addr {
 	b := p.Addr().AsSlice()

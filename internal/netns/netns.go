@@ -75,6 +75,8 @@ type Host struct {
 	NS    string
 	net   *Network
 	addrs map[*Segment][]netip.Addr
+	// legOn names h's interface on each segment it is attached to.
+	legOn map[*Segment]string
 	legs  int
 }
 
@@ -288,7 +290,7 @@ func (n *Network) Segment(name string, v4, v6 netip.Prefix) *Segment {
 // off, and Host checks that they are.
 func (n *Network) Host(name string) *Host {
 	n.t.Helper()
-	h := &Host{Name: name, NS: n.prefix + name, net: n, addrs: map[*Segment][]netip.Addr{}}
+	h := &Host{Name: name, NS: n.prefix + name, net: n, addrs: map[*Segment][]netip.Addr{}, legOn: map[*Segment]string{}}
 	n.mu.Lock()
 	n.hosts = append(n.hosts, h)
 	n.mu.Unlock()
@@ -361,6 +363,23 @@ func (h *Host) Attach(seg *Segment, addrs ...netip.Addr) {
 	if err := ip("-n", n.sw, "link", "set", port, "master", seg.bridge, "up"); err != nil {
 		fatal(err)
 	}
+	h.legOn[seg] = leg
+	h.AddAddrs(seg, addrs...)
+	if err := ip("-n", h.NS, "link", "set", leg, "up"); err != nil {
+		fatal(err)
+	}
+	seg.attached++
+}
+
+// AddAddrs gives h more addresses on seg, which it must be attached to.
+func (h *Host) AddAddrs(seg *Segment, addrs ...netip.Addr) {
+	n := h.net
+	n.t.Helper()
+	leg, ok := h.legOn[seg]
+	fatal := func(err error) { n.t.Fatalf("netns: address of %s on %s: %v", h.Name, seg.Name, err) }
+	if !ok {
+		fatal(errors.New("not attached"))
+	}
 	for _, a := range addrs {
 		var args []string
 		switch {
@@ -376,10 +395,11 @@ func (h *Host) Attach(seg *Segment, addrs ...netip.Addr) {
 		}
 		h.addrs[seg] = append(h.addrs[seg], a)
 	}
-	if err := ip("-n", h.NS, "link", "set", leg, "up"); err != nil {
-		fatal(err)
-	}
-	seg.attached++
+}
+
+// Addrs are h's addresses on seg, in the order they were given.
+func (h *Host) Addrs(seg *Segment) []netip.Addr {
+	return append([]netip.Addr(nil), h.addrs[seg]...)
 }
 
 // DefaultRoute sends what h has no nearer route for to gw.

@@ -67,8 +67,8 @@ type ProxyProtoConfig struct {
 	// another client's first byte. Must be > 0.
 	HeaderTimeout time.Duration
 	// MaxPending caps the connections whose first bytes are awaited at
-	// once; beyond it Accept waits, so the kernel's backlog holds the
-	// rest. Must be > 0.
+	// once. A balancer's connection beyond it waits (the kernel's backlog
+	// holds it); another's is handed on unexamined. Must be > 0.
 	MaxPending int
 }
 
@@ -121,6 +121,10 @@ type ProxyProtoListener struct {
 	// errMu guards acceptErr, the inner listener's final error.
 	errMu     sync.Mutex
 	acceptErr error
+	// peekMu guards peeking: connections from each address outside the
+	// balancer networks whose first byte is awaited.
+	peekMu  sync.Mutex
+	peeking map[netip.Addr]int
 }
 
 // NewProxyProtoListener wraps ln, which it owns from now on: Close closes
@@ -137,27 +141,31 @@ func NewProxyProtoListener(ln net.Listener, cfg ProxyProtoConfig, obs Observer, 
 		log = slog.New(slog.DiscardHandler)
 	}
 	l := &ProxyProtoListener{ln: ln, cfg: cfg, obs: obs, log: log,
-		ready: make(chan net.Conn), slots: make(chan struct{}, cfg.MaxPending), closed: make(chan struct{})}
+		ready: make(chan net.Conn), slots: make(chan struct{}, cfg.MaxPending), closed: make(chan struct{}),
+		peeking: map[netip.Addr]int{}}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil
 }
 
-// acceptLoop accepts until the inner listener fails or closes, and starts
-// one header reader per connection, at most MaxPending at once.
+// maxPeeksPerSource bounds the connections of one address outside the
+// balancer networks whose first byte is awaited at once. Beyond it (or
+// beyond MaxPending) such a connection goes to the server unexamined: a
+// header on it then fails the SOCKS handshake (bad_version) instead of
+// being counted here, and no client can hold up the listener.
+const maxPeeksPerSource = 4
+
+// acceptLoop accepts until the inner listener fails or closes. A balancer
+// connection waits for one of the MaxPending header readers (the balancer
+// is trusted to pace itself); any other is examined by a reader when one
+// is free and its address has few enough in examination, else handed on.
 func (l *ProxyProtoListener) acceptLoop() {
 	defer l.wg.Done()
 	var backoff time.Duration
 	for {
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.closed:
-			return
-		}
 		conn, err := l.ln.Accept()
 		if err != nil {
-			<-l.slots
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
@@ -175,30 +183,91 @@ func (l *ProxyProtoListener) acceptLoop() {
 			return
 		}
 		backoff = 0
+		peer := addrPortOf(conn.RemoteAddr())
 		l.wg.Add(1)
-		go l.admit(conn)
+		switch {
+		case l.fromBalancer(peer.Addr()):
+			select {
+			case l.slots <- struct{}{}:
+			case <-l.closed:
+				conn.Close()
+				l.wg.Done()
+				return
+			}
+			go l.admit(conn, peer, nil)
+		case l.reservePeek(peer.Addr()):
+			go l.admit(conn, peer, func() { l.releasePeek(peer.Addr()) })
+		default:
+			go l.handOn(conn)
+		}
+	}
+}
+
+// reservePeek takes a reader for a connection from ip outside the
+// balancer networks, if one is free and ip has few enough.
+func (l *ProxyProtoListener) reservePeek(ip netip.Addr) bool {
+	l.peekMu.Lock()
+	defer l.peekMu.Unlock()
+	if l.peeking[ip] >= maxPeeksPerSource {
+		return false
+	}
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		return false
+	}
+	l.peeking[ip]++
+	return true
+}
+
+func (l *ProxyProtoListener) releasePeek(ip netip.Addr) {
+	l.peekMu.Lock()
+	defer l.peekMu.Unlock()
+	if l.peeking[ip]--; l.peeking[ip] <= 0 {
+		delete(l.peeking, ip)
 	}
 }
 
 // admit reads conn's first bytes and hands it to Accept, or closes it.
-func (l *ProxyProtoListener) admit(conn net.Conn) {
+// It gives back its reader slot, and calls release (if set), when done.
+func (l *ProxyProtoListener) admit(conn net.Conn, peer netip.AddrPort, release func()) {
 	defer l.wg.Done()
-	defer func() { <-l.slots }()
-	// Close unblocks the read by closing conn; the deadline bounds it.
+	defer func() {
+		<-l.slots
+		if release != nil {
+			release()
+		}
+	}()
+	// Close unblocks the read; the deadline set in identify bounds it.
 	stop := context.AfterFunc(l.ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	peer := addrPortOf(conn.RemoteAddr())
 	got, reason, err := l.identify(conn, peer)
+	if !stop() {
+		// Closing: whatever identify saw, the connection is not handed on.
+		conn.Close()
+		return
+	}
 	if reason != "" {
 		l.obs.ConnectionRejected(reason)
 		l.log.Warn("connection refused: PROXY protocol", "peer", peer, "reason", reason, "err", err)
 		conn.Close()
 		return
 	}
+	l.deliver(got)
+}
+
+// handOn gives conn to Accept unexamined.
+func (l *ProxyProtoListener) handOn(conn net.Conn) {
+	defer l.wg.Done()
+	l.deliver(conn)
+}
+
+// deliver hands conn to Accept, or closes it when the listener closes
+// first.
+func (l *ProxyProtoListener) deliver(conn net.Conn) {
 	select {
-	case l.ready <- got:
+	case l.ready <- conn:
 	case <-l.closed:
-		got.Close()
+		conn.Close()
 	}
 }
 
@@ -255,7 +324,7 @@ func (l *ProxyProtoListener) fromBalancer(ip netip.Addr) bool {
 // readProxyHeader reads exactly one PROXY header from c, never a byte of
 // what follows it (the SOCKS greeting, which the session reads itself
 // from the raw connection).
-func readProxyHeader(c net.Conn) ([]byte, string, error) {
+func readProxyHeader(c io.Reader) ([]byte, string, error) {
 	buf := make([]byte, proxyV1MinLen, proxyV2FixedLen+proxyV2MaxBody)
 	if _, err := io.ReadFull(c, buf); err != nil {
 		return nil, RejectProxyHeaderMissing, fmt.Errorf("read header: %w", err)

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -124,6 +127,44 @@ func TestProxyProtocolSlowBalancerConnection(t *testing.T) {
 	assert.Equal(t, 1, ts.rec.count("rejected/"+RejectProxyHeaderMissing))
 }
 
+// TestProxyProtocolSilentClientsHoldNothingUp: connections from outside
+// the balancer networks that never send a byte take at most
+// maxPeeksPerSource readers; the rest of that address's connections, and
+// every other client, are served at once, long before the header timeout
+// would free a reader.
+func TestProxyProtocolSilentClientsHoldNothingUp(t *testing.T) {
+	echo := echoTarget(t)
+	cfg := testConfig()
+	cfg.Rules.Clients = loopbackNet
+	cfg.HandshakeTimeout = time.Minute
+	rec := newRecorder()
+	srv, err := New(cfg, Deps{Observer: rec})
+	require.NoError(t, err)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	pcfg := DefaultProxyProtoConfig()
+	pcfg.From = docNet
+	pcfg.HeaderTimeout = time.Minute // longer than the test may take
+	pcfg.MaxPending = 8
+	ln, err := NewProxyProtoListener(inner, pcfg, rec, nil)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		require.NoError(t, srv.Close())
+		require.ErrorIs(t, <-done, ErrServerClosed)
+		requireNoProxyGoroutines(t)
+	})
+
+	for range 3 * pcfg.MaxPending {
+		dialClient(t, inner.Addr().String())
+	}
+	c := dialClient(t, inner.Addr().String())
+	c.greet(methodNoAuth)
+	reply, _ := c.request(CommandConnect, spec(echo))
+	require.Equal(t, ReplySucceeded, reply, "served while silent connections wait")
+}
+
 // TestProxyProtoConfigValidate: settings that cannot work are refused.
 func TestProxyProtoConfigValidate(t *testing.T) {
 	ok := DefaultProxyProtoConfig()
@@ -149,4 +190,44 @@ func TestProxyProtoConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzReadProxyHeader feeds arbitrary first bytes of a balancer's
+// connection to the header reader and the parser. Properties: no panic; a
+// header read is a prefix of the input and nothing past it is consumed
+// (the SOCKS greeting behind it is the session's); a refusal has a reason;
+// the parser, given what was read, consumes all of it and nothing more.
+func FuzzReadProxyHeader(f *testing.F) {
+	f.Add([]byte("PROXY TCP4 192.0.2.7 127.0.0.1 40000 1080\r\n\x05\x01\x00"))
+	f.Add([]byte("PROXY TCP6 2001:db8::7 2001:db8::1 40000 1080\r\n"))
+	f.Add([]byte("PROXY UNKNOWN\r\n\x05"))
+	f.Add([]byte("PROXY TCP4 nonsense\r\n"))
+	f.Add([]byte("\x05\x01\x00"))
+	for _, v := range []byte{1, 2} {
+		for _, cmd := range []proxyproto.ProtocolVersionAndCommand{proxyproto.PROXY, proxyproto.LOCAL} {
+			h := proxyproto.HeaderProxyFromAddrs(v, net.TCPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8::7]:40000")),
+				net.TCPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8::1]:1080")))
+			h.Command = cmd
+			if b, err := h.Format(); err == nil {
+				f.Add(append(b, 5, 1, 0))
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		raw, reason, err := readProxyHeader(r)
+		if reason != "" {
+			require.Error(t, err)
+			require.Contains(t, []string{RejectProxyHeaderMissing, RejectProxyHeaderInvalid}, reason)
+			return
+		}
+		require.NoError(t, err)
+		require.True(t, bytes.HasPrefix(data, raw), "the header read is the input's start")
+		require.Equal(t, len(data)-len(raw), r.Len(), "nothing past the header was consumed")
+		br := bufio.NewReader(bytes.NewReader(raw))
+		if _, err := proxyproto.Read(br); err == nil {
+			_, err := br.ReadByte()
+			require.ErrorIs(t, err, io.EOF, "the parser left bytes of the header unread")
+		}
+	})
 }

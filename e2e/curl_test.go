@@ -62,12 +62,21 @@ func TestCurlThroughProxy(t *testing.T) {
 // webServer serves page on n's server side until the test ends.
 func webServer(t *testing.T, n *testNet, page string) *httptest.Server {
 	t.Helper()
+	return webServerAt(t, n.inServer, n.serverIP(), page)
+}
+
+// webServerAt serves page on ip, its listener opened through open (a
+// host's Do, or a plain call), until the test ends. The tests that show
+// what the proxy refuses put one on the inside host (n.fw.Inside.Do,
+// n.playerIP()) to stand for the inside network.
+func webServerAt(t *testing.T, open func(func() error) error, ip netip.Addr, page string) *httptest.Server {
+	t.Helper()
 	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(page))
 	}))
-	require.NoError(t, n.inServer(func() (err error) {
+	require.NoError(t, open(func() (err error) {
 		web.Listener.Close()
-		web.Listener, err = net.Listen("tcp", netip.AddrPortFrom(n.serverIP(), 0).String())
+		web.Listener, err = net.Listen("tcp", netip.AddrPortFrom(ip, 0).String())
 		return err
 	}))
 	web.Start()

@@ -15,8 +15,9 @@ import (
 )
 
 // startProxyProtoServer runs a server behind a ProxyProtoListener that
-// trusts from, admitting clients from clients.
-func startProxyProtoServer(t *testing.T, from, clients []netip.Prefix) *testServer {
+// trusts from, admitting clients from clients; pcfg adjusts the listener
+// (nil: defaults with a 2 s header timeout).
+func startProxyProtoServer(t *testing.T, from, clients []netip.Prefix, pcfg *ProxyProtoConfig) *testServer {
 	t.Helper()
 	cfg := testConfig()
 	cfg.Rules.Clients = clients
@@ -25,24 +26,15 @@ func startProxyProtoServer(t *testing.T, from, clients []netip.Prefix) *testServ
 	require.NoError(t, err)
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	pcfg := DefaultProxyProtoConfig()
+	if pcfg == nil {
+		c := DefaultProxyProtoConfig()
+		c.HeaderTimeout = 2 * time.Second
+		pcfg = &c
+	}
 	pcfg.From = from
-	pcfg.HeaderTimeout = 2 * time.Second
-	ln, err := NewProxyProtoListener(inner, pcfg, rec, nil)
+	ln, err := NewProxyProtoListener(inner, *pcfg, rec, nil)
 	require.NoError(t, err)
-	ts := &testServer{Server: srv, addr: ln.Addr().String(), rec: rec, done: make(chan error, 1)}
-	go func() { ts.done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		require.NoError(t, srv.Close())
-		select {
-		case err := <-ts.done:
-			require.ErrorIs(t, err, ErrServerClosed)
-		case <-time.After(testTimeout):
-			t.Fatal("Serve did not return after Close")
-		}
-		requireNoProxyGoroutines(t)
-	})
-	return ts
+	return serveForTest(t, srv, ln, rec)
 }
 
 func proxyHeader(t *testing.T, version byte, cmd proxyproto.ProtocolVersionAndCommand, src string) []byte {
@@ -88,7 +80,7 @@ func TestProxyProtocol(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ts := startProxyProtoServer(t, tt.from, tt.clients)
+			ts := startProxyProtoServer(t, tt.from, tt.clients, nil)
 			c := dialClient(t, ts.addr)
 			c.write(append(append([]byte{}, tt.header...), 5, 1, methodNoAuth))
 			if tt.reject != "" {
@@ -113,7 +105,7 @@ func TestProxyProtocol(t *testing.T) {
 // when its header timeout passes.
 func TestProxyProtocolSlowBalancerConnection(t *testing.T) {
 	echo := echoTarget(t)
-	ts := startProxyProtoServer(t, loopbackNet, docNet)
+	ts := startProxyProtoServer(t, loopbackNet, docNet, nil)
 	silent := dialClient(t, ts.addr)
 
 	c := dialClient(t, ts.addr)
@@ -134,32 +126,14 @@ func TestProxyProtocolSlowBalancerConnection(t *testing.T) {
 // would free a reader.
 func TestProxyProtocolSilentClientsHoldNothingUp(t *testing.T) {
 	echo := echoTarget(t)
-	cfg := testConfig()
-	cfg.Rules.Clients = loopbackNet
-	cfg.HandshakeTimeout = time.Minute
-	rec := newRecorder()
-	srv, err := New(cfg, Deps{Observer: rec})
-	require.NoError(t, err)
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
 	pcfg := DefaultProxyProtoConfig()
-	pcfg.From = docNet
 	pcfg.HeaderTimeout = time.Minute // longer than the test may take
 	pcfg.MaxPending = 8
-	ln, err := NewProxyProtoListener(inner, pcfg, rec, nil)
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		require.NoError(t, srv.Close())
-		require.ErrorIs(t, <-done, ErrServerClosed)
-		requireNoProxyGoroutines(t)
-	})
-
+	ts := startProxyProtoServer(t, docNet, loopbackNet, &pcfg)
 	for range 3 * pcfg.MaxPending {
-		dialClient(t, inner.Addr().String())
+		dialClient(t, ts.addr)
 	}
-	c := dialClient(t, inner.Addr().String())
+	c := dialClient(t, ts.addr)
 	c.greet(methodNoAuth)
 	reply, _ := c.request(CommandConnect, spec(echo))
 	require.Equal(t, ReplySucceeded, reply, "served while silent connections wait")

@@ -26,12 +26,9 @@ const boundaryWait = 2 * time.Second
 // carries UDP through the proxy over IPv6.
 func TestFirewallBoundary(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
-		n := &testNet{name: "firewall IPv4", v6: v6}
-		if v6 {
-			n.name = "firewall IPv6"
-		}
-		t.Run(n.name, func(t *testing.T) {
-			n = newFirewallNet(t, v6)
+		name := map[bool]string{false: "firewall IPv4", true: "firewall IPv6"}[v6]
+		t.Run(name, func(t *testing.T) {
+			n := newFirewallNet(t, v6)
 			inside := n.fw.Inside
 			web := webServer(t, n, "outside page")
 			echo := newCountingEcho(t, n)

@@ -42,13 +42,14 @@ func newFirewallNet(t *testing.T, v6 bool) *testNet {
 	return &testNet{name: name, fw: netns.NewFirewall(t, netns.FirewallSpec{Proxies: 1}), v6: v6}
 }
 
-// testNets is what each topology test runs on: loopback, then the firewall
-// topology over IPv4 and, with both, over IPv6.
+// netKind is one topology a test body runs on.
 type netKind struct {
 	name string
 	make func(t *testing.T) *testNet
 }
 
+// topologies are loopback, then the firewall topology over IPv4 and,
+// withV6, over IPv6.
 func topologies(withV6 bool) []netKind {
 	kinds := []netKind{
 		{"loopback", func(*testing.T) *testNet { return onLoopback }},
@@ -167,7 +168,7 @@ func (n *testNet) httpClient() *http.Client {
 	return n.fw.Proxy().HTTPClient()
 }
 
-// udpEchoOn answers every datagram with "echo:" and the payload, on the
+// udpEcho answers every datagram with "echo:" and the payload, on the
 // server side; it stops with the test.
 func (n *testNet) udpEcho(t *testing.T) *net.UDPAddr {
 	t.Helper()

@@ -22,7 +22,7 @@ func startProxyProtoServer(t *testing.T, from, clients []netip.Prefix, pcfg *Pro
 	cfg := testConfig()
 	cfg.Rules.Clients = clients
 	rec := newRecorder()
-	srv, err := New(cfg, Deps{Observer: rec})
+	srv, err := New(cfg, Deps{Observer: rec, Leases: newLeases(t, nil)})
 	require.NoError(t, err)
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -137,6 +137,29 @@ func TestProxyProtocolSilentClientsHoldNothingUp(t *testing.T) {
 	c.greet(methodNoAuth)
 	reply, _ := c.request(CommandConnect, spec(echo))
 	require.Equal(t, ReplySucceeded, reply, "served while silent connections wait")
+}
+
+// TestProxyProtocolPinsUDPToHeaderClient: an association opened through
+// a balancer takes the client's datagrams from the header's address,
+// where the client's UDP comes from (straight, not through the balancer),
+// and refuses them from the balancer's.
+func TestProxyProtocolPinsUDPToHeaderClient(t *testing.T) {
+	ts := startProxyProtoServer(t, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, []netip.Prefix{netip.MustParsePrefix("127.0.0.5/32")}, nil)
+	remote := newUDPPeer(t, "127.0.0.1:0")
+	sock := newUDPPeer(t, "127.0.0.5:0")
+	c := dialClient(t, ts.addr)
+	c.write(append(proxyHeader(t, 2, proxyproto.PROXY, sock.addr().String()), 5, 1, methodNoAuth))
+	require.Equal(t, byte(methodNoAuth), c.read(2)[1])
+	reply, relay := c.request(CommandAssociate, spec(sock.addr()))
+	require.Equal(t, ReplySucceeded, reply)
+
+	fromBalancer := newUDPPeer(t, "127.0.0.1:0")
+	fromBalancer.send(append(appendUDPHeader(nil, remote.addr()), "from the balancer"...), relay)
+	sock.send(append(appendUDPHeader(nil, remote.addr()), "from the client"...), relay)
+	got, _ := remote.recv()
+	assert.Equal(t, "from the client", string(got), "only the header's client may use the association")
+	require.True(t, waitFor(testTimeout, func() bool { return ts.rec.count("udp/client_to_remote/foreign_source") == 1 }),
+		"the balancer's datagram is counted as from a foreign source")
 }
 
 // TestProxyProtoConfigValidate: settings that cannot work are refused.

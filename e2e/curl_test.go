@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,9 +22,15 @@ import (
 // curl runs curl with args and returns its output and error.
 func curl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return curlIn(t, onLoopback, args...)
+}
+
+// curlIn runs curl on n's player side.
+func curlIn(t *testing.T, n *testNet, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "curl", append([]string{"--silent", "--show-error", "--max-time", "20", "--noproxy", ""}, args...)...)
+	cmd := n.playerCommand(ctx, "curl", append([]string{"--silent", "--show-error", "--max-time", "20", "--noproxy", ""}, args...)...)
 	// Proxy settings of the machine must not leak into the test.
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	var out, errOut bytes.Buffer
@@ -48,17 +56,50 @@ func usersFile(t *testing.T, user, password string) string {
 func TestCurlThroughProxy(t *testing.T) {
 	_, err := exec.LookPath("curl")
 	require.NoError(t, err, "curl is needed (make test installs it)")
+	forEachNet(t, false, testCurlThroughProxy)
+}
 
-	page := strings.Repeat("media over socks\n", 1000)
-	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// webServer serves page on n's server side until the test ends.
+func webServer(t *testing.T, n *testNet, page string) *httptest.Server {
+	t.Helper()
+	return webServerAt(t, n.inServer, n.serverIP(), page)
+}
+
+// webServerAt serves page on ip, its listener opened through open (a
+// host's Do, or a plain call), until the test ends. The tests that show
+// what the proxy refuses put one on the inside host (n.fw.Inside.Do,
+// n.playerIP()) to stand for the inside network.
+func webServerAt(t *testing.T, open func(func() error) error, ip netip.Addr, page string) *httptest.Server {
+	t.Helper()
+	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(page))
 	}))
+	require.NoError(t, open(func() (err error) {
+		web.Listener.Close()
+		web.Listener, err = net.Listen("tcp", netip.AddrPortFrom(ip, 0).String())
+		return err
+	}))
+	web.Start()
 	t.Cleanup(web.Close)
-	webPort := web.Listener.Addr().(interface{ String() string }).String()
-	_, port, _ := strings.Cut(webPort, ":")
+	return web
+}
 
-	open := startProxy(t)
-	authed := startProxy(t, "-users", usersFile(t, "alice", "s3cret"))
+func testCurlThroughProxy(t *testing.T, n *testNet) {
+	page := strings.Repeat("media over socks\n", 1000)
+	web := webServer(t, n, page)
+	_, port, _ := net.SplitHostPort(web.Listener.Addr().String())
+	// A name only the proxy can resolve: localhost on loopback, and on the
+	// topology a name in the proxy host's own hosts file.
+	name := "localhost"
+	if n.fw != nil {
+		name = "media.test"
+		n.fw.Proxy().SetHosts(n.serverIP().String() + " " + name)
+	}
+	byIP := "http://" + hostPort(n.serverIP(), port) + "/"
+	byName := "http://" + net.JoinHostPort(name, port) + "/"
+
+	open := startProxyIn(t, n)
+	authed := startProxyIn(t, n, "-users", usersFile(t, "alice", "s3cret"))
 
 	tests := []struct {
 		name    string
@@ -68,13 +109,13 @@ func TestCurlThroughProxy(t *testing.T) {
 		user    string
 		wantErr bool
 	}{
-		{"socks5", open, "--socks5", "http://127.0.0.1:" + port + "/", "", false},
-		{"socks5-hostname with an IP literal", open, "--socks5-hostname", "http://127.0.0.1:" + port + "/", "", false},
-		{"socks5-hostname with a name the proxy resolves", open, "--socks5-hostname", "http://localhost:" + port + "/", "", false},
-		{"socks5 with user and password", authed, "--socks5", "http://127.0.0.1:" + port + "/", "alice:s3cret", false},
-		{"socks5-hostname with user and password", authed, "--socks5-hostname", "http://localhost:" + port + "/", "alice:s3cret", false},
-		{"wrong password", authed, "--socks5", "http://127.0.0.1:" + port + "/", "alice:nope", true},
-		{"no credentials where they are required", authed, "--socks5", "http://127.0.0.1:" + port + "/", "", true},
+		{"socks5", open, "--socks5", byIP, "", false},
+		{"socks5-hostname with an IP literal", open, "--socks5-hostname", byIP, "", false},
+		{"socks5-hostname with a name the proxy resolves", open, "--socks5-hostname", byName, "", false},
+		{"socks5 with user and password", authed, "--socks5", byIP, "alice:s3cret", false},
+		{"socks5-hostname with user and password", authed, "--socks5-hostname", byName, "alice:s3cret", false},
+		{"wrong password", authed, "--socks5", byIP, "alice:nope", true},
+		{"no credentials where they are required", authed, "--socks5", byIP, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,7 +123,7 @@ func TestCurlThroughProxy(t *testing.T) {
 			if tt.user != "" {
 				args = append(args, "--proxy-user", tt.user)
 			}
-			out, err := curl(t, append(args, tt.url)...)
+			out, err := curlIn(t, n, append(args, tt.url)...)
 			if tt.wantErr {
 				require.Error(t, err)
 				return

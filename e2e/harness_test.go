@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/netns"
 )
 
 // testTimeout bounds each blocking step; generous for shared machines.
@@ -50,32 +52,52 @@ type proxyProc struct {
 	metrics string // metrics address
 	logs    *logBuffer
 	exited  chan error
+	// http reaches the metrics listener (from the proxy host).
+	http *http.Client
 }
 
 // allowLoopback lifts the default refusal of the proxy's host for the
-// loopback networks, where every test's servers live, as an operator would:
-// with explicit allow rules. The proxy's own sockets stay refused.
+// loopback networks, where the loopback tests' servers live, as an operator
+// would: with explicit allow rules. The proxy's own sockets stay refused.
 var allowLoopback = []string{"-allow", "127.0.0.0/8", "-allow", "::1/128"}
 
-// startProxy runs fwproxy with loopback destinations allowed and args
-// (listening on loopback port 0 unless args say otherwise) and waits for
-// its "listening" line. Cleanup stops it with SIGTERM and requires a clean
-// exit.
+// startProxy runs fwproxy on loopback (see startProxyIn).
 func startProxy(t *testing.T, args ...string) *proxyProc {
 	t.Helper()
-	return startProxyDefaults(t, append(append([]string(nil), allowLoopback...), args...)...)
+	return startProxyIn(t, onLoopback, args...)
 }
 
-// startProxyDefaults is startProxy with the default destination rules: the
-// proxy's host is not a destination.
+// startProxyIn runs fwproxy with args on n's proxy host (listening on port
+// 0 of its inside address unless args say otherwise) and waits for its
+// "listening" line. Cleanup stops it with SIGTERM and requires a clean
+// exit.
+func startProxyIn(t *testing.T, n *testNet, args ...string) *proxyProc {
+	t.Helper()
+	return startProxyOn(t, n.proxyHost(), n.httpClient(), append(n.proxyArgs(t), args...)...)
+}
+
+
+// startProxyDefaults runs fwproxy on loopback with the default destination
+// rules: the proxy's host is not a destination.
 func startProxyDefaults(t *testing.T, args ...string) *proxyProc {
 	t.Helper()
-	args = append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-log-format", "json", "-log-level", "debug"}, args...)
-	cmd := exec.Command(filepath.Join(binDir, "fwproxy"), args...)
+	return startProxyOn(t, nil, onLoopback.httpClient(), append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0"}, args...)...)
+}
+
+// startProxyOn runs fwproxy with args on host (nil: this host), its
+// metrics reached with client.
+func startProxyOn(t *testing.T, host *netns.Host, client *http.Client, args ...string) *proxyProc {
+	t.Helper()
+	args = append([]string{"-log-format", "json", "-log-level", "debug"}, args...)
+	bin := filepath.Join(binDir, "fwproxy")
+	cmd := exec.Command(bin, args...)
+	if host != nil {
+		cmd = host.Command(context.Background(), bin, args...)
+	}
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &proxyProc{cmd: cmd, logs: &logBuffer{}, exited: make(chan error, 1)}
+	p := &proxyProc{cmd: cmd, logs: &logBuffer{}, exited: make(chan error, 1), http: client}
 
 	ready := make(chan map[string]any, 1)
 	copied := make(chan struct{})
@@ -139,7 +161,7 @@ func (p *proxyProc) scrape(t *testing.T) string {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.metrics+"/metrics", nil)
 	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.http.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)

@@ -21,6 +21,11 @@ need util-linux command -v setpriv
 need fail2ban command -v fail2ban-regex
 # promtool checks the metrics exposition and the alerting rules (metrics/).
 need prometheus command -v promtool
+# The test hosts: network namespaces and veth pairs (internal/netns).
+need iproute2 command -v ip
+# The balancer in front of two proxies (e2e/balancer_test.go); the test
+# runs its own haproxy in a namespace, never the package's service.
+need haproxy test -x /usr/sbin/haproxy
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -30,12 +35,13 @@ echo "installing test dependencies: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The tests only need fail2ban-regex: the package's own service must not
-# start banning on a test machine.
-if [[ " ${missing[*]} " == *" fail2ban "* ]] && command -v systemctl >/dev/null 2>&1; then
-	$sudo systemctl disable --now fail2ban >/dev/null 2>&1 || true
-# Only promtool is wanted from the prometheus package: its server must not
-# run on the test machine.
-if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
-	$sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+# Only the commands are wanted from these packages: their own services
+# (fail2ban banning, a Prometheus server, HAProxy) must not run on a test
+# machine. The tests start what they need themselves.
+if command -v systemctl >/dev/null 2>&1; then
+	for svc in fail2ban prometheus haproxy; do
+		if [[ " ${missing[*]} " == *" $svc "* ]]; then
+			$sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+		fi
+	done
 fi

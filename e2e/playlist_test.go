@@ -84,7 +84,7 @@ type playlistSetup struct {
 
 // startMMSServer runs the emulated server with a playlist "playlist" of
 // s.entries entries of s.packets packets; Close is a cleanup.
-func startMMSServer(t *testing.T, s playlistSetup) (*mmsserver.Server, *asf.File) {
+func startMMSServer(t *testing.T, n *testNet, s playlistSetup) (*mmsserver.Server, *asf.File) {
 	t.Helper()
 	entry, err := loadAsset(t).Truncate(s.packets)
 	require.NoError(t, err)
@@ -96,30 +96,42 @@ func startMMSServer(t *testing.T, s playlistSetup) (*mmsserver.Server, *asf.File
 	// for a player that never speaks.
 	cfg.TailDelay = 5 * time.Second
 	cfg.PingInterval = s.ping
-	srv, err := mmsserver.Listen("127.0.0.1:0", cfg, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { srv.Close() })
+	srv := listenMMS(t, n, cfg)
 	return srv, entry
 }
 
-// startMMSProxy runs fwproxy with the MMS filter on srv's port.
-func startMMSProxy(t *testing.T, srv *mmsserver.Server, args ...string) *proxyProc {
+// listenMMS runs the emulated server on n's server side; Close is a
+// cleanup.
+func listenMMS(t *testing.T, n *testNet, cfg mmsserver.Config) *mmsserver.Server {
 	t.Helper()
-	// Every emulated player is on 127.0.0.1, and 50 of them at once hold
-	// more sessions than one client's default share.
-	return startProxy(t, append([]string{"-mms-ports", strconv.Itoa(int(srv.Addr().Port())), "-external-ip", externalIP,
+	var srv *mmsserver.Server
+	require.NoError(t, n.inServer(func() (err error) {
+		srv, err = mmsserver.Listen(netip.AddrPortFrom(n.serverIP(), 0).String(), cfg, nil)
+		return err
+	}))
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// startMMSProxy runs fwproxy on n with the MMS filter on srv's port.
+func startMMSProxy(t *testing.T, n *testNet, srv *mmsserver.Server, args ...string) *proxyProc {
+	t.Helper()
+	// 50 players at once from one address hold more sessions than one
+	// client's default share.
+	return startProxyIn(t, n, append([]string{"-mms-ports", strconv.Itoa(int(srv.Addr().Port())), "-external-ip", n.externalIP(),
 		"-max-sessions-per-client", "0"}, args...)...)
 }
 
 // playerConfig is a player of mode through proxy p that checks every
 // payload against the asset entry.
-func playerConfig(srv *mmsserver.Server, p *proxyProc, mode mmsplayer.Mode, entry *asf.File, plan mmsplayer.Plan) mmsplayer.Config {
+func playerConfig(n *testNet, srv *mmsserver.Server, p *proxyProc, mode mmsplayer.Mode, entry *asf.File, plan mmsplayer.Plan) mmsplayer.Config {
 	cfg := mmsplayer.DefaultConfig()
 	cfg.Server = srv.Addr()
 	cfg.Path = "playlist"
 	cfg.Proxy = p.socks
 	cfg.Mode = mode
-	cfg.LocalIP = playerIP
+	cfg.LocalIP = n.playerIP()
+	cfg.Sockets = n.sockets()
 	cfg.Ports = testPorts
 	cfg.Plan = plan
 	cfg.LossWait = time.Second
@@ -248,46 +260,48 @@ func TestPlaylistOnePlayer(t *testing.T) {
 		{"announced MMSU (UDP direct)", mmsplayer.ModeAnnounced, closeFirst, "announced", true},
 		{"MMST", mmsplayer.ModeTCP, nil, "", false},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			srv, entry := startMMSServer(t, setup)
-			p := startMMSProxy(t, srv)
-			r := playAll(t, []mmsplayer.Config{playerConfig(srv, p, tt.mode, entry, tt.plan)})[0]
-			requireClean(t, tt.name, r, setup.entries)
-			assert.Positive(t, r.Pongs, "the server pinged and the player answered")
+	forEachNet(t, true, func(t *testing.T, n *testNet) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				srv, entry := startMMSServer(t, n, setup)
+				p := startMMSProxy(t, n, srv)
+				r := playAll(t, []mmsplayer.Config{playerConfig(n, srv, p, tt.mode, entry, tt.plan)})[0]
+				requireClean(t, tt.name, r, setup.entries)
+				assert.Positive(t, r.Pongs, "the server pinged and the player answered")
 
-			st := srv.Stats()
-			assert.EqualValues(t, setup.entries*setup.packets, st.DataPackets)
-			assert.EqualValues(t, setup.entries-1, st.StreamChanges)
-			if tt.mode != mmsplayer.ModeTCP {
-				assert.EqualValues(t, (setup.entries-1)*setup.tail, st.TailPackets, "every tail was in flight at a transition")
-			}
+				st := srv.Stats()
+				assert.EqualValues(t, setup.entries*setup.packets, st.DataPackets)
+				assert.EqualValues(t, setup.entries-1, st.StreamChanges)
+				if tt.mode != mmsplayer.ModeTCP {
+					assert.EqualValues(t, (setup.entries-1)*setup.tail, st.TailPackets, "every tail was in flight at a transition")
+				}
 
-			m := settledMetrics(t, p)
-			transitions := float64(setup.entries - 1)
-			assert.Equal(t, transitions, m.sum("fwproxy_mms_transitions_total", `transition="stream_change"`))
-			assert.Equal(t, transitions, m.sum("fwproxy_mms_transitions_total", `transition="entry_end"`))
-			assert.Equal(t, 1.0, m.sum("fwproxy_mms_transitions_total", `transition="playlist_end"`))
-			assert.Zero(t, m.sum("fwproxy_leases_datagrams_total", `outcome="dropped"`), "no datagram dropped")
-			assert.Equal(t, m.sum("fwproxy_leases_datagrams_total", `outcome="buffered"`), m.sum("fwproxy_leases_datagrams_total", `outcome="flushed"`), "everything buffered was handed over")
-			if tt.rewrite != "" {
-				assert.Equal(t, 1.0, m.sum("fwproxy_mms_funnel_rewrites_total", `mode="`+tt.rewrite+`"`))
-			}
-			if tt.tailInGap {
-				assert.Positive(t, m.sum("fwproxy_leases_datagrams_total", `outcome="buffered"`), "the tail landed in the rebind gap")
-			}
-			if tt.mode == mmsplayer.ModeFirewall {
-				assert.Zero(t, m.sum("fwproxy_udp_datagrams_total", `direction="remote_to_client"`)-m.sum("fwproxy_udp_datagrams_total", `direction="remote_to_client"`, `outcome="relayed"`), "every datagram reached the association")
-			}
-			// Playlist transitions are DEBUG lines, each with its session's id.
-			lines := p.logRecords(t, "mms playlist transition")
-			assert.Len(t, lines, setup.entries-1)
-			for _, rec := range lines {
-				assert.Equal(t, "DEBUG", rec["level"])
-				assert.NotNil(t, rec["sid"])
-			}
-		})
-	}
+				m := settledMetrics(t, p)
+				transitions := float64(setup.entries - 1)
+				assert.Equal(t, transitions, m.sum("fwproxy_mms_transitions_total", `transition="stream_change"`))
+				assert.Equal(t, transitions, m.sum("fwproxy_mms_transitions_total", `transition="entry_end"`))
+				assert.Equal(t, 1.0, m.sum("fwproxy_mms_transitions_total", `transition="playlist_end"`))
+				assert.Zero(t, m.sum("fwproxy_leases_datagrams_total", `outcome="dropped"`), "no datagram dropped")
+				assert.Equal(t, m.sum("fwproxy_leases_datagrams_total", `outcome="buffered"`), m.sum("fwproxy_leases_datagrams_total", `outcome="flushed"`), "everything buffered was handed over")
+				if tt.rewrite != "" {
+					assert.Equal(t, 1.0, m.sum("fwproxy_mms_funnel_rewrites_total", `mode="`+tt.rewrite+`"`))
+				}
+				if tt.tailInGap {
+					assert.Positive(t, m.sum("fwproxy_leases_datagrams_total", `outcome="buffered"`), "the tail landed in the rebind gap")
+				}
+				if tt.mode == mmsplayer.ModeFirewall {
+					assert.Zero(t, m.sum("fwproxy_udp_datagrams_total", `direction="remote_to_client"`)-m.sum("fwproxy_udp_datagrams_total", `direction="remote_to_client"`, `outcome="relayed"`), "every datagram reached the association")
+				}
+				// Playlist transitions are DEBUG lines, each with its session's id.
+				lines := p.logRecords(t, "mms playlist transition")
+				assert.Len(t, lines, setup.entries-1)
+				for _, rec := range lines {
+					assert.Equal(t, "DEBUG", rec["level"])
+					assert.NotNil(t, rec["sid"])
+				}
+			})
+		}
+	})
 }
 
 // manySetup is the playlist of the many-players tests: 20 short entries
@@ -335,10 +349,10 @@ func testSeed(t *testing.T) uint64 {
 
 // manyPlayers runs manyFirewall firewall clients and manyAnnounced
 // announced-mode players at once through a proxy started with args.
-func manyPlayers(t *testing.T, args ...string) ([]*mmsplayer.Report, *mmsserver.Server, metricSet) {
+func manyPlayers(t *testing.T, n *testNet, args ...string) ([]*mmsplayer.Report, *mmsserver.Server, metricSet) {
 	t.Helper()
-	srv, entry := startMMSServer(t, manySetup)
-	p := startMMSProxy(t, srv, args...)
+	srv, entry := startMMSServer(t, n, manySetup)
+	p := startMMSProxy(t, n, srv, args...)
 	seed := testSeed(t)
 	var cfgs []mmsplayer.Config
 	for i := range manyFirewall + manyAnnounced {
@@ -346,7 +360,7 @@ func manyPlayers(t *testing.T, args ...string) ([]*mmsplayer.Report, *mmsserver.
 		if i >= manyFirewall {
 			mode = mmsplayer.ModeAnnounced
 		}
-		cfgs = append(cfgs, playerConfig(srv, p, mode, entry, manyPlan(seed+uint64(i))))
+		cfgs = append(cfgs, playerConfig(n, srv, p, mode, entry, manyPlan(seed+uint64(i))))
 	}
 	start := time.Now()
 	reports := playAll(t, cfgs)
@@ -374,7 +388,11 @@ func transitionsBy(reports []*mmsplayer.Report) map[mmsplayer.Order]int {
 // zero lost packets, zero bind or association failures, and the proxy's
 // metrics agree.
 func TestPlaylistManyPlayers(t *testing.T) {
-	reports, srv, m := manyPlayers(t)
+	forEachNet(t, true, testPlaylistManyPlayers)
+}
+
+func testPlaylistManyPlayers(t *testing.T, n *testNet) {
+	reports, srv, m := manyPlayers(t, n)
 	players := len(reports)
 	for i, r := range reports {
 		requireClean(t, fmt.Sprintf("player %d (%v)", i, r.Mode), r, manySetup.entries)
@@ -430,7 +448,11 @@ func TestPlaylistManyPlayers(t *testing.T) {
 // flight when the end-of-entry messages overtook it. That is one burst
 // per transition that had a gap, never a packet anywhere else.
 func TestPlaylistWithoutLinger(t *testing.T) {
-	reports, _, m := manyPlayers(t, "-lease-linger", "0")
+	forEachNet(t, false, testPlaylistWithoutLinger)
+}
+
+func testPlaylistWithoutLinger(t *testing.T, n *testNet) {
+	reports, _, m := manyPlayers(t, n, "-lease-linger", "0")
 	lost, firewallLost, possible := 0, 0, 0
 	for i, r := range reports {
 		name := fmt.Sprintf("player %d (%v)", i, r.Mode)

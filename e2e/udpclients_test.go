@@ -19,8 +19,12 @@ import (
 // on a loopback address and stops with the test.
 func udpEcho(t *testing.T) *net.UDPAddr {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
+	return onLoopback.udpEcho(t)
+}
+
+// serveUDPEcho answers on c until the test ends, and closes it.
+func serveUDPEcho(t *testing.T, c *net.UDPConn) *net.UDPAddr {
+	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -43,9 +47,15 @@ func udpEcho(t *testing.T) *net.UDPAddr {
 // runTool runs a third-party client with a clean environment plus env.
 func runTool(t *testing.T, env []string, name string, args ...string) string {
 	t.Helper()
+	return runToolIn(t, onLoopback, env, name, args...)
+}
+
+// runToolIn runs a third-party client on n's player side.
+func runToolIn(t *testing.T, n *testNet, env []string, name string, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := n.playerCommand(ctx, name, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -72,12 +82,22 @@ func echoLines(prefix string, count int, echo *net.UDPAddr) string {
 
 // TestPySocksUDP: a UDP round trip through fwproxy with PySocks.
 func TestPySocksUDP(t *testing.T) {
-	echo := udpEcho(t)
-	p := startProxy(t, "-external-ip", "127.0.0.2")
+	forEachNet(t, false, func(t *testing.T, n *testNet) {
+		echo := n.udpEcho(t)
+		p := startProxyIn(t, n, "-external-ip", n.externalIP())
+		out := pysocksUDP(t, n, p, echo, 5)
+		assert.Equal(t, echoLines("pysocks", 5, echo), out)
+		p.waitMetric(t, `fwproxy_udp_datagrams_total{direction="remote_to_client",outcome="relayed"} 5`)
+	})
+}
+
+// pysocksUDP sends count datagrams to echo through p with PySocks from n's
+// player side and returns what came back.
+func pysocksUDP(t *testing.T, n *testNet, p *proxyProc, echo *net.UDPAddr, count int) string {
+	t.Helper()
 	host, port, _ := net.SplitHostPort(p.socks)
-	out := runTool(t, nil, "/usr/bin/python3", "testdata/pysocks_udp.py", host, port, echo.IP.String(), fmt.Sprint(echo.Port), "5")
-	assert.Equal(t, echoLines("pysocks", 5, echo), out)
-	p.waitMetric(t, `fwproxy_udp_datagrams_total{direction="remote_to_client",outcome="relayed"} 5`)
+	return runToolIn(t, n, nil, "/usr/bin/python3", "testdata/pysocks_udp.py", host, port, echo.IP.String(), fmt.Sprint(echo.Port),
+		fmt.Sprint(count), n.toolIP().String())
 }
 
 // TestDanteSocksifyUDP: unmodified UDP programs under Dante's socksify, one
@@ -85,8 +105,12 @@ func TestPySocksUDP(t *testing.T) {
 func TestDanteSocksifyUDP(t *testing.T) {
 	_, err := exec.LookPath("socksify")
 	require.NoError(t, err, "socksify is needed (Debian dante-client; make test installs it)")
-	echo := udpEcho(t)
-	p := startProxy(t, "-external-ip", "127.0.0.2")
+	forEachNet(t, false, testDanteSocksifyUDP)
+}
+
+func testDanteSocksifyUDP(t *testing.T, n *testNet) {
+	echo := n.udpEcho(t)
+	p := startProxyIn(t, n, "-external-ip", n.externalIP())
 	host, port, _ := net.SplitHostPort(p.socks)
 	conf := filepath.Join(t.TempDir(), "socks.conf")
 	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`route {
@@ -104,7 +128,7 @@ func TestDanteSocksifyUDP(t *testing.T) {
 	for _, mode := range []string{"send-first", "bind-first"} {
 		t.Run(mode, func(t *testing.T) {
 			before := strings.Count(p.logs.String(), `"msg":"udp association"`)
-			out := runTool(t, env, "socksify", "/usr/bin/python3", "testdata/udp_client.py", mode, echo.IP.String(), fmt.Sprint(echo.Port), "3")
+			out := runToolIn(t, n, env, "socksify", "/usr/bin/python3", "testdata/udp_client.py", mode, echo.IP.String(), fmt.Sprint(echo.Port), "3")
 			assert.Equal(t, echoLines(mode, 3, echo), out)
 			assert.Greater(t, strings.Count(p.logs.String(), `"msg":"udp association"`), before, "the datagrams went through fwproxy")
 		})

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"fwproxy/e2e/asf"
 	"fwproxy/e2e/mmsserver"
 )
 
@@ -42,7 +43,7 @@ const (
 // vlcCommand builds the command that runs VLC headless, writing what it
 // decodes to a WAV file. VLC refuses to run as root, so as root it runs
 // as nobody through setpriv (which execs, so the PID is VLC's).
-func vlcCommand(t *testing.T, ctx context.Context, dir string, args ...string) *exec.Cmd {
+func vlcCommand(t *testing.T, ctx context.Context, n *testNet, dir string, args ...string) *exec.Cmd {
 	t.Helper()
 	vlc, err := exec.LookPath("vlc")
 	require.NoError(t, err, "vlc is needed (Debian vlc-bin and vlc-plugin-base; make test installs them)")
@@ -56,7 +57,7 @@ func vlcCommand(t *testing.T, ctx context.Context, dir string, args ...string) *
 		require.NoError(t, err)
 		argv = append([]string{setpriv, "--reuid=" + nobody.Uid, "--regid=" + nobody.Gid, "--clear-groups", "--"}, argv...)
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := n.playerCommand(ctx, argv[0], argv[1:]...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
 	cmd.Dir = dir
 	// Its own process group, so that a timeout kills VLC and anything it
@@ -188,9 +189,11 @@ func TestVLCPlaysMMSU(t *testing.T) {
 		// stream.
 		"playlist": mmsserver.Repeat("playlist", asset, 3),
 	}
-	srv, err := mmsserver.Listen("127.0.0.1:0", cfg, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { srv.Close() })
+	forEachNet(t, false, func(t *testing.T, n *testNet) { testVLCPlaysMMSU(t, n, cfg, asset) })
+}
+
+func testVLCPlaysMMSU(t *testing.T, n *testNet, cfg mmsserver.Config, asset *asf.File) {
+	srv := listenMMS(t, n, cfg)
 	port := strconv.Itoa(int(srv.Addr().Port()))
 
 	tests := []struct {
@@ -202,19 +205,24 @@ func TestVLCPlaysMMSU(t *testing.T) {
 		{"through fwproxy with --socks, first playlist entry", "playlist", true},
 	}
 	for _, tt := range tests {
+		if n.fw != nil && !tt.proxied {
+			continue // the boundary test shows there is no direct way
+		}
 		t.Run(tt.name, func(t *testing.T) {
-			requireVLCPortFree(t)
+			if n.fw == nil {
+				requireVLCPortFree(t)
+			}
 			var args []string
 			var p *proxyProc
 			if tt.proxied {
-				p = startMMSProxy(t, srv)
+				p = startMMSProxy(t, n, srv)
 				args = append(args, "--socks="+p.socks)
 			}
 			before := srv.Stats()
 			dir := vlcDir(t)
 			ctx, cancel := context.WithTimeout(context.Background(), vlcTimeout)
 			defer cancel()
-			cmd := vlcCommand(t, ctx, dir, append(args, "mmsu://127.0.0.1:"+port+"/"+tt.path)...)
+			cmd := vlcCommand(t, ctx, n, dir, append(args, "mmsu://"+hostPort(n.serverIP(), port)+"/"+tt.path)...)
 			var log bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &log, &log
 			err := cmd.Run()

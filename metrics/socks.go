@@ -56,7 +56,7 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 	m := &Socks{
 		rejected: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "connections_rejected_total",
-			Help: "Client connections closed before the handshake, by reason (client_not_allowed, session_limit, client_session_limit).",
+			Help: "Client connections closed before the handshake, by reason (client_not_allowed, session_limit, client_session_limit, proxy_header_missing, proxy_header_invalid, proxy_header_untrusted).",
 		}, []string{"reason"}),
 		refused: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "destinations_refused_total",

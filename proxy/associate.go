@@ -110,7 +110,7 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 		return errors.New("udp associate not allowed by rules")
 	}
 	local := addrPortOf(ss.conn.LocalAddr())
-	relay, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), 0)))
+	relay, err := listenRelay(local.Addr(), s.cfg().RelayPorts)
 	if err != nil {
 		ss.sendReply(ReplyGeneralFailure, netip.AddrPort{})
 		return fmt.Errorf("udp associate: open relay socket: %w", err)

@@ -66,6 +66,10 @@ type Config struct {
 	AuthConcurrency int
 	// Rules decides which clients, commands and destinations are allowed.
 	Rules Rules
+	// RelayPorts is where UDP ASSOCIATE's client-facing relay sockets
+	// bind, on the address the control connection arrived on; the zero
+	// value takes ephemeral ports.
+	RelayPorts PortRange
 }
 
 // DefaultConfig returns settings that are safe on any host: loopback
@@ -135,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Rules.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.RelayPorts.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("relay ports: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("proxy config: %w", err)

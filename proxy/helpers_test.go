@@ -119,6 +119,13 @@ func startServer(t *testing.T, cfg Config, deps Deps) *testServer {
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	return serveForTest(t, srv, ln, rec)
+}
+
+// serveForTest runs srv on ln; cleanup closes it, checks Serve returned
+// and that no session goroutine is left.
+func serveForTest(t *testing.T, srv *Server, ln net.Listener, rec *recorder) *testServer {
+	t.Helper()
 	ts := &testServer{Server: srv, addr: ln.Addr().String(), rec: rec, done: make(chan error, 1)}
 	go func() { ts.done <- srv.Serve(ln) }()
 	t.Cleanup(func() {

@@ -9,7 +9,8 @@ package proxy
 
 // RejectReasons are the reasons of Observer.ConnectionRejected.
 func RejectReasons() []string {
-	return []string{"client_not_allowed", "session_limit", "client_session_limit"}
+	return []string{"client_not_allowed", "session_limit", "client_session_limit",
+		RejectProxyHeaderMissing, RejectProxyHeaderInvalid, RejectProxyHeaderUntrusted}
 }
 
 // HandshakeFailureReasons are the reasons of Observer.HandshakeFailed.

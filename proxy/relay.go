@@ -25,7 +25,7 @@ import (
 func (ss *session) relay(ctx context.Context, target net.Conn, fs FilterSession) error {
 	r := &relay{ss: ss, target: target, fs: fs}
 	if _, plain := fs.(passThrough); plain {
-		cc, ok1 := ss.conn.(*net.TCPConn)
+		cc, ok1 := rawTCPConn(ss.conn)
 		tc, ok2 := target.(*net.TCPConn)
 		if ok1 && ok2 {
 			r.clientTCP, r.targetTCP = cc, tc

@@ -87,6 +87,14 @@ type Config struct {
 	MMSPorts []uint16 `yaml:"mms_ports"`
 
 	Rules RulesConfig `yaml:"rules"`
+
+	// ProxyProtocolFrom lists the balancer networks whose connections
+	// carry a PROXY protocol header (v1 or v2) naming the client; empty
+	// accepts no header from anyone.
+	ProxyProtocolFrom []string `yaml:"proxy_protocol_from" reload:"restart"`
+	// RelayPorts is the port range "LO-HI" of associations' client-facing
+	// UDP relay sockets, on the inside address; "" takes ephemeral ports.
+	RelayPorts string `yaml:"relay_ports"`
 }
 
 // LeaseLimits bound the lease table; 0 means no cap (see leases.Config).
@@ -151,6 +159,8 @@ func DefaultConfig() Config {
 			Clients:  []string{"127.0.0.0/8", "::1/128"},
 			Commands: []string{"connect", "bind", "udp_associate"},
 		},
+
+		ProxyProtocolFrom: []string{},
 	}
 }
 
@@ -180,6 +190,9 @@ type settings struct {
 	level  slog.Level
 	// users is the loaded users file; nil when authentication is off.
 	users *proxy.Users
+	// proxyProto is the PROXY protocol listener's configuration; its From
+	// is empty when ProxyProtocolFrom is.
+	proxyProto proxy.ProxyProtoConfig
 }
 
 // checker collects every problem of a Config, each located by origin.
@@ -262,6 +275,27 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 		p.AdvertiseIP = a
 	}
 	p.Rules = checkRules(ck, c.Rules)
+	if c.RelayPorts != "" {
+		if lo, hi, msg := parsePortRange(c.RelayPorts); msg != "" {
+			ck.bad("relay_ports", "%s", msg)
+		} else {
+			p.RelayPorts = proxy.PortRange{Min: lo, Max: hi}
+		}
+	}
+	if len(c.ProxyProtocolFrom) > 0 {
+		s.proxyProto = proxy.DefaultProxyProtoConfig()
+		for i, n := range c.ProxyProtocolFrom {
+			pfx, ok := parsePrefix(n)
+			if !ok {
+				ck.bad(fmt.Sprintf("proxy_protocol_from[%d]", i), "%q is not a CIDR network or an IP address", n)
+				continue
+			}
+			s.proxyProto.From = append(s.proxyProto.From, pfx)
+		}
+		if err := s.proxyProto.Validate(); err != nil && len(ck.errs) == 0 {
+			ck.bad("proxy_protocol_from", "%v", err)
+		}
+	}
 
 	l := &s.leases
 	l.ListenIP = p.ExternalIP

@@ -103,6 +103,12 @@ rules:
 			assert.Equal(t, uint16(1080), p.Rules.AllowDestinations[1].LastPort)
 			assert.Equal(t, uint16(1024), p.Rules.AllowDestinations[2].FirstPort)
 		}},
+		{"proxy protocol networks", []string{"-proxy-protocol-from", "198.51.100.50, 2001:db8:1::/64"}, func(t *testing.T, s settings) {
+			assert.Equal(t, "[198.51.100.50/32 2001:db8:1::/64]", fmt.Sprint(s.proxyProto.From))
+		}},
+		{"relay ports", []string{"-relay-ports", "41000-41999"}, func(t *testing.T, s settings) {
+			assert.Equal(t, proxy.PortRange{Min: 41000, Max: 41999}, s.proxy.RelayPorts)
+		}},
 		{"hardening defaults", nil, func(t *testing.T, s settings) {
 			p := s.proxy
 			assert.Equal(t, 64, p.MaxSessionsPerClient)

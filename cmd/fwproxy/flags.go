@@ -41,6 +41,8 @@ func configFlags() []configFlag {
 		{"udp-idle-timeout", "udp_idle_timeout", "end a UDP association idle this long; 0 never"},
 		{"bind-timeout", "bind_timeout", "how long BIND waits for the incoming connection"},
 		{"drain-timeout", "drain_timeout", "how long shutdown waits for sessions"},
+		{"relay-ports", "relay_ports", "client-facing UDP relay port range `LO-HI` of associations; empty: ephemeral ports"},
+		{"proxy-protocol-from", "proxy_protocol_from", "comma-separated balancer `NETWORKS` whose connections must carry a PROXY protocol header (v1 or v2); empty: none"},
 		{"mms-ports", "mms_ports", "comma-separated TCP `PORTS` whose sessions run through the MMS filter; empty disables it"},
 	}
 }

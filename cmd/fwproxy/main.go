@@ -168,6 +168,11 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 	if err != nil {
 		return fmt.Errorf("listen socks: %w", err)
 	}
+	if len(s.proxyProto.From) > 0 {
+		if ln, err = proxy.NewProxyProtoListener(ln, s.proxyProto, deps.Observer, log.With("component", "proxy_protocol")); err != nil {
+			return err
+		}
+	}
 	var metricsSrv *http.Server
 	health := &metrics.Health{}
 	metricsDone := make(chan struct{}) // closed when the metrics server's Serve returned
@@ -206,7 +211,7 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 	health.SetReady()
 	log.Info("listening", "socks", ln.Addr().String(), "metrics", metricsAddr,
 		"auth", authName(d.users), "max_sessions", s.proxy.MaxSessions,
-		"external_ip", s.leases.ListenIP.String(), "udp_ports", s.cfg.UDPPorts, "lease_linger", s.leases.Linger,
+		"external_ip", s.leases.ListenIP.String(), "udp_ports", s.cfg.UDPPorts, "relay_ports", s.proxy.RelayPorts.String(), "lease_linger", s.leases.Linger,
 		"mms_ports", fmt.Sprint(s.cfg.MMSPorts), "version", b.Version, "commit", b.Commit)
 
 	var runErr error

@@ -145,8 +145,22 @@ type Config struct {
 	// (entry index, LocationId); an error counts the packet as corrupt.
 	Verify func(entry int, loc uint32, payload []byte) error
 
+	// Sockets, when set, runs each call that opens one of the player's
+	// sockets (connections and UDP binds): a test puts the player on a
+	// host of its own with it, a network namespace whose Do opens what f
+	// opens there. nil opens them here.
+	Sockets func(open func() error) error
+
 	// Logger receives the player's steps at Debug; nil discards.
 	Logger *slog.Logger
+}
+
+// open runs f, which opens a socket, where Sockets says.
+func (c Config) open(f func() error) error {
+	if c.Sockets == nil {
+		return f()
+	}
+	return c.Sockets(f)
 }
 
 // DefaultConfig returns a direct MMSU player on 127.0.0.1 with the spec's
@@ -168,8 +182,8 @@ func (c Config) Validate() error {
 	if !c.Server.IsValid() {
 		errs = append(errs, errors.New("Server is not set"))
 	}
-	if !c.LocalIP.Is4() {
-		errs = append(errs, fmt.Errorf("LocalIP %v is not IPv4", c.LocalIP))
+	if !c.LocalIP.IsValid() || c.LocalIP.Is4In6() || c.LocalIP.Zone() != "" {
+		errs = append(errs, fmt.Errorf("LocalIP %v is not a plain IPv4 or IPv6 address", c.LocalIP))
 	}
 	if c.Mode > ModeTCP {
 		errs = append(errs, fmt.Errorf("unknown mode %d", c.Mode))
@@ -187,4 +201,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mmsplayer: invalid config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// udpNetwork is the network that binds exactly a's family: "udp4" keeps an
+// IPv4 socket from being a dual-stack one.
+func udpNetwork(a netip.Addr) string {
+	if a.Is4() {
+		return "udp4"
+	}
+	return "udp6"
 }

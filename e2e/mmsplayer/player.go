@@ -100,7 +100,7 @@ func Play(ctx context.Context, cfg Config) *Report {
 	p := &player{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		socks:     socksClient{proxy: cfg.Proxy, user: cfg.User, pass: cfg.Password, timeout: cfg.StepTimeout, local: cfg.LocalIP},
+		socks:     socksClient{open: cfg.open, proxy: cfg.Proxy, user: cfg.User, pass: cfg.Password, timeout: cfg.StepTimeout, local: cfg.LocalIP},
 		t:         newTally(cfg.Verify),
 		port:      cfg.Port,
 		headerInc: lastHeaderInc,
@@ -277,7 +277,10 @@ func (p *player) dialControl(ctx context.Context) error {
 	} else {
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.StepTimeout)
 		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.cfg.LocalIP, 0))}
-		c, err = d.DialContext(dctx, "tcp", p.cfg.Server.String())
+		err = p.cfg.open(func() (err error) {
+			c, err = d.DialContext(dctx, "tcp", p.cfg.Server.String())
+			return err
+		})
 		cancel()
 	}
 	if err != nil {
@@ -561,9 +564,10 @@ func (p *player) openBinding(ctx context.Context, first bool) (*binding, error) 
 func (p *player) bindFirst(ctx context.Context) (*net.UDPConn, error) {
 	var sock *net.UDPConn
 	bind := func(port uint16) error {
-		var err error
-		sock, err = listenUDP(ctx, netip.AddrPortFrom(p.cfg.LocalIP, port), false)
-		return err
+		return p.cfg.open(func() (err error) {
+			sock, err = listenUDP(ctx, netip.AddrPortFrom(p.cfg.LocalIP, port), false)
+			return err
+		})
 	}
 	switch {
 	case p.port != 0:
@@ -594,7 +598,11 @@ func (p *player) bindFirst(ctx context.Context) (*net.UDPConn, error) {
 // bindSocket binds the player's port again and starts reading it.
 func (p *player) bindSocket(ctx context.Context) (*binding, error) {
 	reuse := p.cfg.Mode == ModeFirewall && overlapSupported
-	sock, err := listenUDP(ctx, netip.AddrPortFrom(p.cfg.LocalIP, p.port), reuse)
+	var sock *net.UDPConn
+	err := p.cfg.open(func() (err error) {
+		sock, err = listenUDP(ctx, netip.AddrPortFrom(p.cfg.LocalIP, p.port), reuse)
+		return err
+	})
 	if err != nil {
 		return nil, fail(FailBind, fmt.Errorf("bind %v:%d again: %w", p.cfg.LocalIP, p.port, err))
 	}

@@ -2,7 +2,6 @@ package mmsplayer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -25,7 +24,7 @@ func listenUDP(ctx context.Context, addr netip.AddrPort, reuse bool) (*net.UDPCo
 	if reuse {
 		lc.Control = func(_, _ string, rc syscall.RawConn) error { return setReuse(rc) }
 	}
-	pc, err := lc.ListenPacket(ctx, "udp4", addr.String())
+	pc, err := lc.ListenPacket(ctx, udpNetwork(addr.Addr()), addr.String())
 	if err != nil {
 		return nil, err
 	}
@@ -60,14 +59,16 @@ func setReuse(rc syscall.RawConn) error {
 // everything else. net.UDPConn does not know about it, which is what is
 // wanted: reads still report the source, and nothing is written.
 func connectUDP(c *net.UDPConn, peer netip.AddrPort) error {
-	if !peer.Addr().Is4() {
-		return errors.New("connect: not IPv4")
-	}
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
-	sa := &syscall.SockaddrInet4{Port: int(peer.Port()), Addr: peer.Addr().As4()}
+	var sa syscall.Sockaddr
+	if peer.Addr().Is4() {
+		sa = &syscall.SockaddrInet4{Port: int(peer.Port()), Addr: peer.Addr().As4()}
+	} else {
+		sa = &syscall.SockaddrInet6{Port: int(peer.Port()), Addr: peer.Addr().As16()}
+	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) { serr = syscall.Connect(int(fd), sa) }); err != nil {
 		return err
@@ -108,8 +109,11 @@ func drainUDP(c *net.UDPConn, buf []byte, fn func(b []byte, from netip.AddrPort)
 			return rerr
 		}
 		var ap netip.AddrPort
-		if sa, ok := from.(*syscall.SockaddrInet4); ok {
+		switch sa := from.(type) {
+		case *syscall.SockaddrInet4:
 			ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+		case *syscall.SockaddrInet6:
+			ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
 		}
 		fn(buf[:n], ap)
 	}

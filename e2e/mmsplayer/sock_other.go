@@ -21,7 +21,7 @@ func listenUDP(ctx context.Context, addr netip.AddrPort, reuse bool) (*net.UDPCo
 		return nil, errUnsupported
 	}
 	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(ctx, "udp4", addr.String())
+	pc, err := lc.ListenPacket(ctx, udpNetwork(addr.Addr()), addr.String())
 	if err != nil {
 		return nil, err
 	}

@@ -35,6 +35,8 @@ func (e *SocksError) Error() string { return fmt.Sprintf("socks reply %#02x", e.
 
 // socksClient opens SOCKS5 sessions to one proxy.
 type socksClient struct {
+	// open runs the calls that open a connection (Config.Sockets).
+	open       func(func() error) error
 	proxy      string
 	user, pass string
 	timeout    time.Duration
@@ -50,7 +52,11 @@ func (s socksClient) request(ctx context.Context, cmd byte, dst netip.AddrPort) 
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(s.local, 0))}
-	c, err := d.DialContext(ctx, "tcp", s.proxy)
+	var c net.Conn
+	err := s.open(func() (err error) {
+		c, err = d.DialContext(ctx, "tcp", s.proxy)
+		return err
+	})
 	if err != nil {
 		return nil, netip.AddrPort{}, fmt.Errorf("socks: dial %s: %w", s.proxy, err)
 	}

@@ -46,10 +46,10 @@ type options struct {
 	microsocks string
 	relay      string
 	baseline   string
-	dur      time.Duration
-	rounds   int
-	only     map[string]bool
-	churn    churnConfig
+	dur        time.Duration
+	rounds     int
+	only       map[string]bool
+	churn      churnConfig
 	// churnPlayers are the churn scenario's player counts, one run each.
 	churnPlayers []int
 	leases       []int

@@ -29,9 +29,9 @@ type streamResult struct {
 	// The sender behind its schedule: p50 says whether it kept the rate,
 	// p99 how bursty its pacing was.
 	lateP50, lateP99 time.Duration
-	cpu      time.Duration // the server's CPU over the window; hasCPU says whether measured
-	hasCPU   bool
-	rssKiB   int
+	cpu              time.Duration // the server's CPU over the window; hasCPU says whether measured
+	hasCPU           bool
+	rssKiB           int
 }
 
 // verdict says whether the step passed: nothing lost and the added

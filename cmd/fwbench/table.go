@@ -12,12 +12,12 @@ import (
 type system int
 
 const (
-	sysDirect   system = iota // no proxy: the loopback limit
-	sysFwproxy                // fwproxy
-	sysDanted                 // Dante's danted
-	sysBaseline               // another fwproxy binary (-baseline), for before/after
-	sysMicrosocks             // microsocks: CONNECT and bulk only (it has no UDP)
-	sysRelay                  // udprelay-min: one UDP hop and nothing else (streaming only)
+	sysDirect     system = iota // no proxy: the loopback limit
+	sysFwproxy                  // fwproxy
+	sysDanted                   // Dante's danted
+	sysBaseline                 // another fwproxy binary (-baseline), for before/after
+	sysMicrosocks               // microsocks: CONNECT and bulk only (it has no UDP)
+	sysRelay                    // udprelay-min: one UDP hop and nothing else (streaming only)
 	numSystems
 )
 

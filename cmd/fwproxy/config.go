@@ -40,6 +40,8 @@ type Config struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	DialTimeout      time.Duration `yaml:"dial_timeout"`
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`
+	// TCPKeepAlive is the keep-alive probe period of TCP sessions; 0 off.
+	TCPKeepAlive time.Duration `yaml:"tcp_keepalive"`
 	// DrainTimeout is how long a SIGINT/SIGTERM waits for sessions.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	MaxSessions  int           `yaml:"max_sessions"`
@@ -160,6 +162,7 @@ func (c Config) proxyConfig() (proxy.Config, error) {
 		HandshakeTimeout: c.HandshakeTimeout,
 		DialTimeout:      c.DialTimeout,
 		IdleTimeout:      c.IdleTimeout,
+		TCPKeepAlive:     c.TCPKeepAlive,
 		MaxSessions:      c.MaxSessions,
 		UDPIdleTimeout:   c.UDPIdleTimeout,
 		BindTimeout:      c.BindTimeout,

@@ -72,6 +72,16 @@ rules:
 			assert.Equal(t, time.Minute, p.UDPIdleTimeout)
 			assert.Equal(t, 5*time.Second, p.BindTimeout)
 		}},
+		{"tcp keep-alive is off unless asked for", nil, func(t *testing.T, c Config) {
+			p, err := c.proxyConfig()
+			require.NoError(t, err)
+			assert.Zero(t, p.TCPKeepAlive)
+		}},
+		{"tcp keep-alive", []string{"-tcp-keepalive", "30s"}, func(t *testing.T, c Config) {
+			p, err := c.proxyConfig()
+			require.NoError(t, err)
+			assert.Equal(t, 30*time.Second, p.TCPKeepAlive)
+		}},
 		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, c Config) {
 			assert.Empty(t, c.MMSPorts)
 		}},
@@ -119,6 +129,7 @@ func TestParseArgsRejectsBadConfig(t *testing.T) {
 		{"bad udp ports", "", []string{"-udp-ports", "9-1"}, "udp_ports"},
 		{"bad mms port", "", []string{"-mms-ports", "1755,x"}, "mms-ports"},
 		{"negative linger", "lease_linger: -1s\n", nil, "Linger"},
+		{"negative keep-alive", "tcp_keepalive: -1s\n", nil, "keep-alive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

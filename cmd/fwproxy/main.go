@@ -119,7 +119,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer srv.Close()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	lc := net.ListenConfig{KeepAlive: proxy.KeepAlivePeriod(cfg.TCPKeepAlive)}
+	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen socks: %w", err)
 	}
@@ -288,6 +289,7 @@ func parseArgs(args []string, usageOut io.Writer) (Config, action, error) {
 	dur("handshake-timeout", "time limit from accept to request answered (default 10s)", func(c *Config, d time.Duration) { c.HandshakeTimeout = d })
 	dur("dial-timeout", "time limit to reach a CONNECT destination (default 10s)", func(c *Config, d time.Duration) { c.DialTimeout = d })
 	dur("idle-timeout", "close a TCP session idle this long both ways; 0 never (default 5m)", func(c *Config, d time.Duration) { c.IdleTimeout = d })
+	dur("tcp-keepalive", "TCP keep-alive probe period of sessions; 0 sends none (default 0)", func(c *Config, d time.Duration) { c.TCPKeepAlive = d })
 	str("external-ip", "the proxy's `IP` towards media servers: lease sockets and BIND listen there (default 127.0.0.1)", func(c *Config, v string) { c.ExternalIP = v })
 	str("advertise-ip", "`IP` sent as BND.ADDR of UDP ASSOCIATE and BIND (default: the address the client connected to)", func(c *Config, v string) { c.AdvertiseIP = v })
 	str("udp-ports", "external UDP port range `LO-HI` of leases (default 1024-65535)", func(c *Config, v string) { c.UDPPorts = v })

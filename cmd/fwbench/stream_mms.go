@@ -156,10 +156,12 @@ func (s *mmsStub) serve(c net.Conn) {
 	if err != nil {
 		return
 	}
+	report := time.NewTimer(setupTimeout)
 	select {
 	case s.funnels <- funnelReport{idx: idx, ext: netip.AddrPortFrom(f.Addr, f.Port)}:
-	default: // nobody is collecting: a player of an abandoned setup
+	case <-report.C: // nobody is collecting: a player of an abandoned setup
 	}
+	report.Stop()
 	c.SetReadDeadline(time.Now().Add(maxConnLife))
 	var sink [64]byte
 	for {

@@ -61,6 +61,7 @@ func TestWriteGoals(t *testing.T) {
 	c := r.fig("connect/1/rate", "c", "conn/s", higherIsBetter)
 	c.set(sysFwproxy, 6000)
 	c.set(sysDanted, 2000)
+	c.set(sysMicrosocks, 6000)
 	u := r.fig("udp/16/100/p99", "p", "µs", lowerIsBetter)
 	u.set(sysFwproxy, 600)
 	u.set(sysDanted, 1000)
@@ -76,6 +77,7 @@ func TestWriteGoals(t *testing.T) {
 	assert.Contains(t, out, "| UDP p99 ≤ ½ danted, 16 association(s), 100 B | 0.60× danted | **no** |")
 	assert.Contains(t, out, "| churn, 2 players: 0 datagrams lost | 1.00 lost | **no** |", "a loss in any round fails")
 	assert.Contains(t, out, "| CONNECT rate ≥ 3× danted, 16 client(s) | — | not measured |")
+	assert.Contains(t, out, "| CONNECT rate ahead of microsocks, 1 client(s) | 1.00× microsocks | **no** |", "level is not ahead")
 }
 
 func mustParse(t *testing.T, args ...string) options {

@@ -334,6 +334,9 @@ func (b *bench) report(dantedBin string, notes []string, o options) string {
 		fmt.Fprintf(&w, "- %s\n", line)
 	}
 	fmt.Fprintf(&w, "- each figure: the median of %d runs of %v per system, the systems taking turns\n", b.rounds, b.dur)
+	if len(b.streamRuns) > 0 {
+		fmt.Fprintf(&w, "- streaming: one step-up, the systems taking turns at each player count; %v warm-up and %v window per step\n", o.stream.warmup, o.stream.window)
+	}
 	for _, n := range notes {
 		fmt.Fprintf(&w, "- %s\n", n)
 	}

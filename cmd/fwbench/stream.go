@@ -99,17 +99,28 @@ func (b *bench) benchStream(ctx context.Context, cfg streamConfig, peers streamP
 			if s.run.stopped != "" || ctx.Err() != nil {
 				continue
 			}
-			b.log.Info("streaming", "system", s.run.label, "players", n)
-			r, err := b.streamStep(ctx, s, players[:n], sender, cfg, gen)
-			gen++
-			if err != nil {
-				s.run.stopped = fmt.Sprintf("at %d players: %v", n, err)
-				b.log.Error("streaming step failed", "system", s.run.label, "players", n, "err", err)
-				continue
-			}
-			s.run.results = append(s.run.results, r)
-			if ok, why := r.verdict(cfg.bound); !ok {
-				s.run.stopped = fmt.Sprintf("at %d players: %s", n, why)
+			// A failed step is measured once more before the system leaves
+			// the race: one burst of a neighbour's load is not a limit.
+			var first string
+			for try := range 2 {
+				b.log.Info("streaming", "system", s.run.label, "players", n, "try", try+1)
+				r, err := b.streamStep(ctx, s, players[:n], sender, cfg, gen)
+				gen++
+				if err != nil {
+					s.run.stopped = fmt.Sprintf("at %d players: %v", n, err)
+					b.log.Error("streaming step failed", "system", s.run.label, "players", n, "err", err)
+					break
+				}
+				r.firstTry = first
+				ok, why := r.verdict(cfg.bound)
+				if ok || try == 1 || ctx.Err() != nil {
+					s.run.results = append(s.run.results, r)
+					if !ok {
+						s.run.stopped = fmt.Sprintf("at %d players: %s", n, why)
+					}
+					break
+				}
+				first = why
 			}
 		}
 	}

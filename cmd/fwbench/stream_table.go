@@ -29,9 +29,12 @@ type streamResult struct {
 	// The sender behind its schedule: p50 says whether it kept the rate,
 	// p99 how bursty its pacing was.
 	lateP50, lateP99 time.Duration
-	cpu              time.Duration // the server's CPU over the window; hasCPU says whether measured
-	hasCPU           bool
-	rssKiB           int
+	// firstTry is why the first try of this step failed, when this is the
+	// second; "" for a first try.
+	firstTry string
+	cpu      time.Duration // the server's CPU over the window; hasCPU says whether measured
+	hasCPU   bool
+	rssKiB   int
 }
 
 // verdict says whether the step passed: nothing lost and the added
@@ -128,6 +131,9 @@ func writeStreamTable(w io.Writer, runs []*streamRun, bound time.Duration) {
 			ok, why := r.verdict(bound)
 			if !ok {
 				why = "**" + why + "**"
+			}
+			if r.firstTry != "" {
+				why += " (second try; the first: " + r.firstTry + ")"
 			}
 			fmt.Fprintf(w, "| %s | %d | %d | %d | %s µs | %s µs | %s µs | %s | %s | %s |\n",
 				run.label, r.players, r.sent, r.lost+r.dups+r.errors,

@@ -57,7 +57,7 @@ func (b *bench) benchStream(ctx context.Context, cfg streamConfig, peers streamP
 	steps, dropped := stepsWithin(cfg.steps, fileLimit(), streamFdsPerPlayer, 512)
 	if dropped > 0 {
 		b.log.Warn("streaming: the open-file limit ends the step-up", "limit", fileLimit(), "first count left out", dropped)
-		b.streamNote = fmt.Sprintf("the open-file limit (%d) ends the step-up before %d players", fileLimit(), dropped)
+		b.streamNote = fmt.Sprintf("open-file limit (%d) ends the step-up before %d players", fileLimit(), dropped)
 	}
 	if len(steps) == 0 {
 		return errors.New("streaming: no player count fits the open-file limit")

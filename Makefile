@@ -93,30 +93,37 @@ fuzz:
 	done
 
 ## bench: fwbench measures direct loopback, fwproxy and (when installed,
-## see bench-deps) Dante's danted side by side in one run and prints each
-## figure with fwproxy's ratios (BENCHMARKS.md); then the Go benchmarks,
-## each with its ratio to a baseline measured in the same run.
-## BENCH_DURATION is each run's measuring time per system (three runs per
-## figure); DANTED is danted's path (empty: measure without it).
+## see bench-deps) Dante's danted and microsocks side by side in one run,
+## with the streaming step-up beside the minimal relay bin/udprelay-min,
+## and prints each figure with fwproxy's ratios (BENCHMARKS.md); then the
+## Go benchmarks, each with its ratio to a baseline measured in the same
+## run. BENCH_DURATION is each run's measuring time per system (three runs
+## per figure); DANTED and MICROSOCKS are the peers' paths (empty: measure
+## without); BENCH_FLAGS are more fwbench flags (-only, -baseline, …).
 BENCH_DURATION ?= 1s
 DANTED         ?= /usr/sbin/danted
+MICROSOCKS     ?= /usr/bin/microsocks
+BENCH_FLAGS    ?=
 bench: build
 	$(GO) build -o $(BIN)/fwbench ./cmd/fwbench
-	./$(BIN)/fwbench -fwproxy $(BIN)/fwproxy -danted "$(DANTED)" -duration $(BENCH_DURATION) -markdown $(BIN)/bench.md
+	$(GO) build -o $(BIN)/udprelay-min ./cmd/udprelay-min
+	./$(BIN)/fwbench -fwproxy $(BIN)/fwproxy -danted "$(DANTED)" -microsocks "$(MICROSOCKS)" -relay $(BIN)/udprelay-min \
+		-duration $(BENCH_DURATION) -markdown $(BIN)/bench.md $(BENCH_FLAGS)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
 
-## bench-deps: installs Dante's server for make bench to compare with. The
-## package's own service is stopped and disabled: fwbench runs danted
-## itself, on loopback, only while it measures.
+## bench-deps: installs Dante's server and microsocks for make bench to
+## compare with. Dante's own service is stopped and disabled: fwbench runs
+## danted (and microsocks) itself, on loopback, only while it measures.
 bench-deps:
-	@if [ ! -x /usr/sbin/danted ]; then \
+	@if [ ! -x /usr/sbin/danted ] || [ ! -x /usr/bin/microsocks ]; then \
 		sudo=; [ "$$(id -u)" -ne 0 ] && sudo=sudo; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		$$sudo apt-get update -qq && \
-		$$sudo apt-get install -y -qq --no-install-recommends dante-server >/dev/null; \
+		$$sudo apt-get install -y -qq --no-install-recommends dante-server microsocks >/dev/null; \
 		if command -v systemctl >/dev/null 2>&1; then $$sudo systemctl disable --now danted >/dev/null 2>&1 || true; fi; \
 	fi
 	@/usr/sbin/danted -v | head -1
+	@echo "microsocks $$(dpkg-query -W -f='$${Version}' microsocks 2>/dev/null)"
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -23,6 +23,13 @@ type Config struct {
 	// in either direction. 0 disables it. Media control connections see a
 	// ping at least every 30 s (MS-MMSP keepalive), so minutes are safe.
 	IdleTimeout time.Duration
+	// TCPKeepAlive turns on TCP keep-alive on CONNECT's two connections and
+	// on accepted client connections: the first probe after this long idle,
+	// then every 15 s (Go's default). 0, the default, sets none, which
+	// saves the setsockopt calls of every CONNECT; IdleTimeout already ends
+	// a silent session. Turn it on for long idle sessions through NAT or
+	// stateful firewalls that forget them. Must be >= 0.
+	TCPKeepAlive time.Duration
 	// MaxSessions caps concurrent client connections; one more is closed at
 	// once and counted. Must be > 0.
 	MaxSessions int
@@ -72,6 +79,15 @@ type Config struct {
 	RelayPorts PortRange
 }
 
+// KeepAlivePeriod is d as net.Dialer and net.ListenConfig take it: a
+// negative value turns keep-alive off, where their 0 would mean on at 15 s.
+func KeepAlivePeriod(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
 // DefaultConfig returns settings that are safe on any host: loopback
 // clients only, every command, every destination except the proxy's host,
 // its own sockets and the addresses that are never destinations (see
@@ -109,6 +125,9 @@ func (c Config) Validate() error {
 	}
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle timeout %v must be >= 0", c.IdleTimeout))
+	}
+	if c.TCPKeepAlive < 0 {
+		errs = append(errs, fmt.Errorf("tcp keep-alive %v must be >= 0", c.TCPKeepAlive))
 	}
 	if c.UDPIdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("udp idle timeout %v must be >= 0", c.UDPIdleTimeout))

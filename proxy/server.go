@@ -176,7 +176,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // connection came from (MS-MMSP §3.2.5.5), so that address must be the one
 // the lease sockets listen on.
 func (s *Server) dialFromExternal(ctx context.Context, network, address string) (net.Conn, error) {
-	var d net.Dialer
+	d := net.Dialer{KeepAlive: KeepAlivePeriod(s.cfg().TCPKeepAlive)}
 	ext := s.cfg().ExternalIP
 	if dst, err := netip.ParseAddrPort(address); err == nil && ext.IsValid() &&
 		ext.Is4() == dst.Addr().Unmap().Is4() && (!ext.IsLoopback() || dst.Addr().IsLoopback()) {

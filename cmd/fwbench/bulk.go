@@ -15,9 +15,9 @@ import (
 // benchBulk measures TCP throughput with the given number of parallel
 // streams in one direction: 'd' (target to client) or 'u' (client to
 // target). A download counts what the client read in the window; an
-// upload ends with a half-close and counts what the target says it got,
-// timed until that answer arrives, so nothing still queued in a proxy is
-// counted.
+// upload ends with an end mark in its framing and counts what the target
+// says it got, timed until that answer arrives, so nothing still queued in
+// a proxy is counted.
 func (b *bench) benchBulk(ctx context.Context, streams int, dir byte) error {
 	name := map[byte]string{'d': "download (target → client)", 'u': "upload (client → target)"}[dir]
 	f := b.res.fig(fmt.Sprintf("bulk/%c/%d", dir, streams), fmt.Sprintf("bulk TCP %s, %d stream(s)", name, streams), "GB/s", higherIsBetter)
@@ -60,6 +60,13 @@ func (b *bench) benchBulk(ctx context.Context, streams int, dir byte) error {
 	return ctx.Err()
 }
 
+// An upload's framing: uploadChunk before each bulkChunk bytes, uploadEnd
+// after the last.
+const (
+	uploadChunk = 'c'
+	uploadEnd   = 'e'
+)
+
 // openBulk connects one stream and sends its mode byte.
 func (b *bench) openBulk(ctx context.Context, t target, dir byte) (*net.TCPConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
@@ -94,18 +101,35 @@ func bulkStream(c *net.TCPConn, dir byte, end time.Time, n *int64, errp *error, 
 			}
 		}
 	case 'u':
+		// Framed: each chunk follows a 'c', and an 'e' ends the upload, so
+		// the target answers without the half-close that microsocks does
+		// not pass on (it closes both ways at the first EOF).
+		frame := append([]byte{uploadChunk}, buf...)
 		c.SetWriteDeadline(end)
 		for {
-			if _, err := c.Write(buf); err != nil {
-				if !errors.Is(err, os.ErrDeadlineExceeded) {
+			k, err := c.Write(frame)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				*errp = err
+				return
+			}
+			// The deadline may have cut a frame: finish it, then end.
+			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			if k > 0 {
+				if _, err := c.Write(frame[k:]); err != nil {
 					*errp = err
 					return
 				}
-				break
 			}
+			break
+		}
+		if _, err := c.Write([]byte{uploadEnd}); err != nil {
+			*errp = err
+			return
 		}
 		c.SetWriteDeadline(time.Time{})
-		c.CloseWrite()
 		c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		var count [8]byte
 		if _, err := io.ReadFull(c, count[:]); err != nil {

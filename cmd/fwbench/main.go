@@ -1,13 +1,20 @@
 // Command fwbench measures fwproxy side by side with direct loopback (no
-// proxy: the physical limit) and, when it is installed, Dante's danted, in
-// one run on one machine, and prints each figure with fwproxy's ratio to
-// the other two. Absolute numbers on a shared machine mean little; the
-// ratios are the result.
+// proxy: the physical limit) and, when they are installed, Dante's danted
+// and microsocks (CONNECT and bulk: it has no UDP), in one run on one
+// machine, and prints each figure with fwproxy's ratio to the others.
+// Absolute numbers on a shared machine mean little; the ratios are the
+// result.
 //
-// It starts and stops everything itself: the loopback peers, fwproxy (a
-// second instance for the memory test) and danted with a configuration it
-// writes. Every load loop is bounded in time and count, and everything
-// stops on error and on SIGINT/SIGTERM.
+// The streaming scenario steps the number of players up until a datagram
+// is lost or the added latency grows too large, through fwproxy's
+// associations and announced leases, danted's associations, and the
+// minimal relay udprelay-min (the cost of the hop itself).
+//
+// It starts and stops everything itself: the loopback peers, fwproxy
+// (further instances for the memory and streaming scenarios), danted with
+// a configuration it writes, microsocks and the relay. Every load loop is
+// bounded in time and count, and everything stops on error and on
+// SIGINT/SIGTERM.
 package main
 
 import (
@@ -34,20 +41,23 @@ func main() {
 
 // options are the command line.
 type options struct {
-	fwproxy  string
-	danted   string
-	baseline string
-	dur      time.Duration
-	rounds   int
-	only     map[string]bool
-	churn    churnConfig
+	fwproxy    string
+	danted     string
+	microsocks string
+	relay      string
+	baseline   string
+	dur        time.Duration
+	rounds     int
+	only       map[string]bool
+	churn      churnConfig
 	// churnPlayers are the churn scenario's player counts, one run each.
 	churnPlayers []int
 	leases       []int
 	markdown     string
+	stream       streamConfig
 }
 
-var scenarios = []string{"connect", "bulk", "udp", "churn", "memory"}
+var scenarios = []string{"connect", "bulk", "udp", "stream", "churn", "memory"}
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("fwbench", flag.ContinueOnError)
@@ -55,6 +65,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs.StringVar(&o.fwproxy, "fwproxy", "bin/fwproxy", "fwproxy binary `path`")
 	fs.StringVar(&o.danted, "danted", "/usr/sbin/danted", "danted binary `path`; skipped when absent or empty")
+	fs.StringVar(&o.microsocks, "microsocks", "/usr/bin/microsocks", "microsocks binary `path` (CONNECT and bulk); skipped when absent or empty")
+	fs.StringVar(&o.relay, "relay", "bin/udprelay-min", "udprelay-min binary `path` for the streaming scenario; skipped when absent or empty")
 	fs.StringVar(&o.baseline, "baseline", "", "another fwproxy binary `path` to measure beside -fwproxy (before/after a change)")
 	fs.DurationVar(&o.dur, "duration", time.Second, "measuring time of each run of a figure on each system")
 	fs.IntVar(&o.rounds, "rounds", 3, "runs of each figure per system, interleaved; the table shows the median")
@@ -64,6 +76,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.churn.dwell, "churn-dwell", time.Millisecond, "how long a player reads between rebinds")
 	leases := fs.String("leases", "1000,10000", "comma-separated idle lease counts for the memory scenario")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the report to this `file`")
+	streamSteps := fs.String("stream-players", "50,100,200,500,1000,2000,5000,10000,20000", "comma-separated player counts of the streaming scenario, stepped up in order (the open-file limit cuts them)")
+	fs.IntVar(&o.stream.bitrate, "stream-bitrate", 1_000_000, "bits per second of each player's stream")
+	fs.IntVar(&o.stream.size, "stream-size", 1200, "bytes of each streamed datagram")
+	fs.DurationVar(&o.stream.warmup, "stream-warmup", 500*time.Millisecond, "streaming before each step's window")
+	fs.DurationVar(&o.stream.window, "stream-window", 2*time.Second, "measuring window of each streaming step")
+	fs.DurationVar(&o.stream.bound, "stream-max-p99", 5*time.Millisecond, "added latency p99 that ends the step-up")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -84,6 +102,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.churnPlayers, err = parseCounts("-churn-players", *players, 256); err != nil {
 		return o, err
 	}
+	if o.stream.steps, err = parseCounts("-stream-players", *streamSteps, 1<<20); err != nil {
+		return o, err
+	}
+	if o.stream.bitrate <= 0 || o.stream.size < streamHeaderLen || o.stream.size > 65507 ||
+		o.stream.window <= 0 || o.stream.warmup < 0 || o.stream.bound <= 0 || o.stream.interval() <= 0 {
+		return o, fmt.Errorf("-stream-bitrate, -stream-window and -stream-max-p99 must be positive, -stream-size %d to 65507 bytes", streamHeaderLen)
+	}
 	if o.dur <= 0 || o.rounds <= 0 || o.churn.interval <= 0 || o.churn.dwell < 0 {
 		return o, errors.New("-duration, -rounds and -churn-interval must be positive")
 	}
@@ -101,6 +126,17 @@ func parseCounts(flagName, list string, most int) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// bitrateText is bits per second as a reader writes them.
+func bitrateText(bps int) string {
+	switch {
+	case bps >= 1_000_000 && bps%1_000 == 0:
+		return fmt.Sprintf("%s Mbit/s", formatValue(float64(bps)/1e6))
+	case bps >= 1_000:
+		return fmt.Sprintf("%s kbit/s", formatValue(float64(bps)/1e3))
+	}
+	return fmt.Sprintf("%d bit/s", bps)
 }
 
 func contains(list []string, s string) bool {
@@ -122,6 +158,12 @@ type bench struct {
 	log     *slog.Logger
 	bin     string // fwproxy binary
 	dir     string // scratch directory for configurations and logs
+
+	// The streaming scenario's step-ups, its latency bound and a note on
+	// what cut it short.
+	streamRuns  []*streamRun
+	streamBound time.Duration
+	streamNote  string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -162,7 +204,9 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 	}
 	defer fw.stop()
 	b.targets = []target{{sys: sysDirect}, {sys: sysFwproxy, proxy: fw.addr}}
+	var notes []string
 	dantedNote := ""
+	var dantedProc *proc
 	dantedBin := findDanted(o.danted)
 	switch {
 	case o.danted == "":
@@ -177,7 +221,25 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 			return err
 		}
 		defer dt.stop()
+		dantedProc = dt
 		b.targets = append(b.targets, target{sys: sysDanted, proxy: dt.addr})
+	}
+	switch msBin := findBinary(o.microsocks); {
+	case o.microsocks == "":
+		notes = append(notes, "microsocks not measured (-microsocks is empty)")
+	case msBin == "":
+		notes = append(notes, fmt.Sprintf("microsocks not found at %s (make bench-deps installs it)", o.microsocks))
+	default:
+		ms, err := startMicrosocks(ctx, msBin)
+		if err != nil {
+			return err
+		}
+		defer ms.stop()
+		b.targets = append(b.targets, target{sys: sysMicrosocks, proxy: ms.addr, tcpOnly: true})
+	}
+	relayBin := findBinary(o.relay)
+	if relayBin == "" {
+		notes = append(notes, fmt.Sprintf("minimal relay not found at %q (make bench builds bin/udprelay-min): no ratios to it", o.relay))
 	}
 	if o.baseline != "" {
 		bl, err := startFwproxy(ctx, o.baseline, dir, fwproxyOptions{})
@@ -204,6 +266,9 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		{"udp", "UDP, 1 association, 1200 B", func() error { return b.benchUDP(ctx, 1, 1200) }},
 		{"udp", "UDP, 16 associations, 100 B", func() error { return b.benchUDP(ctx, 16, 100) }},
 		{"udp", "UDP, 16 associations, 1200 B", func() error { return b.benchUDP(ctx, 16, 1200) }},
+		{"stream", "streaming", func() error {
+			return b.benchStream(ctx, o.stream, streamPeers{danted: dantedProc, relay: relayBin, baseline: o.baseline})
+		}},
 		{"memory", "idle lease memory", func() error { return b.benchMemory(ctx, o.leases) }},
 	}
 	for _, n := range o.churnPlayers {
@@ -222,8 +287,9 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		}
 		// Each round measures every system once, so the systems see the
 		// machine's other load alike; memory is measured once.
+		// The streaming step-up takes its turns within each count.
 		rounds := o.rounds
-		if s.scenario == "memory" {
+		if s.scenario == "memory" || s.scenario == "stream" {
 			rounds = 1
 		}
 		for round := range rounds {
@@ -240,7 +306,13 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		}
 	}
 
-	report := b.report(dantedBin, dantedNote, o.churnPlayers)
+	if dantedNote != "" {
+		notes = append([]string{dantedNote}, notes...)
+	}
+	for _, n := range notes {
+		log.Warn(n)
+	}
+	report := b.report(dantedBin, notes, o)
 	io.WriteString(stdout, report)
 	if o.markdown != "" {
 		if err := os.WriteFile(o.markdown, []byte(report), 0o644); err != nil {
@@ -253,21 +325,32 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 	return errors.Join(failed...)
 }
 
-// report is the machine's description, the table and the targets.
-func (b *bench) report(dantedBin, dantedNote string, churnPlayers []int) string {
+// report is the machine's description, the table, the streaming table
+// and the targets.
+func (b *bench) report(dantedBin string, notes []string, o options) string {
 	var w strings.Builder
 	fmt.Fprintf(&w, "\n## fwbench %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	for _, line := range describeMachine(dantedBin) {
 		fmt.Fprintf(&w, "- %s\n", line)
 	}
 	fmt.Fprintf(&w, "- each figure: the median of %d runs of %v per system, the systems taking turns\n", b.rounds, b.dur)
-	if dantedNote != "" {
-		fmt.Fprintf(&w, "- %s\n", dantedNote)
+	if len(b.streamRuns) > 0 {
+		fmt.Fprintf(&w, "- streaming: one step-up, the systems taking turns at each player count; %v warm-up and %v window per step\n", o.stream.warmup, o.stream.window)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(&w, "- %s\n", n)
 	}
 	fmt.Fprintln(&w)
 	b.res.writeTable(&w)
+	if len(b.streamRuns) > 0 {
+		fmt.Fprintf(&w, "\n### Streaming: %s per player as %d-byte datagrams, %v window per step\n\n", bitrateText(o.stream.bitrate), o.stream.size, o.stream.window)
+		writeStreamTable(&w, b.streamRuns, b.streamBound)
+		if b.streamNote != "" {
+			fmt.Fprintf(&w, "\nThe %s.\n", b.streamNote)
+		}
+	}
 	fmt.Fprintln(&w)
-	b.res.writeGoals(&w, churnPlayers)
+	b.res.writeGoals(&w, o.churnPlayers)
 	return w.String()
 }
 

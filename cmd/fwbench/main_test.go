@@ -27,6 +27,14 @@ func TestParseFlags(t *testing.T) {
 	assert.Equal(t, []int{4}, o.churnPlayers)
 	assert.Equal(t, []int{500}, o.leases)
 	assert.Empty(t, o.danted)
+	assert.Equal(t, []int{50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000}, mustParse(t).stream.steps)
+	assert.Equal(t, 9600*time.Microsecond, mustParse(t).stream.interval())
+
+	o, err = parseFlags([]string{"-stream-players", "2,4", "-stream-bitrate", "8000000", "-stream-size", "1000", "-stream-window", "1s", "-stream-max-p99", "2ms"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, []int{2, 4}, o.stream.steps)
+	assert.Equal(t, time.Millisecond, o.stream.interval())
+	assert.Equal(t, 2*time.Millisecond, o.stream.bound)
 
 	for _, bad := range [][]string{
 		{"-only", "connect,nope"},
@@ -35,6 +43,13 @@ func TestParseFlags(t *testing.T) {
 		{"-churn-players", "x"},
 		{"-rounds", "0"},
 		{"-duration", "-1s"},
+		{"-only", "stream,streams"},
+		{"-stream-players", "0"},
+		{"-stream-size", "10"},
+		{"-stream-size", "70000"},
+		{"-stream-bitrate", "0"},
+		{"-stream-window", "0s"},
+		{"-stream-max-p99", "0s"},
 	} {
 		_, err := parseFlags(bad, io.Discard)
 		assert.Error(t, err, "%q", bad)
@@ -46,6 +61,7 @@ func TestWriteGoals(t *testing.T) {
 	c := r.fig("connect/1/rate", "c", "conn/s", higherIsBetter)
 	c.set(sysFwproxy, 6000)
 	c.set(sysDanted, 2000)
+	c.set(sysMicrosocks, 6000)
 	u := r.fig("udp/16/100/p99", "p", "µs", lowerIsBetter)
 	u.set(sysFwproxy, 600)
 	u.set(sysDanted, 1000)
@@ -61,4 +77,17 @@ func TestWriteGoals(t *testing.T) {
 	assert.Contains(t, out, "| UDP p99 ≤ ½ danted, 16 association(s), 100 B | 0.60× danted | **no** |")
 	assert.Contains(t, out, "| churn, 2 players: 0 datagrams lost | 1.00 lost | **no** |", "a loss in any round fails")
 	assert.Contains(t, out, "| CONNECT rate ≥ 3× danted, 16 client(s) | — | not measured |")
+	assert.Contains(t, out, "| CONNECT rate ahead of microsocks, 1 client(s) | 1.00× microsocks | **no** |", "level is not ahead")
+}
+
+func mustParse(t *testing.T, args ...string) options {
+	o, err := parseFlags(args, io.Discard)
+	require.NoError(t, err)
+	return o
+}
+
+func TestBitrateText(t *testing.T) {
+	for bps, want := range map[int]string{1_000_000: "1.00 Mbit/s", 2_500_000: "2.50 Mbit/s", 64_000: "64.0 kbit/s", 500: "500 bit/s"} {
+		assert.Equal(t, want, bitrateText(bps))
+	}
 }

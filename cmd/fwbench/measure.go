@@ -88,6 +88,8 @@ func runWorker(ctx context.Context, end time.Time, step stepFunc, s *sample, wg 
 type target struct {
 	sys   system
 	proxy string
+	// tcpOnly: the proxy has no UDP ASSOCIATE (microsocks).
+	tcpOnly bool
 }
 
 // dialTCP opens a TCP stream to dst, through the proxy when there is one.

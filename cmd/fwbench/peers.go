@@ -15,7 +15,7 @@ import (
 // echo. Close stops them all and waits for their goroutines.
 type peers struct {
 	hello net.Listener // writes one byte and closes: CONNECT setup target
-	bulk  net.Listener // 'd': sends until the client closes; 'u': sinks, then answers the count
+	bulk  net.Listener // 'd': sends until the client closes; 'u': sinks a framed upload, then answers the count
 	echo  *net.UDPConn
 
 	wg     sync.WaitGroup
@@ -136,14 +136,22 @@ func (p *peers) bulkConn(c net.Conn) {
 		}
 	case 'u':
 		// Large reads keep the sink's own cost small beside the proxy's.
-		buf := make([]byte, bulkChunk)
+		// The upload is framed (see bulkStream): a 'c' and a chunk, …,
+		// an 'e'.
+		buf := make([]byte, 1+bulkChunk)
 		var n int64
 		for {
-			k, err := c.Read(buf)
-			n += int64(k)
-			if err == io.EOF {
+			if _, err := io.ReadFull(c, buf[:1]); err != nil {
+				return
+			}
+			if buf[0] == uploadEnd {
 				break
 			}
+			if buf[0] != uploadChunk {
+				return
+			}
+			k, err := io.ReadFull(c, buf[1:])
+			n += int64(k)
 			if err != nil {
 				return
 			}

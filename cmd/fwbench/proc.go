@@ -30,7 +30,8 @@ type proc struct {
 }
 
 // startProc starts path with args in its own process group and waits until
-// addr accepts TCP connections, the process exits, or ctx ends.
+// addr accepts TCP connections, the process exits, or ctx ends. A server
+// without TCP (addr "") is not waited for: its first client retries.
 func startProc(ctx context.Context, name, path, addr string, args ...string) (*proc, error) {
 	cmd := exec.Command(path, args...)
 	out := &tailBuffer{max: 16 << 10}
@@ -41,6 +42,9 @@ func startProc(ctx context.Context, name, path, addr string, args ...string) (*p
 	}
 	p := &proc{name: name, cmd: cmd, addr: addr, exited: make(chan struct{}), output: out}
 	go p.wait()
+	if addr == "" {
+		return p, nil
+	}
 	if err := p.waitListening(ctx, 10*time.Second); err != nil {
 		p.stop()
 		return nil, err

@@ -16,6 +16,8 @@ type fwproxyOptions struct {
 	maxLeases int
 	// linger is -lease-linger; 0 keeps the default.
 	linger time.Duration
+	// mmsPort puts the MMS filter on this port; 0: no filter.
+	mmsPort uint16
 }
 
 // startFwproxy runs the fwproxy binary on a free loopback port. Lease
@@ -27,9 +29,13 @@ func startFwproxy(ctx context.Context, bin, dir string, opt fwproxyOptions) (*pr
 	if err != nil {
 		return nil, err
 	}
+	mms := ""
+	if opt.mmsPort != 0 {
+		mms = fmt.Sprint(opt.mmsPort)
+	}
 	args := []string{
 		"-listen", addr, "-metrics-listen", "", "-external-ip", externalIP,
-		"-log-level", "warn", "-drain-timeout", "1s", "-mms-ports", "",
+		"-log-level", "warn", "-drain-timeout", "1s", "-mms-ports", mms,
 		// The targets are on loopback, the proxy's host, and every load
 		// comes from 127.0.0.1: allow the one, do not cap the other
 		// (danted has no such cap either).
@@ -98,6 +104,20 @@ socks pass {
 }
 `, logFile, port)
 }
+
+// startMicrosocks runs microsocks on a free loopback port, its outgoing
+// connections bound to 127.0.0.1 like danted's.
+func startMicrosocks(ctx context.Context, bin string) (*proc, error) {
+	addr, err := freeTCPPort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	port := addr[strings.LastIndexByte(addr, ':')+1:]
+	return startProc(ctx, "microsocks", bin, addr, "-i", "127.0.0.1", "-p", port, "-b", "127.0.0.1")
+}
+
+// findBinary returns path when it is an executable file, else "".
+func findBinary(path string) string { return findDanted(path) }
 
 // findDanted returns the danted binary's path, or "" when it is absent.
 func findDanted(path string) string {

@@ -12,14 +12,20 @@ import (
 type system int
 
 const (
-	sysDirect   system = iota // no proxy: the loopback limit
-	sysFwproxy                // fwproxy
-	sysDanted                 // Dante's danted
-	sysBaseline               // another fwproxy binary (-baseline), for before/after
+	sysDirect     system = iota // no proxy: the loopback limit
+	sysFwproxy                  // fwproxy
+	sysDanted                   // Dante's danted
+	sysBaseline                 // another fwproxy binary (-baseline), for before/after
+	sysMicrosocks               // microsocks: CONNECT and bulk only (it has no UDP)
+	sysRelay                    // udprelay-min: one UDP hop and nothing else (streaming only)
 	numSystems
 )
 
-var systemNames = [numSystems]string{"direct", "fwproxy", "danted", "baseline"}
+var systemNames = [numSystems]string{"direct", "fwproxy", "danted", "baseline", "microsocks", "minimal relay"}
+
+// optionalSystems get columns only when some figure has them; direct,
+// fwproxy and danted always do.
+var optionalSystems = []system{sysMicrosocks, sysRelay, sysBaseline}
 
 func (s system) String() string { return systemNames[s] }
 
@@ -99,22 +105,28 @@ func (r *results) get(key string) *figure { return r.index[key] }
 // writeTable prints the results as a Markdown table: each figure, its value
 // per system, and fwproxy's ratio to direct and to danted (fwproxy divided
 // by the other, whichever way the figure improves; the arrow says which).
-// A baseline binary, when one was measured, gets its own columns.
+// microsocks, the minimal relay and a baseline binary, when measured, get
+// their own columns.
 func (r *results) writeTable(w io.Writer) {
-	withBase := false
-	for _, f := range r.figs {
-		withBase = withBase || f.has[sysBaseline]
+	var extra []system
+	for _, s := range optionalSystems {
+		for _, f := range r.figs {
+			if f.has[s] {
+				extra = append(extra, s)
+				break
+			}
+		}
 	}
-	head := "| figure | unit | direct | fwproxy | danted |"
-	rule := "| --- | --- | ---: | ---: | ---: |"
-	if withBase {
-		head += " baseline |"
+	shown := append([]system{sysDirect, sysFwproxy, sysDanted}, extra...)
+	against := append([]system{sysDirect, sysDanted}, extra...)
+	head := "| figure | unit |"
+	rule := "| --- | --- |"
+	for _, s := range shown {
+		head += " " + s.String() + " |"
 		rule += " ---: |"
 	}
-	head += " fwproxy ÷ direct | fwproxy ÷ danted |"
-	rule += " ---: | ---: |"
-	if withBase {
-		head += " fwproxy ÷ baseline |"
+	for _, s := range against {
+		head += " fwproxy ÷ " + s.String() + " |"
 		rule += " ---: |"
 	}
 	fmt.Fprintln(w, head)
@@ -125,15 +137,11 @@ func (r *results) writeTable(w io.Writer) {
 			arrow = "↓"
 		}
 		cells := []string{f.name, f.unit + " " + arrow}
-		for _, s := range []system{sysDirect, sysFwproxy, sysDanted} {
+		for _, s := range shown {
 			cells = append(cells, valueCell(f, s))
 		}
-		if withBase {
-			cells = append(cells, valueCell(f, sysBaseline))
-		}
-		cells = append(cells, ratioCell(f, sysDirect), ratioCell(f, sysDanted))
-		if withBase {
-			cells = append(cells, ratioCell(f, sysBaseline))
+		for _, s := range against {
+			cells = append(cells, ratioCell(f, s))
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}

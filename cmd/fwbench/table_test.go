@@ -76,3 +76,39 @@ func TestFormatValue(t *testing.T) {
 		assert.Equal(t, want, formatValue(v), "%v", v)
 	}
 }
+
+func TestTableOptionalColumns(t *testing.T) {
+	tests := []struct {
+		name string
+		set  []system
+		head string
+		row  string
+	}{
+		{"microsocks", []system{sysMicrosocks},
+			"| figure | unit | direct | fwproxy | danted | microsocks | fwproxy ÷ direct | fwproxy ÷ danted | fwproxy ÷ microsocks |",
+			"| rate | conn/s ↑ | — | 100 | — | 50.0 | — | — | 2.00× |"},
+		{"relay and baseline, in that order", []system{sysBaseline, sysRelay},
+			"| figure | unit | direct | fwproxy | danted | minimal relay | baseline | fwproxy ÷ direct | fwproxy ÷ danted | fwproxy ÷ minimal relay | fwproxy ÷ baseline |",
+			"| rate | conn/s ↑ | — | 100 | — | 50.0 | 50.0 | — | — | 2.00× | 2.00× |"},
+		{"none", nil,
+			"| figure | unit | direct | fwproxy | danted | fwproxy ÷ direct | fwproxy ÷ danted |",
+			"| rate | conn/s ↑ | — | 100 | — | — | — |"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newResults()
+			f := r.fig("k", "rate", "conn/s", higherIsBetter)
+			f.set(sysFwproxy, 100)
+			for _, s := range tt.set {
+				f.set(s, 50)
+			}
+			var b strings.Builder
+			r.writeTable(&b)
+			lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+			require.Len(t, lines, 3)
+			assert.Equal(t, tt.head, lines[0])
+			assert.Equal(t, strings.Count(lines[0], "|"), strings.Count(lines[1], "|"), "the rule has a cell per column")
+			assert.Equal(t, tt.row, lines[2])
+		})
+	}
+}

@@ -5,7 +5,7 @@ import (
 	"io"
 )
 
-// goal is one of issue 7's targets, checked against a run's figures.
+// goal is one of issue 7's and issue 15's targets, checked against a run's figures.
 type goal struct {
 	text string
 	key  string
@@ -38,11 +38,28 @@ func fwproxyValue(unit string, test func(v float64) bool) func(f *figure) (strin
 	}
 }
 
+// aheadOf: fwproxy > other.
+func aheadOf(other system) func(f *figure) (string, bool, bool) {
+	return func(f *figure) (string, bool, bool) {
+		q, ok := f.ratio(other)
+		return fmt.Sprintf("%.2f× %s", q, other), q > 1, ok
+	}
+}
+
 func goals(churnPlayers []int) []goal {
 	var g []goal
 	for _, c := range []int{1, 16} {
 		g = append(g, goal{fmt.Sprintf("CONNECT rate ≥ 3× danted, %d client(s)", c), fmt.Sprintf("connect/%d/rate", c), atLeastTimes(sysDanted, 3)})
 	}
+	for _, c := range []int{1, 16} {
+		g = append(g, goal{fmt.Sprintf("CONNECT rate ahead of microsocks, %d client(s)", c), fmt.Sprintf("connect/%d/rate", c), aheadOf(sysMicrosocks)})
+	}
+	g = append(g,
+		goal{"streaming, associations: largest zero-loss N ≥ 3× danted", "stream/assoc/maxN", atLeastTimes(sysDanted, 3)},
+		goal{"streaming, associations: CPU per datagram ≤ ⅓ danted", "stream/assoc/cpu", atMostTimes(sysDanted, 1.0/3)},
+		goal{"streaming, associations: CPU per datagram ≤ 2× minimal relay", "stream/assoc/cpu", atMostTimes(sysRelay, 2)},
+		goal{"streaming, announced leases: CPU per datagram ≤ 2× minimal relay", "stream/announced/cpu", atMostTimes(sysRelay, 2)},
+	)
 	for _, s := range []int{1, 4} {
 		for _, d := range []byte{'d', 'u'} {
 			key := fmt.Sprintf("bulk/%c/%d", d, s)

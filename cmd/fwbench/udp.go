@@ -25,6 +25,9 @@ func (b *bench) benchUDP(ctx context.Context, assocs, size int) error {
 	p99 := b.res.fig(key+"/p99", "UDP round trip p99, "+label, "µs", lowerIsBetter)
 	loss := b.res.fig(key+"/loss", "UDP datagrams lost, "+label, "%", lowerIsBetter)
 	for _, t := range b.targets {
+		if t.tcpOnly {
+			continue
+		}
 		prepare := func(ctx context.Context, _ int) (stepFunc, func(), error) {
 			c, err := newRTClient(ctx, t, b.peers.echoAddr(), size)
 			if err != nil {

@@ -60,6 +60,8 @@ type Config struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	DialTimeout      time.Duration `yaml:"dial_timeout"`
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`
+	// TCPKeepAlive is the keep-alive probe period of TCP sessions; 0 off.
+	TCPKeepAlive time.Duration `yaml:"tcp_keepalive" reload:"restart"`
 	// DrainTimeout is how long a SIGINT/SIGTERM waits for sessions.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	MaxSessions  int           `yaml:"max_sessions"`
@@ -244,6 +246,8 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 	positive(ck, "handshake_timeout", c.HandshakeTimeout)
 	positive(ck, "dial_timeout", c.DialTimeout)
 	notNegative(ck, "idle_timeout", c.IdleTimeout, "turns it off")
+	notNegative(ck, "tcp_keepalive", c.TCPKeepAlive, "sends no keep-alive probes")
+	p.TCPKeepAlive = c.TCPKeepAlive
 	notNegative(ck, "drain_timeout", c.DrainTimeout, "closes sessions at once")
 	notNegative(ck, "udp_idle_timeout", c.UDPIdleTimeout, "turns it off")
 	positive(ck, "bind_timeout", c.BindTimeout)

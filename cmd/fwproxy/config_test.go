@@ -103,6 +103,12 @@ rules:
 			assert.Equal(t, uint16(1080), p.Rules.AllowDestinations[1].LastPort)
 			assert.Equal(t, uint16(1024), p.Rules.AllowDestinations[2].FirstPort)
 		}},
+		{"tcp keep-alive is off unless asked for", nil, func(t *testing.T, s settings) {
+			assert.Zero(t, s.proxy.TCPKeepAlive)
+		}},
+		{"tcp keep-alive", []string{"-tcp-keepalive", "30s"}, func(t *testing.T, s settings) {
+			assert.Equal(t, 30*time.Second, s.proxy.TCPKeepAlive)
+		}},
 		{"proxy protocol networks", []string{"-proxy-protocol-from", "198.51.100.50, 2001:db8:1::/64"}, func(t *testing.T, s settings) {
 			assert.Equal(t, "[198.51.100.50/32 2001:db8:1::/64]", fmt.Sprint(s.proxyProto.From))
 		}},

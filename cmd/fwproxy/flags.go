@@ -30,6 +30,7 @@ func configFlags() []configFlag {
 		{"handshake-timeout", "handshake_timeout", "time limit from accept to request answered"},
 		{"dial-timeout", "dial_timeout", "time limit to reach a CONNECT destination"},
 		{"idle-timeout", "idle_timeout", "close a TCP session idle this long both ways; 0 never"},
+		{"tcp-keepalive", "tcp_keepalive", "TCP keep-alive probe period of sessions; 0 sends none"},
 		{"max-sessions", "max_sessions", "cap on concurrent client connections"},
 		{"max-sessions-per-client", "max_sessions_per_client", "cap on one client IP's concurrent connections; 0 no cap"},
 		{"bind-ports", "bind_ports", "port range `LO-HI` BIND listens on"},

@@ -164,7 +164,8 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 	defer srv.Close()
 	d.srv = srv
 
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	lc := net.ListenConfig{KeepAlive: proxy.KeepAlivePeriod(s.proxy.TCPKeepAlive)}
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen socks: %w", err)
 	}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// The CPU and memory of a measured server, read from /proc: every process
+// of its process group (danted forks workers; fwproxy and the relay are
+// one process each) and every thread of each.
+
+// userHZ is the unit of the times in /proc/PID/stat (USER_HZ, 100 on
+// every Linux architecture Go supports).
+const userHZ = 100
+
+// procStat is what fwbench uses of a /proc/PID/stat line.
+type procStat struct {
+	pgrp         int
+	utime, stime uint64 // clock ticks, all threads, living and exited
+}
+
+// parseStat parses a /proc/PID/stat line. The command name (field 2) is in
+// parentheses and may itself hold spaces and parentheses, so the fields
+// are counted from the last ')'.
+func parseStat(b []byte) (procStat, error) {
+	end := bytes.LastIndexByte(b, ')')
+	if end < 0 {
+		return procStat{}, errors.New("stat: no command name")
+	}
+	f := bytes.Fields(b[end+1:])
+	// After the name: state(3) ppid(4) pgrp(5) … utime(14) stime(15).
+	if len(f) < 13 {
+		return procStat{}, fmt.Errorf("stat: %d fields after the name", len(f))
+	}
+	var s procStat
+	var err error
+	if s.pgrp, err = strconv.Atoi(string(f[2])); err != nil {
+		return procStat{}, fmt.Errorf("stat pgrp: %w", err)
+	}
+	if s.utime, err = strconv.ParseUint(string(f[11]), 10, 64); err != nil {
+		return procStat{}, fmt.Errorf("stat utime: %w", err)
+	}
+	if s.stime, err = strconv.ParseUint(string(f[12]), 10, 64); err != nil {
+		return procStat{}, fmt.Errorf("stat stime: %w", err)
+	}
+	return s, nil
+}
+
+func (s procStat) cpu() time.Duration {
+	return time.Duration(s.utime+s.stime) * time.Second / userHZ
+}
+
+// parseSchedstat returns the first field of /proc/PID/task/TID/schedstat:
+// the nanoseconds the thread has run.
+func parseSchedstat(b []byte) (time.Duration, error) {
+	f := bytes.Fields(b)
+	if len(f) == 0 {
+		return 0, errors.New("schedstat: empty")
+	}
+	ns, err := strconv.ParseUint(string(f[0]), 10, 63)
+	if err != nil {
+		return 0, fmt.Errorf("schedstat: %w", err)
+	}
+	return time.Duration(ns), nil
+}
+
+// groupMembers lists the processes of process group pgid.
+func groupMembers(pgid int) ([]int, error) {
+	dirs, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, path := range dirs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if s, err := parseStat(b); err == nil && s.pgrp == pgid {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) == 0 {
+		return nil, fmt.Errorf("no process in group %d", pgid)
+	}
+	return pids, nil
+}
+
+// groupCPU is the CPU time the processes of group pgid have used: the sum
+// of their threads' run times in nanoseconds (schedstat), or, where that
+// is not readable, the process's clock ticks (10 ms steps).
+func groupCPU(pgid int) (time.Duration, error) {
+	pids, err := groupMembers(pgid)
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		d, err := threadsCPU(pid)
+		if err != nil {
+			b, serr := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if serr != nil {
+				continue // exited meanwhile
+			}
+			s, serr := parseStat(b)
+			if serr != nil {
+				return 0, serr
+			}
+			d = s.cpu()
+		}
+		total += d
+	}
+	return total, nil
+}
+
+// threadsCPU sums the schedstat run time of pid's threads.
+func threadsCPU(pid int) (time.Duration, error) {
+	paths, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/[0-9]*/schedstat", pid))
+	if err != nil || len(paths) == 0 {
+		return 0, fmt.Errorf("no schedstat for %d", pid)
+	}
+	var total time.Duration
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return 0, err
+		}
+		d, err := parseSchedstat(b)
+		if err != nil {
+			return 0, err
+		}
+		total += d
+	}
+	return total, nil
+}
+
+// groupRSSKiB sums VmRSS over the group (pages shared between danted's
+// processes count once per process).
+func groupRSSKiB(pgid int) (int, error) {
+	pids, err := groupMembers(pgid)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		n, err := parseVmRSS(b)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}

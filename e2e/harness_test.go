@@ -76,7 +76,6 @@ func startProxyIn(t *testing.T, n *testNet, args ...string) *proxyProc {
 	return startProxyOn(t, n.proxyHost(), n.httpClient(), append(n.proxyArgs(t), args...)...)
 }
 
-
 // startProxyDefaults runs fwproxy on loopback with the default destination
 // rules: the proxy's host is not a destination.
 func startProxyDefaults(t *testing.T, args ...string) *proxyProc {

@@ -197,10 +197,13 @@ func TestSocksRefusalSeriesStartAtZero(t *testing.T) {
 	s.DestinationRefused("own_socket")
 	s.ConnectionRejected("client_session_limit")
 	expected := `
-# HELP fwproxy_socks_connections_rejected_total Client connections closed before the handshake, by reason (client_not_allowed, session_limit, client_session_limit).
+# HELP fwproxy_socks_connections_rejected_total Client connections closed before the handshake, by reason (client_not_allowed, session_limit, client_session_limit, proxy_header_missing, proxy_header_invalid, proxy_header_untrusted).
 # TYPE fwproxy_socks_connections_rejected_total counter
 fwproxy_socks_connections_rejected_total{reason="client_not_allowed"} 0
 fwproxy_socks_connections_rejected_total{reason="client_session_limit"} 1
+fwproxy_socks_connections_rejected_total{reason="proxy_header_invalid"} 0
+fwproxy_socks_connections_rejected_total{reason="proxy_header_missing"} 0
+fwproxy_socks_connections_rejected_total{reason="proxy_header_untrusted"} 0
 fwproxy_socks_connections_rejected_total{reason="session_limit"} 0
 # HELP fwproxy_socks_destinations_refused_total CONNECT and BIND destinations, addresses of requested names and BIND peers refused, by reason.
 # TYPE fwproxy_socks_destinations_refused_total counter

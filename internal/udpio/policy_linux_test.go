@@ -20,59 +20,53 @@ func send(t *testing.T, peer, c *net.UDPConn, n int) {
 	}
 }
 
-// TestPolicyKeepZero is the leases' policy: a parked reader holds no
-// buffer, before any datagram and after every burst, and gives back as far
-// as it used.
-func TestPolicyKeepZero(t *testing.T) {
-	c := listen(t, "udp4", "127.0.0.1")
-	peer := listen(t, "udp4", "127.0.0.1")
-	bufs := &countingBuffers{size: 2048}
-	log := newDrainLog(bufs)
-	r, err := NewReader(c, Policy{Buffers: bufs, Drained: log.drained})
-	require.NoError(t, err)
-	next := nextAsync(r)
-	log.waitHeld(t, 0)
-	for burst := range 3 {
-		send(t, peer, c, 4)
-		for i := range 4 {
-			res := waitNext(t, next)
-			require.NoError(t, res.err, "burst %d datagram %d", burst, i)
-			next = nextAsync(r)
-		}
-		log.waitHeld(t, 0)
-		assert.Equal(t, int64(1), bufs.lastUsed.Load(), "cleared as far as used")
+// TestPolicyHolding: a reader parked before any datagram holds no buffer
+// and (with Keep, which peeks) never took one; then, over bursts of
+// datagrams, the leases' policy (Keep 0) parks holding none after every
+// burst, having given back as far as it used, while the associations'
+// policy keeps one buffer across every datagram and while it waits.
+func TestPolicyHolding(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		keep       time.Duration
+		heldParked int64 // buffers held when parked after a burst
+	}{
+		{"keep 0 gives back per burst", 0, 0},
+		{"keep holds across datagrams", time.Hour, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := listen(t, "udp4", "127.0.0.1")
+			peer := listen(t, "udp4", "127.0.0.1")
+			bufs := &countingBuffers{size: 2048}
+			log := newDrainLog(bufs)
+			r, err := NewReader(c, Policy{Buffers: bufs, Keep: tt.keep, Drained: log.drained})
+			require.NoError(t, err)
+			next := nextAsync(r)
+			log.waitHeld(t, 0)
+			if tt.keep > 0 {
+				assert.Zero(t, bufs.gets.Load(), "an idle reader took a buffer")
+			}
+			gets := bufs.gets.Load()
+			for burst := range 3 {
+				send(t, peer, c, 4)
+				for i := range 4 {
+					res := waitNext(t, next)
+					require.NoError(t, res.err, "burst %d datagram %d", burst, i)
+					next = nextAsync(r)
+				}
+				log.waitHeld(t, tt.heldParked)
+				if tt.keep == 0 {
+					assert.Equal(t, int64(1), bufs.lastUsed.Load(), "cleared as far as used")
+				}
+			}
+			if tt.keep > 0 {
+				assert.Equal(t, int64(1), bufs.gets.Load()-gets, "a busy reader went to the pool again")
+			}
+			c.Close()
+			require.ErrorIs(t, waitNext(t, next).err, net.ErrClosed)
+			assert.Zero(t, bufs.held())
+		})
 	}
-	c.Close()
-	require.ErrorIs(t, waitNext(t, next).err, net.ErrClosed)
-	assert.Zero(t, bufs.held())
-}
-
-// TestPolicyKeepHolds is the associations' policy, first half: no buffer
-// while nothing is queued (not even for a moment: the reader peeks), then
-// one buffer across every datagram of a busy reader, kept while it waits.
-func TestPolicyKeepHolds(t *testing.T) {
-	c := listen(t, "udp4", "127.0.0.1")
-	peer := listen(t, "udp4", "127.0.0.1")
-	bufs := &countingBuffers{size: 2048}
-	log := newDrainLog(bufs)
-	r, err := NewReader(c, Policy{Buffers: bufs, Keep: time.Hour, Drained: log.drained})
-	require.NoError(t, err)
-	next := nextAsync(r)
-	log.waitHeld(t, 0)
-	assert.Zero(t, bufs.gets.Load(), "an idle reader took a buffer")
-	for burst := range 3 {
-		send(t, peer, c, 4)
-		for i := range 4 {
-			res := waitNext(t, next)
-			require.NoError(t, res.err, "burst %d datagram %d", burst, i)
-			next = nextAsync(r)
-		}
-		log.waitHeld(t, 1)
-	}
-	assert.Equal(t, int64(1), bufs.gets.Load(), "a busy reader went to the pool again")
-	c.Close()
-	require.ErrorIs(t, waitNext(t, next).err, net.ErrClosed)
-	assert.Zero(t, bufs.held())
 }
 
 // TestPolicyKeepGivesBack is the second half: Keep after it took a buffer,

@@ -112,4 +112,3 @@ func TestPoolClearsAndBounds(t *testing.T) {
 	assert.Len(t, p.free, 2)
 	p.Put(make([]byte, 16), 99) // used beyond the size is clamped, no panic
 }
-

@@ -9,7 +9,8 @@ FUZZTIME ?= 30s
 # Every fuzz target, as package:FuzzName.
 FUZZ_TARGETS := ./proxy:FuzzParseRequest ./proxy:FuzzParseUDPHeader ./proxy:FuzzReadUserPass ./proxy:FuzzReadProxyHeader \
 	./mmsfilter:FuzzMMSFrame ./mmsfilter:FuzzFunnelString ./mmsfilter:FuzzRewrite ./mmsfilter:FuzzStream \
-	./leases:FuzzLeaseOps ./leases:FuzzParseRawSockaddr ./cmd/fwproxy:FuzzDecodeYAML \
+	./leases:FuzzLeaseOps ./cmd/fwproxy:FuzzDecodeYAML \
+	./internal/udpio:FuzzParseRawSockaddr ./internal/udpio:FuzzPutRawSockaddr ./internal/udpio:FuzzWriteRead \
 	./e2e/asf:FuzzParseHeader ./e2e/mmsplayer:FuzzParseUDPHeader
 
 .PHONY: all build static install run test test-deps fuzz bench bench-deps lint clean

@@ -2,7 +2,6 @@ package leases
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -178,9 +177,7 @@ func BenchmarkIdleLeaseMemory(b *testing.B) {
 	// The portable reader owns a MaxDatagramSize buffer per lease; fewer
 	// leases keep the run short, the per-lease figure is what matters.
 	b.Run("reader=portable", func(b *testing.B) {
-		benchIdleMemory(b, 2000, func(c *net.UDPConn, pool *bufPool, idle func()) (datagramSource, error) {
-			return newStdSource(c, pool, idle), nil
-		})
+		benchIdleMemory(b, 2000, newStdSource)
 	})
 }
 

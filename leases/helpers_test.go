@@ -350,7 +350,7 @@ func leakedGoroutines() []string {
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		if strings.Contains(g, "fwproxy/leases.(*lease)") ||
 			strings.Contains(g, "fwproxy/leases.(*Manager)") ||
-			strings.Contains(g, "fwproxy/leases.(*rawSource)") {
+			strings.Contains(g, "fwproxy/internal/udpio.") {
 			out = append(out, g)
 		}
 	}

@@ -931,9 +931,7 @@ func TestPortableReader(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxDatagramSize = 8
 	env := newEnv(t, cfg)
-	env.m.newSource = func(c *net.UDPConn, pool *bufPool, idle func()) (datagramSource, error) {
-		return newStdSource(c, pool, idle), nil
-	}
+	env.m.newSource = newStdSource
 	srv := newPeer(t)
 	s1, s2 := newSink(), newSink()
 	h1, err := env.m.Acquire(ctxT(t), key(7070), assoc(s1))

@@ -28,10 +28,17 @@ func dialSOCKS(t *testing.T, proxyAddr string) *socksConn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", proxyAddr, testTimeout)
 	require.NoError(t, err)
+	return greetSOCKS(t, c)
+}
+
+// greetSOCKS offers no authentication on c, which it closes when the test
+// ends, and requires the proxy to take it.
+func greetSOCKS(t *testing.T, c net.Conn) *socksConn {
+	t.Helper()
 	c.SetDeadline(time.Now().Add(testTimeout))
 	t.Cleanup(func() { c.Close() })
 	s := &socksConn{t: t, conn: c, br: bufio.NewReader(c)}
-	_, err = c.Write([]byte{5, 1, 0})
+	_, err := c.Write([]byte{5, 1, 0})
 	require.NoError(t, err)
 	var sel [2]byte
 	_, err = io.ReadFull(s.br, sel[:])

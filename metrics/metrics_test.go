@@ -208,6 +208,7 @@ fwproxy_socks_connections_rejected_total{reason="session_limit"} 0
 # HELP fwproxy_socks_destinations_refused_total CONNECT and BIND destinations, addresses of requested names and BIND peers refused, by reason.
 # TYPE fwproxy_socks_destinations_refused_total counter
 fwproxy_socks_destinations_refused_total{reason="broadcast"} 0
+fwproxy_socks_destinations_refused_total{reason="client_network"} 0
 fwproxy_socks_destinations_refused_total{reason="multicast"} 0
 fwproxy_socks_destinations_refused_total{reason="own_socket"} 1
 fwproxy_socks_destinations_refused_total{reason="proxy_host"} 0

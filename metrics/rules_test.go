@@ -101,6 +101,8 @@ func TestScrapePassesPromtool(t *testing.T) {
 		`fwproxy_socks_requests_total{command="connect",reply="host_unreachable"} 0`,
 		`fwproxy_socks_requests_total{command="unknown",reply="command_not_supported"} 0`,
 		`fwproxy_udp_datagrams_total{direction="client_to_remote",outcome="not_allowed"} 0`,
+		`fwproxy_udp_datagrams_total{direction="client_to_remote",outcome="client_network"} 0`,
+		`fwproxy_socks_destinations_refused_total{reason="client_network"} 0`,
 		`fwproxy_udp_datagrams_total{direction="remote_to_client",outcome="send_failed"} 0`,
 		`fwproxy_leases_datagrams_total{outcome="dropped",reason="expired_unflushed"} 0`,
 		`fwproxy_leases_acquire_failures_total{reason="table_full"} 0`,

@@ -312,9 +312,17 @@ func (a *association) readClient(ctx context.Context) error {
 			continue
 		}
 		if err := h.Send(buf[hn:n], dst); err != nil {
-			s.udp.count(udpOut, udpSendFailed, n-hn)
-			if errors.Is(err, leases.ErrReleased) {
+			switch {
+			case errors.Is(err, leases.ErrOwnSocket):
+				// The lease's own socket set refused what the judge let
+				// through (an allow rule naming the port, or a socket opened
+				// since): one refusal, counted by its reason, not a failure.
+				s.udp.count(udpOut, udpOwnSocket, n-hn)
+			case errors.Is(err, leases.ErrReleased):
+				s.udp.count(udpOut, udpSendFailed, n-hn)
 				return net.ErrClosed
+			default:
+				s.udp.count(udpOut, udpSendFailed, n-hn)
 			}
 			continue
 		}

@@ -171,7 +171,9 @@ func (c Config) Validate() error {
 // Rules are the access rules. The zero value allows nothing.
 type Rules struct {
 	// Clients lists the networks clients may connect from. A connection from
-	// elsewhere is closed before the handshake and counted.
+	// elsewhere is closed before the handshake and counted. They are also
+	// the inside: not a destination unless an explicit allow rule names it
+	// (a network of a whole family, 0.0.0.0/0 or ::/0, names no inside).
 	Clients []netip.Prefix
 	// Commands enables CONNECT, BIND and UDP ASSOCIATE.
 	Connect, Bind, Associate bool
@@ -211,7 +213,7 @@ func (r Rules) Validate() error {
 // DestRule matches destinations by network and port range. An allow rule
 // narrower than its whole address family (not 0.0.0.0/0 or ::/0) is
 // explicit: it also lifts the default refusal of the proxy's host,
-// multicast and broadcast inside its network, and when it names ports (not
+// multicast, broadcast and the client networks inside its network, and when it names ports (not
 // every port) the refusal of the proxy's own sockets at those ports.
 type DestRule struct {
 	Network netip.Prefix
@@ -267,7 +269,8 @@ func (r Rules) CommandAllowed(cmd Command) bool {
 
 // DestinationAllowed reports whether the deny and allow lists let dst
 // through. The server refuses more than this (the unspecified address, the
-// proxy's host and own sockets, multicast and broadcast; see Server.judge).
+// proxy's host and own sockets, multicast, broadcast and the client
+// networks; see Server.judge).
 func (r Rules) DestinationAllowed(dst netip.AddrPort) bool {
 	return !r.verdict(normalise(dst), false).denied
 }

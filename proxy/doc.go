@@ -17,8 +17,9 @@
 // Every destination (CONNECT, each address of a requested name, each UDP
 // datagram a client relays, BIND's DST.ADDR and its peer) is judged in one
 // place, Server.judge: the unspecified address never, the proxy's host,
-// its own sockets (a selfaddr.Set shared with the daemon), multicast and
-// broadcast only when an explicit allow rule names them.
+// its own sockets (a selfaddr.Set shared with the daemon), multicast,
+// broadcast and the client networks (the inside a client must not pivot
+// back into) only when an explicit allow rule names them.
 //
 // It refuses to listen anywhere it is not told to, to trust a client it has
 // no rule for, to let one client IP hold more than its share of sessions,

@@ -26,10 +26,16 @@ const (
 	refusedOwnSocket
 	// refusedRules: a deny rule matches, or an allow list does not.
 	refusedRules
+	// refusedClientNetwork: inside one of rules.clients, the networks the
+	// proxy serves: a client must not pivot through the proxy back into
+	// the inside. Judged after refusedProxyHost, so that the proxy's own
+	// addresses (and loopback, when loopback clients are admitted) keep
+	// that more specific reason and each refusal is counted once.
+	refusedClientNetwork
 	numRefusals
 )
 
-var refusalNames = [numRefusals]string{"none", "unspecified", "multicast", "broadcast", "proxy_host", "own_socket", "rules"}
+var refusalNames = [numRefusals]string{"none", "unspecified", "multicast", "broadcast", "proxy_host", "own_socket", "rules", "client_network"}
 
 func (r refusal) String() string { return refusalNames[r] }
 
@@ -50,10 +56,12 @@ func normalise(ap netip.AddrPort) netip.AddrPort {
 //
 // In order: the unspecified address is refused always; then the rules'
 // deny list; then the proxy's own sockets unless an allow rule names them
-// explicitly with their port; then multicast, broadcast and the proxy host
-// unless an allow rule names them explicitly; then the allow list. A rule
-// is explicit when it is narrower than its whole family (not 0.0.0.0/0 or
-// ::/0): "allow everything" is not a decision to expose the proxy's host.
+// explicitly with their port; then multicast, broadcast, the proxy host
+// and the client networks (rules.clients), in that order, unless an allow
+// rule names them explicitly. A rule is explicit when it is narrower than
+// its whole family (not 0.0.0.0/0 or ::/0): "allow everything" is not a
+// decision to expose the proxy's host or the inside network. Each
+// destination gets one reason, the first that applies.
 //
 // anyPort judges dst.Addr() alone, for a BIND peer: its source port is
 // whatever its kernel picked, so port ranges of rules do not apply and it
@@ -66,7 +74,9 @@ func (s *Server) judge(dst netip.AddrPort, anyPort bool) refusal {
 	if !ip.IsValid() || ip.IsUnspecified() {
 		return refusedUnspecified
 	}
-	v := s.cfg().Rules.verdict(dst, anyPort)
+	// One load, so that a reload cannot mix two rule sets in one verdict.
+	rules := &s.cfg().Rules
+	v := rules.verdict(dst, anyPort)
 	if v.denied {
 		return refusedRules
 	}
@@ -83,8 +93,23 @@ func (s *Server) judge(dst netip.AddrPort, anyPort bool) refusal {
 		return refusedBroadcast
 	case s.self.IsHost(ip):
 		return refusedProxyHost
+	case rules.inClientNetwork(ip):
+		return refusedClientNetwork
 	}
 	return refusedNone
+}
+
+// inClientNetwork reports whether ip (normalised) is inside one of the
+// client networks. A network of a whole family (0.0.0.0/0, ::/0) admits
+// every source rather than naming an inside, so it makes nothing a client
+// network: with it, every destination would be refused.
+func (r Rules) inClientNetwork(ip netip.Addr) bool {
+	for _, p := range r.Clients {
+		if p.Bits() > 0 && p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // ruleVerdict is what the configured rules say of one destination.

@@ -78,6 +78,109 @@ func TestJudge(t *testing.T) {
 	}
 }
 
+// TestJudgeClientNetworks: the networks clients come from are the inside,
+// not a destination, unless an explicit allow rule names them; the proxy's
+// host and own sockets keep their own reasons inside them.
+func TestJudgeClientNetworks(t *testing.T) {
+	const ownSocket = "127.0.0.1:1080"
+	inside := []string{"127.0.0.0/8", "::1/128", "198.51.100.0/24", "2001:db8:1::/64"}
+	tests := []struct {
+		name    string
+		clients []string
+		allow   []DestRule
+		deny    []DestRule
+		dst     string
+		anyPort bool
+		want    refusal
+	}{
+		{"inside host", inside, nil, nil, "198.51.100.7:80", false, refusedClientNetwork},
+		{"inside host IPv6", inside, nil, nil, "[2001:db8:1::7]:80", false, refusedClientNetwork},
+		{"inside host IPv4-mapped", inside, nil, nil, "[::ffff:198.51.100.7]:80", false, refusedClientNetwork},
+		{"inside BIND peer", inside, nil, nil, "198.51.100.7:0", true, refusedClientNetwork},
+		{"outside host", inside, nil, nil, "203.0.113.5:80", false, refusedNone},
+		{"outside host IPv6", inside, nil, nil, "[2001:db8:2::5]:80", false, refusedNone},
+		{"a loopback client network is the proxy host", inside, nil, nil, "127.0.0.1:80", false, refusedProxyHost},
+		{"own socket inside a client network", inside, nil, nil, ownSocket, false, refusedOwnSocket},
+		{"allowed explicitly", inside, []DestRule{{Network: prefix("198.51.100.7/32")}}, nil, "198.51.100.7:80", false, refusedNone},
+		{"allowed explicitly IPv6", inside, []DestRule{{Network: prefix("2001:db8:1::7/128")}}, nil, "[2001:db8:1::7]:80", false, refusedNone},
+		{"an explicit rule lifts only what it names", inside, []DestRule{{Network: prefix("198.51.100.7/32")}}, nil, "198.51.100.8:80", false, refusedRules},
+		{"an explicit rule with a port", inside, []DestRule{{Network: prefix("198.51.100.0/24"), FirstPort: 80, LastPort: 80}}, nil, "198.51.100.7:80", false, refusedNone},
+		{"allow everything is not explicit", inside, []DestRule{{Network: prefix("0.0.0.0/0")}, {Network: prefix("::/0")}}, nil, "198.51.100.7:80", false, refusedClientNetwork},
+		{"denied is the rules", inside, nil, []DestRule{{Network: prefix("198.51.100.0/24")}}, "198.51.100.7:80", false, refusedRules},
+		{"IPv4-mapped client network", []string{"::ffff:192.0.2.0/120"}, nil, nil, "192.0.2.9:80", false, refusedClientNetwork},
+		{"a whole-family client network names no inside", []string{"0.0.0.0/0", "::/0"}, nil, nil, "203.0.113.5:80", false, refusedNone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Rules.Clients = nil
+			for _, c := range tt.clients {
+				cfg.Rules.Clients = append(cfg.Rules.Clients, prefix(c))
+			}
+			cfg.Rules.AllowDestinations, cfg.Rules.DenyDestinations = tt.allow, tt.deny
+			self := selfaddr.New()
+			self.Add(netip.MustParseAddrPort(ownSocket))
+			srv, err := New(cfg, Deps{Self: self})
+			require.NoError(t, err)
+			defer srv.Close()
+			got := srv.judge(netip.MustParseAddrPort(tt.dst), tt.anyPort)
+			assert.Equal(t, tt.want.String(), got.String())
+		})
+	}
+}
+
+// TestConnectToTheClientNetworks: a CONNECT back into the inside is refused
+// before anything is dialled and counted once, by the first reason that
+// applies; an explicit allow rule makes it a destination like any other.
+func TestConnectToTheClientNetworks(t *testing.T) {
+	resolver := staticResolver(map[string][]netip.Addr{
+		"printer.inside.test": {netip.MustParseAddr("192.0.2.10")},
+		"mixed.test":          {netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("192.0.2.10")},
+	})
+	tests := []struct {
+		name    string
+		allow   []DestRule
+		dst     *socks5.AddrSpec
+		want    Reply
+		dials   int32
+		counted string
+	}{
+		{"inside host", nil, &socks5.AddrSpec{IP: net.IPv4(192, 0, 2, 10).To4(), Port: 80}, ReplyNotAllowed, 0, "refused/client_network"},
+		{"inside host by name", nil, &socks5.AddrSpec{FQDN: "printer.inside.test", Port: 80}, ReplyNotAllowed, 0, "refused/client_network"},
+		{"a name with one inside address", nil, &socks5.AddrSpec{FQDN: "mixed.test", Port: 80}, ReplyNotAllowed, 0, "refused/client_network"},
+		{"loopback, a client network too", nil, &socks5.AddrSpec{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 80}, ReplyNotAllowed, 0, "refused/proxy_host"},
+		{"inside host allowed explicitly", []DestRule{{Network: prefix("192.0.2.10/32"), FirstPort: 80, LastPort: 80}},
+			&socks5.AddrSpec{IP: net.IPv4(192, 0, 2, 10).To4(), Port: 80}, ReplyConnectionRefused, 1, "request/connect/connection_refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var dials atomic.Int32
+			// No packet leaves the machine: the dialler only counts.
+			dial := func(context.Context, string, string) (net.Conn, error) {
+				dials.Add(1)
+				return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+			}
+			cfg := DefaultConfig()
+			cfg.Rules.Clients = append(cfg.Rules.Clients, prefix("192.0.2.0/24"))
+			cfg.Rules.AllowDestinations = tt.allow
+			ts := startServer(t, cfg, Deps{Resolve: resolver, Dial: dial})
+			c := dialClient(t, ts.addr)
+			c.greet(methodNoAuth)
+			rep, _ := c.request(CommandConnect, tt.dst)
+			require.Equal(t, tt.want, rep, "reply %s", rep)
+			c.expectClosed()
+			require.True(t, waitFor(testTimeout, func() bool { return ts.rec.openSessions() == 0 }))
+			assert.Equal(t, tt.dials, dials.Load(), "dial attempts")
+			assert.Equal(t, 1, ts.rec.count(tt.counted))
+			refusals := 0
+			for _, r := range RefusalReasons() {
+				refusals += ts.rec.count("refused/" + r)
+			}
+			assert.Equal(t, int(1-tt.dials), refusals, "refused once, under one reason")
+		})
+	}
+}
+
 func TestJudgeDoesNotAllocate(t *testing.T) {
 	cfg := DefaultConfig()
 	allowLoopback(&cfg)
@@ -201,6 +304,9 @@ func TestAssociateRefusesWhatIsNeverADestination(t *testing.T) {
 	cfg := testConfig()
 	cfg.Rules.AllowDestinations = append(cfg.Rules.AllowDestinations, DestRule{Network: prefix("0.0.0.0/0")})
 	cfg.Rules.DenyDestinations = []DestRule{{Network: prefix("127.0.0.9/32")}}
+	// 192.0.2.0/24 stands for the inside: the lease socket is on 127.0.0.2,
+	// from which Linux sends nothing off the host, should the judge let it by.
+	cfg.Rules.Clients = append(cfg.Rules.Clients, prefix("192.0.2.0/24"))
 	ts := startServer(t, cfg, Deps{
 		Leases:  lm,
 		Resolve: staticResolver(map[string][]netip.Addr{"rebind.test": {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("0.0.0.0")}}),
@@ -209,6 +315,12 @@ func TestAssociateRefusesWhatIsNeverADestination(t *testing.T) {
 	u := associate(t, ts, sock, true)
 	echo := newUDPPeer(t, "127.0.0.1:0")
 	port := echo.addr().Port()
+	// The lease's socket is not in the server's own-socket set (each has
+	// its own here), so only the lease refuses it: counted once, as
+	// own_socket, not as a failed send.
+	snap := lm.Snapshot()
+	require.Len(t, snap, 1)
+	leaseSocket := snap[0].LocalAddr
 
 	// A datagram relayed back into the proxy's own relay socket would come
 	// in again as the client's.
@@ -224,6 +336,8 @@ func TestAssociateRefusesWhatIsNeverADestination(t *testing.T) {
 		{"denied", netip.MustParseAddrPort("127.0.0.9:9"), "", "udp/client_to_remote/not_allowed"},
 		{"the relay socket itself", u.relay, "", "udp/client_to_remote/own_socket"},
 		{"broadcast", netip.MustParseAddrPort("255.255.255.255:9"), "", "udp/client_to_remote/broadcast"},
+		{"a host of the client networks", netip.MustParseAddrPort("192.0.2.10:9"), "", "udp/client_to_remote/client_network"},
+		{"the lease socket, refused by the lease", leaseSocket, "", "udp/client_to_remote/own_socket"},
 		{"a name with a refused address", netip.AddrPort{}, "rebind.test", "udp/client_to_remote/unspecified"},
 	}
 	for _, tt := range tests {
@@ -246,6 +360,7 @@ func TestAssociateRefusesWhatIsNeverADestination(t *testing.T) {
 	got, _ := echo.recv()
 	assert.Equal(t, "hello", string(got))
 	assert.Equal(t, 1, ts.rec.count("udp/client_to_remote/relayed"))
+	assert.Zero(t, ts.rec.count("udp/client_to_remote/send_failed"), "a refusal is not a failed send")
 }
 
 // TestSessionsPerClient: one client IP takes its share of the sessions;

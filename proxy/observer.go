@@ -21,7 +21,7 @@ type Observer interface {
 	// DestinationRefused reports a CONNECT or BIND destination, an address
 	// a requested name resolved to, or a BIND peer, refused with one of
 	// RefusalReasons ("unspecified", "multicast", "broadcast",
-	// "proxy_host", "own_socket", "rules"). UDP datagrams are counted by
+	// "proxy_host", "own_socket", "rules", "client_network"). UDP datagrams are counted by
 	// outcome in UDPCounters instead.
 	DestinationRefused(reason string)
 	// Authenticated reports the outcome of one authentication ("no_auth" or

@@ -28,24 +28,26 @@ const (
 	udpProxyHost                // to the proxy's host (loopback, its addresses)
 	udpMulticast                // to a multicast group
 	udpBroadcast                // to a broadcast address
+	udpClientNetwork            // to a host of the client networks (the inside)
 	numUDPOutcomes
 )
 
 var udpOutcomeNames = [numUDPOutcomes]string{
 	"relayed", "foreign_source", "bad_header", "fragmented", "unresolved", "not_allowed", "no_lease", "send_failed",
-	"unspecified", "own_socket", "proxy_host", "multicast", "broadcast",
+	"unspecified", "own_socket", "proxy_host", "multicast", "broadcast", "client_network",
 }
 
 // udpRefusalOutcome is the outcome of a datagram whose destination the
 // judge refused, by reason.
 var udpRefusalOutcome = [numRefusals]udpOutcome{
-	refusedNone:        udpRelayed,
-	refusedUnspecified: udpUnspecified,
-	refusedMulticast:   udpMulticast,
-	refusedBroadcast:   udpBroadcast,
-	refusedProxyHost:   udpProxyHost,
-	refusedOwnSocket:   udpOwnSocket,
-	refusedRules:       udpNotAllowed,
+	refusedNone:          udpRelayed,
+	refusedUnspecified:   udpUnspecified,
+	refusedMulticast:     udpMulticast,
+	refusedBroadcast:     udpBroadcast,
+	refusedProxyHost:     udpProxyHost,
+	refusedOwnSocket:     udpOwnSocket,
+	refusedRules:         udpNotAllowed,
+	refusedClientNetwork: udpClientNetwork,
 }
 
 // udpCounters holds one resolved counter pair per direction and outcome.

@@ -424,6 +424,9 @@ func checkRules(ck *checker, r RulesConfig) proxy.Rules {
 		key := fmt.Sprintf("rules.clients[%d]", i)
 		if p, ok := parsePrefix(s); ok {
 			out.Clients = append(out.Clients, p)
+			if p.Bits() == 0 {
+				ck.warn(key, "%s admits every source; it is not taken as an inside network, so destinations in it are not refused as client_network (list them in rules.deny)", p)
+			}
 		} else {
 			ck.bad(key, "%q is not a CIDR network or an IP address", s)
 		}

@@ -333,6 +333,15 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// TestWholeFamilyClientNetworkWarns: a client network of a whole family
+// makes no destination an inside one, which an operator should be told.
+func TestWholeFamilyClientNetworkWarns(t *testing.T) {
+	_, warns, errs := loadArgs(t, "-config", writeFile(t, "rules:\n  clients: [192.0.2.0/24, \"::/0\"]\n"))
+	require.Empty(t, errs)
+	require.Len(t, warns, 1)
+	assert.Contains(t, warns[0].Error(), `rules.clients[1]: ::/0 admits every source; it is not taken as an inside network`)
+}
+
 func TestCheckConfigPrintsTheEffectiveConfig(t *testing.T) {
 	file := writeFile(t, "lease_linger: 0\nusers: "+usersFile(t)+"\nrules:\n  clients: []\n")
 	var out, errOut bytes.Buffer

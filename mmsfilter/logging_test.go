@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -356,4 +357,44 @@ func FuzzLogging(f *testing.F) {
 		}
 		require.True(t, bytes.Equal(in, diff), "a byte outside dwIPAddress and szComputerDNS changed")
 	})
+}
+
+// TestLoggingThroughProxy: a player behind the proxy sends its session in
+// small TCP segments; the server receives every byte as sent but
+// dwIPAddress, which names the proxy's external address. (The test proxy's
+// filter runs with name scrubbing off; TestFilterHidesLoggingIdentity
+// covers the option.)
+func TestLoggingThroughProxy(t *testing.T) {
+	env := newFilterEnv(t, 0)
+	conn, _, _ := socksHandshake(t, env.proxyAddr, 1, env.server.addr)
+	env.server.accept()
+	require.NoError(t, conn.(*net.TCPConn).SetNoDelay(true))
+
+	in, _ := loggingSession(t)
+	leaky := layoutLoggingPacket(0, 1490, insideIPv4, insideName)[HeaderLen+messagePrefixLen:]
+	want := layoutLoggingPacket(0, 1490, [4]byte(external.AsSlice()), insideName)[HeaderLen+messagePrefixLen:]
+	require.Equal(t, len(leaky), len(want))
+
+	written := make(chan error, 1)
+	go func() {
+		var err error
+		for rest := in; len(rest) > 0 && err == nil; {
+			n := min(len(rest), 97) // odd-sized segments that cut every field
+			_, err = conn.Write(rest[:n])
+			rest = rest[n:]
+		}
+		written <- err
+	}()
+	var logging int
+	for range 6 { // the packets of loggingSession
+		for _, m := range readPacket(t, env.server.br) {
+			if m.MID != MIDLogging {
+				continue
+			}
+			logging++
+			require.Equal(t, want, m.Body, "Logging as the server sees it")
+		}
+	}
+	require.NoError(t, <-written)
+	assert.Equal(t, 2, logging)
 }

@@ -15,6 +15,7 @@ type MMS struct {
 	transitions [mmsfilter.NumTransitions]prometheus.Counter
 	problems    [mmsfilter.NumDirections][mmsfilter.NumProblems]prometheus.Counter
 	funnels     [mmsfilter.NumLeaseModes]prometheus.Counter
+	logging     [mmsfilter.NumLoggingFields]prometheus.Counter
 	sessions    prometheus.Gauge
 }
 
@@ -40,6 +41,10 @@ func NewMMS(reg prometheus.Registerer) *MMS {
 		Namespace: Namespace, Subsystem: sub, Name: "funnel_rewrites_total",
 		Help: "UDP funnels by how their external port was leased (association, announced), counted once rewritten; failed: left unchanged, holding no lease.",
 	}, []string{"mode"})
+	logging := f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: sub, Name: "logging_rewrites_total",
+		Help: "Fields of client Logging messages that named the inside host and were overwritten: address (its IPv4 address, now the external one), computer_name (its host name, now \"-\").",
+	}, []string{"field"})
 	m := &MMS{
 		sessions: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "connections_active",
@@ -59,6 +64,9 @@ func NewMMS(reg prometheus.Registerer) *MMS {
 	}
 	for mode := range mmsfilter.NumLeaseModes {
 		m.funnels[mode] = funnels.WithLabelValues(mode.String())
+	}
+	for field := range mmsfilter.NumLoggingFields {
+		m.logging[field] = logging.WithLabelValues(field.String())
 	}
 	return m
 }
@@ -91,5 +99,12 @@ func (m *MMS) SessionsChanged(delta int) { m.sessions.Add(float64(delta)) }
 func (m *MMS) FunnelLeased(mode mmsfilter.LeaseMode) {
 	if mode < mmsfilter.NumLeaseModes {
 		m.funnels[mode].Inc()
+	}
+}
+
+// LoggingRewritten implements mmsfilter.FilterObserver.
+func (m *MMS) LoggingRewritten(field mmsfilter.LoggingField) {
+	if field < mmsfilter.NumLoggingFields {
+		m.logging[field].Inc()
 	}
 }

@@ -108,6 +108,9 @@ func TestScrapePassesPromtool(t *testing.T) {
 		`fwproxy_leases_acquire_failures_total{reason="table_full"} 0`,
 		`fwproxy_mms_funnel_rewrites_total{mode="failed"} 0`,
 		`fwproxy_mms_problems_total{direction="client_to_server",problem="funnel_rewrite_failed"} 0`,
+		`fwproxy_mms_problems_total{direction="client_to_server",problem="logging_malformed"} 0`,
+		`fwproxy_mms_logging_rewrites_total{field="address"} 0`,
+		`fwproxy_mms_logging_rewrites_total{field="computer_name"} 0`,
 		`fwproxy_limit_sessions 1024`,
 		`fwproxy_limit_udp_ports 64512`,
 	} {

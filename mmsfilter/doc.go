@@ -9,16 +9,18 @@
 //   - rewrites the address and port in every client ConnectFunnel that
 //     announces UDP (\\<ip>\UDP\<port>) to what a FunnelFunc returns, fixing
 //     chunkLen, chunkCount and messageLength and nothing else;
+//   - hides the client's own IPv4 address (always) and computer name (an
+//     option) in its Logging messages, in place, so no length changes;
 //   - follows the session (funnel, open, play, end of a playlist entry,
 //     stream change, end, close) and reports messages, transitions and
 //     problems to an Observer;
 //   - exports the parsers and builders (ParsePacket, AppendCommand,
-//     AppendDataPacket, ParseFunnelName, AppendFunnelName, RewriteFunnel)
+//     AppendDataPacket, ParseFunnelName, AppendFunnelName)
 //     that test peers — an emulated server, emulated players — build on.
 //
 // What it refuses to do: it never drops, reorders or invents bytes, and it
-// changes none but the funnel name's address and port and the three length
-// fields. Anything it does not understand is forwarded untouched and
+// changes none but the funnel name's address and port, the three length
+// fields and Logging's dwIPAddress and szComputerDNS. Anything it does not understand is forwarded untouched and
 // counted: a malformed or refused funnel passes unchanged; a direction that
 // turns out not to be MMS (wrong sessionId or seal, impossible length, a
 // server that starts with a Data packet) is relayed raw for the rest of the

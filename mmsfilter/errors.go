@@ -61,4 +61,8 @@ var (
 
 	// ErrRewriteTooLong means the rewritten packet would exceed MaxCommandLen.
 	ErrRewriteTooLong = errors.New("mmsfilter: rewritten packet too long")
+
+	// ErrLoggingLayout means a Logging message is too short for the CLIENT_LOG
+	// fields the filter rewrites, or its cbSize does not cover them.
+	ErrLoggingLayout = errors.New("mmsfilter: Logging message without the CLIENT_LOG layout")
 )

@@ -57,12 +57,16 @@ type FilterObserver interface {
 	SessionsChanged(delta int)
 	// FunnelLeased counts one UDP funnel by how its port was leased.
 	FunnelLeased(mode LeaseMode)
+	// LoggingRewritten counts one field of a client Logging message that
+	// named the inside host and was overwritten.
+	LoggingRewritten(field LoggingField)
 }
 
 type nopFilterObserver struct{ NopObserver }
 
-func (nopFilterObserver) SessionsChanged(int)    {}
-func (nopFilterObserver) FunnelLeased(LeaseMode) {}
+func (nopFilterObserver) SessionsChanged(int)           {}
+func (nopFilterObserver) FunnelLeased(LeaseMode)        {}
+func (nopFilterObserver) LoggingRewritten(LoggingField) {}
 
 // Config holds the filter's settings.
 type Config struct {
@@ -74,11 +78,18 @@ type Config struct {
 	// AcquireTimeout bounds getting a lease for a funnel; the client waits
 	// for the server's answer meanwhile. Must be > 0.
 	AcquireTimeout time.Duration
+	// ScrubComputerName replaces the client's host name in its Logging
+	// messages with "-" (LoggingPolicy). The client's IPv4 address there
+	// is always replaced by the external one: a firewall does not show
+	// inside addresses. The name is an option because a server operator
+	// may know the inside hosts by name; it is on by default, the safe
+	// choice for a firewall.
+	ScrubComputerName bool
 }
 
 // DefaultConfig returns working settings.
 func DefaultConfig() Config {
-	return Config{AcquireTimeout: 5 * time.Second}
+	return Config{AcquireTimeout: 5 * time.Second, ScrubComputerName: true}
 }
 
 // Validate reports a setting that cannot work.
@@ -194,6 +205,12 @@ func (f *Filter) NewConnection(conn ConnInfo) *Connection {
 	}
 	c.obs = sessionObserver{FilterObserver: f.obs, s: c}
 	c.streams = NewStreams(c.onFunnel, c.obs)
+	c.streams.SetLogging(LoggingPolicy{
+		HideAddress:       true,
+		Address:           c.externalIPLocked(), // reads only what never changes
+		ScrubComputerName: f.cfg.ScrubComputerName,
+		Rewritten:         f.obs.LoggingRewritten,
+	})
 	f.obs.SessionsChanged(1)
 	return c
 }

@@ -2,6 +2,7 @@ package mmsfilter
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -509,9 +510,9 @@ func FuzzRewrite(f *testing.F) {
 	})
 }
 
-// Example: the VLC funnel of PROTOCOL.md §1.2, rewritten to the
-// proxy's external address.
-func ExampleRewriteFunnel() {
+// Example: the VLC funnel of PROTOCOL.md §1.2 through the client's side of
+// the filter, rewritten to the proxy's external address.
+func ExampleStreams_ClientToServer() {
 	var fields []byte
 	for _, v := range []uint32{0, 0xFFFFFFFF, 0, 0x000A0000, 2} { // playIncarnation … funnelMode
 		fields = binary.LittleEndian.AppendUint32(fields, v)
@@ -520,13 +521,19 @@ func ExampleRewriteFunnel() {
 	body := append(append(fields, name...), 0, 0, '0', 0) // NUL, then VLC's '0'
 	pkt := AppendCommand(nil, 1, Message{MID: MIDConnectFunnel, Body: body})
 
-	out, announced, err := RewriteFunnel(nil, pkt, netip.MustParseAddrPort("203.0.113.7:40000"))
-	if err != nil {
+	lease := func(_ context.Context, announced Funnel, _ func(netip.AddrPort) bool) (netip.AddrPort, error) {
+		fmt.Println("announced", announced.Addr, announced.Port)
+		return netip.MustParseAddrPort("203.0.113.7:40000"), nil
+	}
+	var out bytes.Buffer
+	if err := NewStreams(lease, nil).ClientToServer(context.Background(), &out, bytes.NewReader(pkt)); err != nil {
 		panic(err)
 	}
-	p, _, _ := ParsePacket(out)
+	p, _, _ := ParsePacket(out.Bytes())
 	m, _, _ := ParseMessage(p.Messages)
 	f, _ := ParseFunnel(m)
-	fmt.Println(announced.Addr, announced.Port, "->", f.Addr, f.Port, len(pkt), len(out), p.Header.Seq)
-	// Output: 192.168.1.10 7000 -> 203.0.113.7 40000 112 112 1
+	fmt.Println("rewritten", f.Addr, f.Port, len(pkt), out.Len(), p.Header.Seq)
+	// Output:
+	// announced 192.168.1.10 7000
+	// rewritten 203.0.113.7 40000 112 112 1
 }

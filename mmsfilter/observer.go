@@ -15,9 +15,10 @@ type Observer interface {
 	Transition(t Transition)
 	// Problem is called for what the filter could not handle: p is the
 	// counter, err the detail for a log line (a sentinel of this package,
-	// possibly wrapped, or the FunnelFunc's or reader's own error). A
-	// Problem whose PassThrough() is true switched that direction to raw
-	// relaying for the rest of the connection and is reported once.
+	// possibly wrapped, or the FunnelFunc's or reader's own error). The
+	// four framing problems (ProblemBadSessionID through
+	// ProblemDataBeforeCommand) switched that direction to raw relaying
+	// for the rest of the connection and are reported once.
 	Problem(dir Direction, p Problem, err error)
 }
 
@@ -157,6 +158,10 @@ const (
 	// MaxCommandLen); forwarded unchanged, so the server will send UDP to
 	// the proxy at the client's port.
 	ProblemFunnelRewriteFailed
+	// ProblemLoggingMalformed: a client Logging message without the
+	// CLIENT_LOG layout whose address and computer name the filter hides;
+	// forwarded unchanged.
+	ProblemLoggingMalformed
 
 	// NumProblems is the number of problems, for sizing arrays.
 	NumProblems
@@ -181,16 +186,8 @@ func (p Problem) String() string {
 		return "funnel_malformed"
 	case ProblemFunnelRewriteFailed:
 		return "funnel_rewrite_failed"
+	case ProblemLoggingMalformed:
+		return "logging_malformed"
 	}
 	return "unknown"
-}
-
-// PassThrough reports whether the problem switches its direction to raw
-// relaying for the rest of the connection.
-func (p Problem) PassThrough() bool {
-	switch p {
-	case ProblemBadSessionID, ProblemBadSeal, ProblemBadLength, ProblemDataBeforeCommand:
-		return true
-	}
-	return false
 }

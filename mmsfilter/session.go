@@ -95,23 +95,6 @@ func (s *Session) State() State {
 	return s.state
 }
 
-// BetweenEntries reports whether a server-side playlist is between two
-// entries: from EndOfStream hr=1 until the next ReportStartedPlaying. This
-// is the window in which WMP closes and rebinds its UDP port, so the
-// lease must be kept even if the client's own UDP socket goes away.
-func (s *Session) BetweenEntries() bool {
-	st := s.State()
-	return st == StateEntryEnd || st == StateStreamChange
-}
-
-// FunnelMode returns the transport of the last ConnectFunnel the client
-// sent (TransportNone before any), whether or not it was rewritten.
-func (s *Session) FunnelMode() Transport {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.funnel
-}
-
 // message reports m and moves the state. The observer is called outside
 // the lock so that a slow observer does not serialise the two directions.
 func (s *Session) message(dir Direction, m Message) {

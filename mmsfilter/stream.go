@@ -105,7 +105,8 @@ type stream struct {
 	dir      Direction
 	session  *Session
 	obs      Observer
-	onFunnel FunnelFunc // client side only
+	onFunnel FunnelFunc    // client side only
+	logging  LoggingPolicy // client side only
 
 	buf         []byte // len MaxCommandLen once allocated
 	start, end  int    // buf[start:end] is read but not yet processed
@@ -264,8 +265,9 @@ func (s *stream) command(ctx context.Context, pkt []byte) []byte {
 	return s.rewrite(ctx, pkt)
 }
 
-// observe reports every message of pkt to the session and says whether one
-// is a ConnectFunnel whose rewrite can be attempted. The walk ends after
+// observe reports every message of pkt to the session, hides the client's
+// identity in its Logging messages (in place: they keep their size) and
+// says whether one is a ConnectFunnel whose rewrite can be attempted. The walk ends after
 // at most MaxCommandLen/8 steps: every message is at least 8 bytes.
 func (s *stream) observe(pkt []byte) (funnels bool) {
 	rest := pkt[HeaderLen:]
@@ -279,9 +281,30 @@ func (s *stream) observe(pkt []byte) (funnels bool) {
 		}
 		s.session.message(s.dir, m)
 		funnels = funnels || m.MID == MIDConnectFunnel
+		if m.MID == MIDLogging && s.dir == DirClientToServer {
+			s.editLogging(rest[:n])
+		}
 		rest = rest[n:]
 	}
 	return funnels
+}
+
+// editLogging applies the logging policy to msg, one whole Logging
+// message, and reports the outcome.
+func (s *stream) editLogging(msg []byte) {
+	changed, err := editLogging(msg, s.logging)
+	if err != nil {
+		s.obs.Problem(s.dir, ProblemLoggingMalformed, err)
+		return
+	}
+	if s.logging.Rewritten == nil {
+		return
+	}
+	for f, c := range changed {
+		if c {
+			s.logging.Rewritten(LoggingField(f))
+		}
+	}
 }
 
 // rewrite rebuilds pkt with its UDP funnels rewritten; nil if none was. The

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -249,9 +250,14 @@ func TestFunnelIndexSurvivesTheRewrite(t *testing.T) {
 			assert.Equal(t, uint32(1234), idx)
 			assert.Equal(t, netip.AddrPortFrom(playerIP, 40001), netip.AddrPortFrom(f.Addr, f.Port))
 
-			out, _, err := mmsfilter.RewriteFunnel(nil, in, tt.to)
-			require.NoError(t, err)
-			f, idx, err = parseFunnelCommand(out)
+			// The filter as the proxy runs it, on the client's side.
+			var out bytes.Buffer
+			to := func(context.Context, mmsfilter.Funnel, func(netip.AddrPort) bool) (netip.AddrPort, error) {
+				return tt.to, nil
+			}
+			require.NoError(t, mmsfilter.NewStreams(to, nil).ClientToServer(context.Background(), &out, bytes.NewReader(in)))
+			require.NotEqual(t, in, out.Bytes(), "the funnel was rewritten")
+			f, idx, err = parseFunnelCommand(out.Bytes())
 			require.NoError(t, err)
 			assert.Equal(t, uint32(1234), idx, "the bytes after the name pass the filter")
 			assert.Equal(t, tt.to, netip.AddrPortFrom(f.Addr, f.Port))

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"fwproxy/leases"
+	"fwproxy/mmsfilter"
 	"fwproxy/proxy"
 )
 
@@ -87,6 +88,10 @@ type Config struct {
 	// MMSPorts are the TCP ports whose CONNECT sessions run through the MMS
 	// filter; empty disables it.
 	MMSPorts []uint16 `yaml:"mms_ports"`
+	// MMSScrubComputerName replaces the client's host name in its MMS
+	// Logging messages with "-". Its IPv4 address there is replaced by
+	// external_ip whatever this says.
+	MMSScrubComputerName bool `yaml:"mms_scrub_computer_name" reload:"restart"`
 
 	Rules RulesConfig `yaml:"rules"`
 
@@ -163,6 +168,8 @@ func DefaultConfig() Config {
 		},
 
 		ProxyProtocolFrom: []string{},
+		// A firewall shows no inside host names unless told to.
+		MMSScrubComputerName: true,
 	}
 }
 
@@ -189,6 +196,7 @@ type settings struct {
 	cfg    Config
 	proxy  proxy.Config
 	leases leases.Config
+	mms    mmsfilter.Config
 	level  slog.Level
 	// users is the loaded users file; nil when authentication is off.
 	users *proxy.Users
@@ -331,6 +339,10 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 	l.MaxBufferedBytes = c.Leases.MaxBufferedBytes
 	l.MaxBufferedBytesTotal = c.Leases.MaxBufferedBytesTotal
 
+	s.mms = mmsfilter.DefaultConfig()
+	s.mms.ExternalIP = l.ListenIP
+	s.mms.ScrubComputerName = c.MMSScrubComputerName
+
 	if len(ck.errs) == 0 {
 		// What the packages themselves refuse, in case a check above is
 		// missing; their messages use Go names, so they come last.
@@ -338,6 +350,9 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 			ck.bad("", "%v", err)
 		}
 		if err := l.Validate(); err != nil {
+			ck.bad("", "%v", err)
+		}
+		if err := s.mms.Validate(); err != nil {
 			ck.bad("", "%v", err)
 		}
 	}

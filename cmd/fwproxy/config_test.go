@@ -81,6 +81,8 @@ rules:
 		{"udp and mms flags", []string{"-external-ip", "127.0.0.2", "-advertise-ip", "127.0.0.9", "-udp-ports", "40000-40999",
 			"-lease-linger", "0", "-udp-idle-timeout", "1m", "-bind-timeout", "5s", "-mms-ports", "1755, 8755"}, func(t *testing.T, s settings) {
 			assert.Equal(t, []uint16{1755, 8755}, s.cfg.MMSPorts)
+			assert.Equal(t, "127.0.0.2", s.mms.ExternalIP.String(), "funnels and Logging name external_ip")
+			assert.True(t, s.mms.ScrubComputerName, "scrubbing is the default")
 			assert.Equal(t, "127.0.0.2", s.leases.ListenIP.String())
 			assert.Equal(t, uint16(40000), s.leases.PortMin)
 			assert.Equal(t, uint16(40999), s.leases.PortMax)
@@ -184,6 +186,9 @@ func TestConfigFileForms(t *testing.T) {
 		}},
 		{"mms_ports as the flag writes it", `mms_ports: "1755, 8755"` + "\n", func(t *testing.T, c Config) {
 			assert.Equal(t, []uint16{1755, 8755}, c.MMSPorts)
+		}},
+		{"mms_scrub_computer_name off", "mms_scrub_computer_name: false\n", func(t *testing.T, c Config) {
+			assert.False(t, c.MMSScrubComputerName)
 		}},
 		{"mms_ports empty list", "mms_ports: []\n", func(t *testing.T, c Config) {
 			assert.Empty(t, c.MMSPorts)
@@ -445,4 +450,26 @@ func TestAliasExpansionIsBounded(t *testing.T) {
 	errs := decodeYAML("config.yaml", []byte(b.String()), &cfg, origins{})
 	assert.Contains(t, errs.Error(), "expands to more than 100000 values")
 	assert.Less(t, len(errs), maxConfigValues, "decoding stopped at the budget")
+}
+
+// TestResolveMMSConfig: mms_scrub_computer_name and external_ip reach the
+// MMS filter's config, and scrubbing is on unless turned off.
+func TestResolveMMSConfig(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		edit  func(*Config)
+		scrub bool
+	}{
+		{"default", func(*Config) {}, true},
+		{"turned off", func(c *Config) { c.MMSScrubComputerName = false }, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tt.edit(&c)
+			s, errs, _ := resolve(c, nil)
+			require.Empty(t, errs)
+			assert.Equal(t, tt.scrub, s.mms.ScrubComputerName)
+			assert.Equal(t, s.leases.ListenIP, s.mms.ExternalIP)
+		})
+	}
 }

@@ -149,9 +149,7 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 	deps.Leases = lm
 	// The MMS filter exists even when no port uses it, so that a reload
 	// can turn it on.
-	mcfg := mmsfilter.DefaultConfig()
-	mcfg.ExternalIP = s.leases.ListenIP
-	mf, err := mmsfilter.New(mcfg, mmsfilter.Deps{Leases: lm, Logger: log.With("component", "mms"), Observer: metrics.NewMMS(reg)})
+	mf, err := mmsfilter.New(s.mms, mmsfilter.Deps{Leases: lm, Logger: log.With("component", "mms"), Observer: metrics.NewMMS(reg)})
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"fwproxy/leases"
+	"fwproxy/proxy"
 )
 
 // Leaser hands out UDP leases; *leases.Manager is one.
@@ -126,30 +127,18 @@ func New(cfg Config, deps Deps) (*Filter, error) {
 	return f, nil
 }
 
-// ConnInfo describes the control connection a Connection filters.
-type ConnInfo struct {
-	// Client is the SOCKS client's address and User its authenticated
-	// name ("" without authentication): with the announced port they key
-	// the lease, so a funnel meets the client's own UDP association.
-	Client netip.AddrPort
-	User   string
-	// Server is the media server; Local is the proxy's address on the
-	// connection to it.
-	Server netip.AddrPort
-	Local  netip.AddrPort
-	// Session, when not 0, is the SOCKS session's id: the connection's log
-	// lines and its lease requests carry it ("sid").
-	Session uint64
-}
-
 // Connection filters one control connection: the proxy runs ClientToServer
 // and ServerToClient at once and calls Close after both returned. The
 // session holds the UDP lease of the connection's latest UDP funnel for the
 // connection's whole life, across playlist entries, so the player's own
 // close and bind-again of its UDP port never loses the lease.
 type Connection struct {
-	f       *Filter
-	conn    ConnInfo
+	f *Filter
+	// conn is the CONNECT session: Client and User (with the announced
+	// port) key the lease, so a funnel meets the client's own UDP
+	// association; Target is the media server; Local the proxy's address
+	// towards it.
+	conn    proxy.SessionInfo
 	log     *slog.Logger // the filter's, with the session id
 	streams *Streams
 	obs     sessionObserver
@@ -186,8 +175,21 @@ type announcedTarget struct {
 	to     netip.AddrPort // control connection's peer IP, announced port
 }
 
-// NewConnection starts filtering one control connection.
-func (f *Filter) NewConnection(conn ConnInfo) *Connection {
+var (
+	_ proxy.Filter        = (*Filter)(nil)
+	_ proxy.FilterSession = (*Connection)(nil)
+)
+
+// Name is the filter's name in the proxy's logs and registration errors.
+func (f *Filter) Name() string { return "mms" }
+
+// NewSession starts filtering one control connection; it never fails.
+func (f *Filter) NewSession(_ context.Context, info proxy.SessionInfo) (proxy.FilterSession, error) {
+	return f.NewConnection(info), nil
+}
+
+// NewConnection is NewSession with its concrete type.
+func (f *Filter) NewConnection(conn proxy.SessionInfo) *Connection {
 	c := &Connection{f: f, conn: conn, log: f.log}
 	if conn.Session != 0 {
 		c.log = f.log.With("sid", conn.Session)
@@ -268,13 +270,13 @@ func (s *Connection) onFunnel(ctx context.Context, announced Funnel, fits func(n
 		Session:   s.conn.Session,
 	})
 	if err != nil {
-		s.log.Warn("mms: no lease for funnel, passed unchanged", "client", s.conn.Client, "server", s.conn.Server, "port", key.Port, "err", err)
+		s.log.Warn("mms: no lease for funnel, passed unchanged", "client", s.conn.Client, "server", s.conn.Target, "port", key.Port, "err", err)
 		return netip.AddrPort{}, fmt.Errorf("lease for %v: %w", key, err)
 	}
 	t.holder.Store(h)
 	// The media server may send from any UDP source port ([MS-MMSP] leaves it
 	// open), so its IP is what is permitted.
-	h.AllowPeer(s.conn.Server.Addr().Unmap())
+	h.AllowPeer(s.conn.Target.Addr().Unmap())
 	mode := LeaseAnnounced
 	if h.HasAssociation() {
 		mode = LeaseJoined
@@ -301,7 +303,7 @@ func (s *Connection) commitFunnel() {
 		old.holder.Load().Release()
 	}
 	s.f.obs.FunnelLeased(p.mode)
-	s.log.Info("mms funnel", "client", s.conn.Client, "server", s.conn.Server, "announced_port", p.port, "external", p.ext, "mode", p.mode.String())
+	s.log.Info("mms funnel", "client", s.conn.Client, "server", s.conn.Target, "announced_port", p.port, "external", p.ext, "mode", p.mode.String())
 }
 
 // failFunnel: a UDP funnel was not rewritten (no lease, no room, or any
@@ -380,9 +382,9 @@ func (o sessionObserver) Transition(t Transition) {
 		o.s.hold()
 		// DEBUG: a playlist changes entry every few minutes per player,
 		// which would make these most of an INFO log.
-		o.s.log.Debug("mms playlist transition", "client", o.s.conn.Client, "server", o.s.conn.Server)
+		o.s.log.Debug("mms playlist transition", "client", o.s.conn.Client, "server", o.s.conn.Target)
 	case TransitionPlaylistEnd:
-		o.s.log.Debug("mms playlist end", "client", o.s.conn.Client, "server", o.s.conn.Server)
+		o.s.log.Debug("mms playlist end", "client", o.s.conn.Client, "server", o.s.conn.Target)
 	}
 }
 

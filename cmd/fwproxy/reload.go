@@ -13,12 +13,12 @@ import (
 
 // daemon is what a SIGHUP reload changes in the running daemon.
 type daemon struct {
-	inv     invocation
-	cur     settings // what is in force
-	log     *slog.Logger
-	level   *slog.LevelVar
-	users   *proxy.ReloadableUsers // nil: no authentication
-	srv     *proxy.Server
+	inv   invocation
+	cur   settings // what is in force
+	log   *slog.Logger
+	level *slog.LevelVar
+	users *proxy.ReloadableUsers // nil: no authentication
+	srv   *proxy.Server
 	// filters are the application filters, each with the config key that
 	// lists its ports.
 	filters []configuredFilter

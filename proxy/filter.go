@@ -32,6 +32,10 @@ type SessionInfo struct {
 	// Session is the session's id, the "sid" of its log lines, for the
 	// filter's own lines.
 	Session uint64
+	// Connects lets the filter expect the client's next CONNECT to another
+	// address (a redirect its protocol announced) to run through it too.
+	// Set by the server; nil when a filter runs outside one (tests).
+	Connects ConnectExpecter
 }
 
 // FilterSession relays one CONNECT session's two byte streams. The proxy

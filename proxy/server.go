@@ -77,6 +77,8 @@ type Server struct {
 	leases  Leaser
 	self    *selfaddr.Set
 	udp     *udpCounters
+	// expects are the CONNECTs filters expect (expectconnect.go).
+	expects *connectExpects
 	names   *lru.Cache[string, cachedName]
 	// datagramBufs lends UDP ASSOCIATE's client readers their buffers.
 	datagramBufs *sync.Pool
@@ -145,6 +147,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.obs = nopObserver{}
 	}
 	s.udp = newUDPCounters(s.obs)
+	s.expects = newConnectExpects(s.obs, time.Now)
 	s.datagramBufs = newDatagramBufs()
 	// The plain LRU, not the expirable one: that one starts a goroutine
 	// nothing can stop. Entries carry their own expiry instead.

@@ -334,6 +334,8 @@ func (s *Connection) message(dir Direction, m Message, t Transition, moved bool)
 		// DEBUG: a playlist changes entry every few minutes per player,
 		// which would make these most of an INFO log.
 		s.log.Debug("mms playlist transition", "client", s.conn.Client, "server", s.conn.Target)
+	case moved && t == TransitionRedirected && dir == DirServerToClient:
+		s.followRedirect(m)
 	case moved && t == TransitionPlaylistEnd:
 		s.log.Debug("mms playlist end", "client", s.conn.Client, "server", s.conn.Target)
 	case dir == DirClientToServer && (m.MID == MIDReadBlock || m.MID == MIDStartPlaying || m.MID == MIDCloseFile):
@@ -341,6 +343,33 @@ func (s *Connection) message(dir Direction, m Message, t Transition, moved bool)
 			u.Resume()
 		}
 	}
+}
+
+// followRedirect keeps the filter on the connection a redirect sends the
+// client to: a ReportRedirect to another port of the same server makes the
+// proxy expect the client's next CONNECT there ([MS-MMSP] §3.1.5.7: the
+// client closes this connection and opens one to the URL's host and port),
+// even when that port is not one of the filter's. What is not followed
+// (another server, another proxy, not an MMS URL, a malformed message)
+// still reaches the client unchanged.
+func (s *Connection) followRedirect(m Message) {
+	r, err := ParseRedirect(m)
+	var dst netip.AddrPort
+	if err == nil {
+		dst, err = redirectDestination(r, s.conn.Target.Addr())
+	}
+	if err == nil && s.conn.Connects == nil {
+		err = errors.New("no proxy to expect the connection")
+	}
+	if err == nil {
+		err = s.conn.Connects.ExpectConnect(dst)
+	}
+	if err != nil {
+		// DEBUG: the server decides how often this happens.
+		s.log.Debug("mms redirect not followed", "client", s.conn.Client, "server", s.conn.Target, "location", r.Location, "err", err)
+		return
+	}
+	s.log.Info("mms redirect followed", "client", s.conn.Client, "server", s.conn.Target, "to", dst)
 }
 
 func (s *Connection) expectation() *expect.UDP {

@@ -8,7 +8,7 @@ BIN      := bin
 FUZZTIME ?= 30s
 # Every fuzz target, as package:FuzzName.
 FUZZ_TARGETS := ./proxy:FuzzParseRequest ./proxy:FuzzParseUDPHeader ./proxy:FuzzReadUserPass ./proxy:FuzzReadProxyHeader \
-	./mmsfilter:FuzzMMSFrame ./mmsfilter:FuzzFunnelString ./mmsfilter:FuzzRewrite ./mmsfilter:FuzzStream \
+	./mmsfilter:FuzzMMSFrame ./mmsfilter:FuzzFunnelString ./mmsfilter:FuzzRewrite ./mmsfilter:FuzzStream ./mmsfilter:FuzzParseRedirect ./internal/linefilter:FuzzParsePortLine \
 	./leases:FuzzLeaseOps ./leases:FuzzParseRawSockaddr ./cmd/fwproxy:FuzzDecodeYAML \
 	./e2e/asf:FuzzParseHeader ./e2e/mmsplayer:FuzzParseUDPHeader
 

@@ -9,6 +9,7 @@ FUZZTIME ?= 30s
 # Every fuzz target, as package:FuzzName.
 FUZZ_TARGETS := ./proxy:FuzzParseRequest ./proxy:FuzzParseUDPHeader ./proxy:FuzzReadUserPass ./proxy:FuzzReadProxyHeader \
 	./mmsfilter:FuzzMMSFrame ./mmsfilter:FuzzFunnelString ./mmsfilter:FuzzRewrite ./mmsfilter:FuzzStream ./mmsfilter:FuzzLogging \
+	./mmsfilter:FuzzParseRedirect ./internal/linefilter:FuzzParsePortLine \
 	./leases:FuzzLeaseOps ./cmd/fwproxy:FuzzDecodeYAML \
 	./internal/udpio:FuzzParseRawSockaddr ./internal/udpio:FuzzPutRawSockaddr ./internal/udpio:FuzzWriteRead \
 	./e2e/asf:FuzzParseHeader ./e2e/mmsplayer:FuzzParseUDPHeader

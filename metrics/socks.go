@@ -27,6 +27,7 @@ type Socks struct {
 	binds             prometheus.Gauge
 	udpDatagrams      *prometheus.CounterVec
 	udpBytes          *prometheus.CounterVec
+	connectExpects    *prometheus.CounterVec
 }
 
 var _ proxy.Observer = (*Socks)(nil)
@@ -102,6 +103,13 @@ func NewSocks(reg prometheus.Registerer) *Socks {
 			Help: "Payload bytes of the datagrams in fwproxy_udp_datagrams_total.",
 		}, []string{"direction", "outcome"}),
 	}
+	m.connectExpects = f.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: sub, Name: "connect_expectations_total",
+		Help: "CONNECTs a filter expected (a protocol redirect), by outcome: expected, used, expired, or refused (refused_client_limit, refused_table_full, refused_not_allowed).",
+	}, []string{"outcome"})
+	for _, o := range proxy.ConnectExpectOutcomes() {
+		m.connectExpects.WithLabelValues(o)
+	}
 	m.initSeries()
 	for _, r := range proxy.RefusalReasons() {
 		m.refused.WithLabelValues(r)
@@ -132,6 +140,9 @@ func (m *Socks) initSeries() {
 }
 
 var _ proxy.Observer = (*Socks)(nil)
+
+// ConnectExpectation implements proxy.Observer.
+func (m *Socks) ConnectExpectation(outcome string) { m.connectExpects.WithLabelValues(outcome).Inc() }
 
 // DestinationRefused implements proxy.Observer.
 func (m *Socks) DestinationRefused(reason string) { m.refused.WithLabelValues(reason).Inc() }

@@ -14,6 +14,10 @@
 //   - follows the session (funnel, open, play, end of a playlist entry,
 //     stream change, end, close) and reports messages, transitions and
 //     problems to an Observer;
+//   - as Filter, is a proxy.Filter: it expects the UDP of each rewritten
+//     funnel (internal/expect), holds and resumes it from the session's
+//     own state, and keeps itself on the connection a ReportRedirect to
+//     another port of the same server sends the client to;
 //   - exports the parsers and builders (ParsePacket, AppendCommand,
 //     AppendDataPacket, ParseFunnelName, AppendFunnelName)
 //     that test peers — an emulated server, emulated players — build on.

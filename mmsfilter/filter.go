@@ -8,18 +8,15 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"fwproxy/internal/expect"
 	"fwproxy/leases"
+	"fwproxy/proxy"
 )
 
 // Leaser hands out UDP leases; *leases.Manager is one.
-type Leaser interface {
-	Acquire(ctx context.Context, key leases.Key, req leases.Request) (*leases.Holder, error)
-}
-
-var _ Leaser = (*leases.Manager)(nil)
+type Leaser = expect.Leaser
 
 // LeaseMode says how a UDP funnel got its external port.
 type LeaseMode uint8
@@ -137,74 +134,68 @@ func New(cfg Config, deps Deps) (*Filter, error) {
 	return f, nil
 }
 
-// ConnInfo describes the control connection a Connection filters.
-type ConnInfo struct {
-	// Client is the SOCKS client's address and User its authenticated
-	// name ("" without authentication): with the announced port they key
-	// the lease, so a funnel meets the client's own UDP association.
-	Client netip.AddrPort
-	User   string
-	// Server is the media server; Local is the proxy's address on the
-	// connection to it.
-	Server netip.AddrPort
-	Local  netip.AddrPort
-	// Session, when not 0, is the SOCKS session's id: the connection's log
-	// lines and its lease requests carry it ("sid").
-	Session uint64
-}
-
 // Connection filters one control connection: the proxy runs ClientToServer
 // and ServerToClient at once and calls Close after both returned. The
-// session holds the UDP lease of the connection's latest UDP funnel for the
-// connection's whole life, across playlist entries, so the player's own
-// close and bind-again of its UDP port never loses the lease.
+// session holds the UDP expectation of the connection's latest UDP funnel
+// for the connection's whole life, across playlist entries, so the
+// player's own close and bind-again of its UDP port never loses the lease.
 type Connection struct {
-	f       *Filter
-	conn    ConnInfo
+	f *Filter
+	// conn is the CONNECT session: Client and User (with the announced
+	// port) key the lease, so a funnel meets the client's own UDP
+	// association; Target is the media server; Local the proxy's address
+	// towards it.
+	conn    proxy.SessionInfo
 	log     *slog.Logger // the filter's, with the session id
 	streams *Streams
-	obs     sessionObserver
 
-	// mu guards target, pending and closed. The FunnelFunc (client-to-server
-	// goroutine), the funnel transitions and problems (same goroutine) and
-	// Close (after both copiers) take it; deliveries never do.
-	mu     sync.Mutex
-	target *announcedTarget
+	// mu guards udp, pending and closed. The FunnelFunc and the session
+	// hooks (both stream goroutines) and Close (after both copiers) take
+	// it; deliveries never do.
+	mu  sync.Mutex
+	udp *expect.UDP
 	// pending is what the FunnelFunc got for the funnel being rewritten,
-	// until the stream reports the outcome on the same goroutine: the
-	// rewrite (TransitionFunnelUDPRewritten) makes it the target, a failure
-	// (ProblemFunnelRewriteFailed) releases it. So a funnel that is not
-	// rewritten never holds a lease, and is counted failed, not leased.
+	// until the stream reports the outcome on the same goroutine (the
+	// funnel hook): the rewrite makes it the connection's expectation, a
+	// failure releases it. So a funnel that is not rewritten never holds
+	// a lease, and is counted failed, not leased.
 	pending *pendingFunnel
 	closed  bool
 }
 
-// pendingFunnel is a lease acquired for a funnel whose rewrite is not yet
-// done; t is nil when the funnel reuses the current target's lease.
+// pendingFunnel is an expectation taken for a funnel whose rewrite is not
+// yet done; udp is nil when the funnel reuses the connection's current one.
 type pendingFunnel struct {
-	t    *announcedTarget
+	udp  *expect.UDP
 	mode LeaseMode
 	ext  netip.AddrPort
 	port uint16 // announced
 }
 
-// announcedTarget is one lease the session holds, with where announced-mode
-// data goes. holder is set once Acquire returned: a delivery during
-// Acquire (only a flush, which an announced-only lease never has) finds it
-// unset and is dropped.
-type announcedTarget struct {
-	holder atomic.Pointer[leases.Holder]
-	to     netip.AddrPort // control connection's peer IP, announced port
+var (
+	_ proxy.Filter        = (*Filter)(nil)
+	_ proxy.FilterSession = (*Connection)(nil)
+	_ sessionHooks        = (*Connection)(nil)
+)
+
+// Name is the filter's name in the proxy's logs and registration errors.
+func (f *Filter) Name() string { return "mms" }
+
+// NewSession starts filtering one control connection; it never fails.
+func (f *Filter) NewSession(_ context.Context, info proxy.SessionInfo) (proxy.FilterSession, error) {
+	return f.NewConnection(info), nil
 }
 
-// NewConnection starts filtering one control connection.
-func (f *Filter) NewConnection(conn ConnInfo) *Connection {
+// NewConnection is NewSession with its concrete type.
+func (f *Filter) NewConnection(conn proxy.SessionInfo) *Connection {
 	c := &Connection{f: f, conn: conn, log: f.log}
 	if conn.Session != 0 {
 		c.log = f.log.With("sid", conn.Session)
 	}
-	c.obs = sessionObserver{FilterObserver: f.obs, s: c}
-	c.streams = NewStreams(c.onFunnel, c.obs)
+	c.streams = NewStreams(c.onFunnel, f.obs)
+	// Before either stream runs: the hooks are the connection's own
+	// state machine, the observer only counts.
+	c.streams.session.hooks = c
 	c.streams.SetLogging(LoggingPolicy{
 		HideAddress:       true,
 		Address:           c.externalIPLocked(), // reads only what never changes
@@ -228,19 +219,19 @@ func (s *Connection) ServerToClient(ctx context.Context, dst io.Writer, src io.R
 // State is the session's protocol state.
 func (s *Connection) State() State { return s.streams.Session().State() }
 
-// Close releases the session's lease. Safe to call more than once.
+// Close releases the session's expectation. Safe to call more than once.
 func (s *Connection) Close() error {
 	s.mu.Lock()
-	t, p := s.target, s.pending
-	s.target, s.pending = nil, nil
+	u, p := s.udp, s.pending
+	s.udp, s.pending = nil, nil
 	first := !s.closed
 	s.closed = true
 	s.mu.Unlock()
-	if t != nil {
-		t.holder.Load().Release()
+	if u != nil {
+		u.Release()
 	}
-	if p != nil && p.t != nil {
-		p.t.holder.Load().Release()
+	if p != nil && p.udp != nil {
+		p.udp.Release()
 	}
 	if first {
 		s.f.obs.SessionsChanged(-1)
@@ -248,95 +239,52 @@ func (s *Connection) Close() error {
 	return nil
 }
 
-// onFunnel leases the external port for a UDP funnel. The lease key is the
-// client's identity and the announced port; the announced IP is never used
-// (data goes only to the address the control connection came from). A
-// later funnel for another port moves the session to that port's lease,
-// once the rewrite is done (commitFunnel). A funnel that could not be
-// rewritten even with the longest port takes no lease at all.
+// onFunnel expects the UDP of a funnel. The lease key is the client's
+// identity and the announced port; the announced IP is never used (data
+// goes only to the address the control connection came from). A later
+// funnel for another port moves the session to that port's expectation,
+// once the rewrite is done (funnel hook). A funnel that could not be
+// rewritten even with the longest port takes nothing.
 func (s *Connection) onFunnel(ctx context.Context, announced Funnel, fits func(netip.AddrPort) bool) (netip.AddrPort, error) {
-	key := leases.Key{Client: s.conn.Client.Addr().Unmap(), User: s.conn.User, Port: announced.Port}
+	client := s.conn.Client.Addr().Unmap()
+	key := leases.Key{Client: client, User: s.conn.User, Port: announced.Port}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pending = nil
 	if s.closed {
 		return netip.AddrPort{}, errors.New("session closed")
 	}
-	if t := s.target; t != nil && t.holder.Load().Key() == key {
-		ext := s.externalLocked(t.holder.Load())
+	if u := s.udp; u != nil && u.Key() == key {
+		ext := s.externalLocked(u)
 		s.pending = &pendingFunnel{ext: ext, port: key.Port}
 		return ext, nil
 	}
 	if longest := netip.AddrPortFrom(s.externalIPLocked(), 65535); !fits(longest) {
 		return netip.AddrPort{}, fmt.Errorf("%w: no room to rewrite the funnel for port %d, no lease taken", ErrRewriteTooLong, key.Port)
 	}
-	t := &announcedTarget{to: netip.AddrPortFrom(key.Client, key.Port)}
 	actx, cancel := context.WithTimeout(ctx, s.f.cfg.AcquireTimeout)
 	defer cancel()
-	h, err := s.f.leases.Acquire(actx, key, leases.Request{
-		Kind:     leases.KindAnnounced,
-		WantPort: key.Port,
-		// With the client on the external IP, port preservation would
-		// otherwise give the lease the very port the client announced:
-		// every delivery to the client would reach the lease itself, and
-		// the client could never bind its port (issue 10 #4).
-		DeliverTo: t.to,
-		Deliver:   t.deliver,
-		Session:   s.conn.Session,
+	// The media server may send from any UDP source port ([MS-MMSP] leaves
+	// it open), so its IP is what is permitted.
+	u, err := expect.ExpectUDP(actx, s.f.leases, expect.Want{
+		Client: client, User: s.conn.User, Port: announced.Port,
+		Peer: s.conn.Target.Addr(), Session: s.conn.Session,
 	})
 	if err != nil {
-		s.log.Warn("mms: no lease for funnel, passed unchanged", "client", s.conn.Client, "server", s.conn.Server, "port", key.Port, "err", err)
-		return netip.AddrPort{}, fmt.Errorf("lease for %v: %w", key, err)
+		s.log.Warn("mms: no lease for funnel, passed unchanged", "client", s.conn.Client, "server", s.conn.Target, "port", key.Port, "err", err)
+		return netip.AddrPort{}, err
 	}
-	t.holder.Store(h)
-	// The media server may send from any UDP source port ([MS-MMSP] leaves it
-	// open), so its IP is what is permitted.
-	h.AllowPeer(s.conn.Server.Addr().Unmap())
 	mode := LeaseAnnounced
-	if h.HasAssociation() {
+	if u.Mode() == expect.Joined {
 		mode = LeaseJoined
 	}
-	ext := s.externalLocked(h)
-	s.pending = &pendingFunnel{t: t, mode: mode, ext: ext, port: key.Port}
+	ext := s.externalLocked(u)
+	s.pending = &pendingFunnel{udp: u, mode: mode, ext: ext, port: key.Port}
 	return ext, nil
 }
 
-// commitFunnel: the funnel onFunnel answered was rewritten, so its lease
-// becomes the session's and the previous one is released.
-func (s *Connection) commitFunnel() {
-	s.mu.Lock()
-	p := s.pending
-	s.pending = nil
-	if p == nil || p.t == nil {
-		s.mu.Unlock()
-		return
-	}
-	old := s.target
-	s.target = p.t
-	s.mu.Unlock()
-	if old != nil {
-		old.holder.Load().Release()
-	}
-	s.f.obs.FunnelLeased(p.mode)
-	s.log.Info("mms funnel", "client", s.conn.Client, "server", s.conn.Server, "announced_port", p.port, "external", p.ext, "mode", p.mode.String())
-}
-
-// failFunnel: a UDP funnel was not rewritten (no lease, no room, or any
-// other failure): whatever was acquired for it is released, and it counts
-// as failed.
-func (s *Connection) failFunnel() {
-	s.mu.Lock()
-	p := s.pending
-	s.pending = nil
-	s.mu.Unlock()
-	if p != nil && p.t != nil {
-		p.t.holder.Load().Release()
-	}
-	s.f.obs.FunnelLeased(LeaseFailed)
-}
-
-func (s *Connection) externalLocked(h *leases.Holder) netip.AddrPort {
-	return netip.AddrPortFrom(s.externalIPLocked(), h.Port())
+func (s *Connection) externalLocked(u *expect.UDP) netip.AddrPort {
+	return netip.AddrPortFrom(s.externalIPLocked(), u.Port())
 }
 
 // externalIPLocked is the address rewritten funnels name.
@@ -347,95 +295,102 @@ func (s *Connection) externalIPLocked() netip.Addr {
 	return s.conn.Local.Addr()
 }
 
-// releaseForTCP drops the lease when the connection switches to a TCP
-// funnel (MMSU refused, MMST fallback): data now flows on the control
-// connection itself.
-func (s *Connection) releaseForTCP() {
+// funnel is the session hook for each funnel the client sent. A rewritten
+// UDP funnel makes its expectation the session's and releases the
+// previous one; a UDP funnel that was not rewritten (no lease, no room,
+// or any other failure) releases whatever was taken for it and counts as
+// failed; a TCP funnel (MMSU refused, MMST fallback) releases the
+// expectation, as data now flows on the control connection itself.
+func (s *Connection) funnel(mode Transport, rewritten bool) {
 	s.mu.Lock()
-	t := s.target
-	s.target = nil
+	p := s.pending
+	s.pending = nil
+	var drop *expect.UDP
+	switch {
+	case mode == TransportTCP:
+		drop, s.udp = s.udp, nil
+	case mode == TransportUDP && rewritten && p != nil && p.udp != nil:
+		drop, s.udp = s.udp, p.udp
+	case mode == TransportUDP && !rewritten && p != nil:
+		drop = p.udp
+	}
 	s.mu.Unlock()
-	if t != nil {
-		t.holder.Load().Release()
+	if drop != nil {
+		drop.Release()
+	}
+	if mode != TransportUDP {
+		return
+	}
+	if !rewritten {
+		s.f.obs.FunnelLeased(LeaseFailed)
+		return
+	}
+	if p != nil && p.udp != nil {
+		s.f.obs.FunnelLeased(p.mode)
+		s.log.Info("mms funnel", "client", s.conn.Client, "server", s.conn.Target, "announced_port", p.port, "external", p.ext, "mode", p.mode.String())
 	}
 }
 
-// deliver is an announced lease's DeliverFunc: the datagram goes unwrapped
-// to the client's announced port, from the lease's own socket. A send
-// error (the player's port closed while it binds again: ICMP port
-// unreachable) is not the session's end; the lease counted the datagram.
-func (t *announcedTarget) deliver(b []byte, _ netip.AddrPort) {
-	if h := t.holder.Load(); h != nil {
-		h.WriteTo(b, t.to)
-	}
-}
-
-// sessionObserver passes events on and acts on the ones the connection
-// cares about: a TCP funnel releases the lease; a stream change holds
-// announced-mode delivery until the client's next ReadBlock, and is logged.
-type sessionObserver struct {
-	FilterObserver
-	s *Connection
-}
-
-func (o sessionObserver) Transition(t Transition) {
-	o.FilterObserver.Transition(t)
-	switch t {
-	case TransitionFunnelUDPRewritten:
-		o.s.commitFunnel()
-	case TransitionFunnelTCP:
-		o.s.releaseForTCP()
-	case TransitionStreamChange:
+// message is the session hook for each message: a stream change holds
+// announced-mode delivery until the client's next ReadBlock, StartPlaying
+// or CloseFile resumes it.
+func (s *Connection) message(dir Direction, m Message, t Transition, moved bool) {
+	switch {
+	case moved && t == TransitionStreamChange:
 		// The player closes its UDP port on this message and binds it
 		// again before it asks for the next header with ReadBlock
-		// ([MS-MMSP] §3.1.5.19, KB 319381). A player behind its own association
-		// announces that itself; one that only tunnels TCP does not, so
-		// its datagrams wait in the lease meanwhile (leases.Holder.Hold).
-		// The hold is set before the message reaches the player. Not
-		// earlier, at EndOfStream: a player that stops at the end of an
-		// entry (VLC) would never ask to resume and lose its entry's tail.
-		o.s.hold()
+		// ([MS-MMSP] §3.1.5.19, KB 319381). A player behind its own
+		// association announces that itself; one that only tunnels TCP
+		// does not, so its datagrams wait in the lease meanwhile. The
+		// hold is set before the message reaches the player. Not earlier,
+		// at EndOfStream: a player that stops at the end of an entry
+		// (VLC) would never ask to resume and lose its entry's tail.
+		if u := s.expectation(); u != nil {
+			u.Hold()
+		}
 		// DEBUG: a playlist changes entry every few minutes per player,
 		// which would make these most of an INFO log.
-		o.s.log.Debug("mms playlist transition", "client", o.s.conn.Client, "server", o.s.conn.Server)
-	case TransitionPlaylistEnd:
-		o.s.log.Debug("mms playlist end", "client", o.s.conn.Client, "server", o.s.conn.Server)
+		s.log.Debug("mms playlist transition", "client", s.conn.Client, "server", s.conn.Target)
+	case moved && t == TransitionRedirected && dir == DirServerToClient:
+		s.followRedirect(m)
+	case moved && t == TransitionPlaylistEnd:
+		s.log.Debug("mms playlist end", "client", s.conn.Client, "server", s.conn.Target)
+	case dir == DirClientToServer && (m.MID == MIDReadBlock || m.MID == MIDStartPlaying || m.MID == MIDCloseFile):
+		if u := s.expectation(); u != nil {
+			u.Resume()
+		}
 	}
 }
 
-func (o sessionObserver) Problem(d Direction, p Problem, err error) {
-	o.FilterObserver.Problem(d, p, err)
-	if p == ProblemFunnelRewriteFailed && d == DirClientToServer {
-		o.s.failFunnel()
+// followRedirect keeps the filter on the connection a redirect sends the
+// client to: a ReportRedirect to another port of the same server makes the
+// proxy expect the client's next CONNECT there ([MS-MMSP] §3.1.5.7: the
+// client closes this connection and opens one to the URL's host and port),
+// even when that port is not one of the filter's. What is not followed
+// (another server, another proxy, not an MMS URL, a malformed message)
+// still reaches the client unchanged.
+func (s *Connection) followRedirect(m Message) {
+	r, err := ParseRedirect(m)
+	var dst netip.AddrPort
+	if err == nil {
+		dst, err = redirectDestination(r, s.conn.Target.Addr())
 	}
+	if err == nil && s.conn.Connects == nil {
+		err = errors.New("no proxy to expect the connection")
+	}
+	if err == nil {
+		err = s.conn.Connects.ExpectConnect(dst)
+	}
+	if err != nil {
+		// DEBUG: the server decides how often this happens.
+		s.log.Debug("mms redirect not followed", "client", s.conn.Client, "server", s.conn.Target, "location", r.Location, "err", err)
+		return
+	}
+	s.log.Info("mms redirect followed", "client", s.conn.Client, "server", s.conn.Target, "to", dst)
 }
 
-func (o sessionObserver) Message(d Direction, mid MID) {
-	o.FilterObserver.Message(d, mid)
-	if d == DirClientToServer && (mid == MIDReadBlock || mid == MIDStartPlaying || mid == MIDCloseFile) {
-		o.s.resume()
-	}
-}
-
-// hold pauses announced-mode delivery; resume ends the pause and delivers
-// what waited, in order.
-func (s *Connection) hold() {
-	if h := s.holder(); h != nil {
-		h.Hold()
-	}
-}
-
-func (s *Connection) resume() {
-	if h := s.holder(); h != nil {
-		h.Resume()
-	}
-}
-
-func (s *Connection) holder() *leases.Holder {
+func (s *Connection) expectation() *expect.UDP {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.target == nil {
-		return nil
-	}
-	return s.target.holder.Load()
+	return s.udp
 }

@@ -2,7 +2,6 @@ package mmsfilter
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -23,14 +22,6 @@ import (
 // loopback, between a scripted player and a scripted media server.
 
 const filterTestTimeout = 10 * time.Second
-
-// proxyFilter is the adapter cmd/fwproxy uses, repeated for the test.
-type proxyFilter struct{ f *Filter }
-
-func (proxyFilter) Name() string { return "mms" }
-func (p proxyFilter) NewSession(_ context.Context, info proxy.SessionInfo) (proxy.FilterSession, error) {
-	return p.f.NewConnection(ConnInfo{Client: info.Client, User: info.User, Server: info.Target, Local: info.Local}), nil
-}
 
 // external is the proxy's outside address: 127.0.0.2, so that it can keep
 // the port a player holds on 127.0.0.1, as across two hosts.
@@ -169,7 +160,9 @@ func newFilterEnvWith(t *testing.T, o envOptions) *filterEnv {
 	pcfg.ExternalIP = ext
 	// The scripted server is on loopback, the proxy's host.
 	pcfg.Rules.AllowDestinations = []proxy.DestRule{{Network: netip.MustParsePrefix("127.0.0.0/8")}}
-	p, err := proxy.New(pcfg, proxy.Deps{Leases: lm, Filters: map[uint16]proxy.Filter{srv.addr.Port(): proxyFilter{f}}})
+	var filters proxy.Filters
+	require.NoError(t, filters.Register(f, srv.addr.Port()))
+	p, err := proxy.New(pcfg, proxy.Deps{Leases: lm, Filters: &filters})
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fwproxy/proxy"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -286,9 +287,9 @@ func TestFilterHidesLoggingIdentity(t *testing.T) {
 			obs := &loggingCounter{}
 			f, err := New(cfg, Deps{Leases: lm, Observer: obs})
 			require.NoError(t, err)
-			c := f.NewConnection(ConnInfo{
-				Client: netip.MustParseAddrPort("192.168.1.10:1044"),
-				Server: netip.MustParseAddrPort("203.0.113.9:1755"),
+			c := f.NewConnection(proxy.SessionInfo{
+				Client: netip.MustParseAddrPort("198.51.100.10:1044"),
+				Target: netip.MustParseAddrPort("203.0.113.9:1755"),
 				Local:  local,
 			})
 			defer c.Close()

@@ -70,6 +70,10 @@ const hrEntryEnd = 0x00000001
 // UDP lease. Its methods are safe for concurrent use.
 type Session struct {
 	obs Observer
+	// hooks, when set, is the filter's own reaction to the session's
+	// events (its UDP expectation's hold, resume and release); set before
+	// the streams run and never changed.
+	hooks sessionHooks
 
 	// mu guards the fields below it.
 	mu     sync.Mutex
@@ -95,6 +99,20 @@ func (s *Session) State() State {
 	return s.state
 }
 
+// sessionHooks is what the owner of a Session does on its events, apart
+// from the Observer, which only counts and logs: the filter's Connection
+// drives its UDP expectation from here. Calls come from the goroutine of
+// the direction that caused them, outside the session's lock, after the
+// observer, and before the message is forwarded: a hook that pauses
+// delivery does so before the client can act on the message.
+type sessionHooks interface {
+	// message: m was seen in direction dir; when moved, it caused t.
+	message(dir Direction, m Message, t Transition, moved bool)
+	// funnel: the client sent a funnel of transport mode; for UDP,
+	// rewritten tells whether the rewrite was done.
+	funnel(mode Transport, rewritten bool)
+}
+
 // message reports m and moves the state. The observer is called outside
 // the lock so that a slow observer does not serialise the two directions.
 func (s *Session) message(dir Direction, m Message) {
@@ -104,6 +122,9 @@ func (s *Session) message(dir Direction, m Message) {
 	s.mu.Unlock()
 	if ok {
 		s.obs.Transition(t)
+	}
+	if s.hooks != nil {
+		s.hooks.message(dir, m, t, ok)
 	}
 }
 
@@ -178,5 +199,8 @@ func (s *Session) funnelSeen(mode Transport, rewritten bool) {
 		s.obs.Transition(TransitionFunnelTCP)
 	case mode == TransportUDP && rewritten:
 		s.obs.Transition(TransitionFunnelUDPRewritten)
+	}
+	if s.hooks != nil {
+		s.hooks.funnel(mode, rewritten)
 	}
 }

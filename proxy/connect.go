@@ -130,14 +130,20 @@ func (ss *session) dialFirst(ctx context.Context, cands []netip.AddrPort) (net.C
 	return nil, netip.AddrPort{}, lastErr
 }
 
-// filterSession starts the registered filter for dst's port, or the plain
-// pass-through.
+// filterSession starts the filter that expected this CONNECT, else the
+// one registered for dst's port, else the plain pass-through. An
+// expectation comes first: it is the more specific (this client, this
+// address), and what the protocol on the previous connection announced.
 func (ss *session) filterSession(ctx context.Context, dst, local netip.AddrPort) (FilterSession, error) {
-	f := ss.srv.filter(dst.Port())
+	f := ss.srv.expects.take(expectKey{client: ss.client.Addr(), user: ss.user}, dst)
+	if f == nil {
+		f = ss.srv.filter(dst.Port())
+	}
 	if f == nil {
 		return passThrough{}, nil
 	}
-	fs, err := f.NewSession(ctx, SessionInfo{Client: ss.client, User: ss.user, Target: dst, Local: local, Session: ss.id})
+	fs, err := f.NewSession(ctx, SessionInfo{Client: ss.client, User: ss.user, Target: dst, Local: local, Session: ss.id,
+		Connects: sessionExpecter{ss: ss, filter: f}})
 	if err != nil {
 		return nil, fmt.Errorf("start %s filter: %w", f.Name(), err)
 	}

@@ -3,8 +3,9 @@
 //
 // It negotiates the method, authenticates, reads the request, applies the
 // access rules and serves CONNECT, relaying both byte streams with
-// half-close. A CONNECT to a port with a registered application Filter has
-// its streams run through that filter, which may rewrite them. Every phase
+// half-close. A CONNECT to a port with a registered application Filter
+// (Filters.Register), or one a filter expected (ConnectExpecter), has its
+// streams run through that filter, which may rewrite them. Every phase
 // has a time limit from Config; Shutdown drains sessions, Close ends them.
 //
 // The package parses requests with github.com/armon/go-socks5 and uses its

@@ -3,8 +3,10 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -66,7 +68,9 @@ func TestFilterHook(t *testing.T) {
 	plain := echoTarget(t)
 	f := &upperFilter{}
 	users := testUsers(t)
-	ts := startServer(t, testConfig(), Deps{Credentials: users, Filters: map[uint16]Filter{filtered.Port(): f}})
+	var table Filters
+	require.NoError(t, table.Register(f, filtered.Port()))
+	ts := startServer(t, testConfig(), Deps{Credentials: users, Filters: &table})
 
 	tests := []struct {
 		name   string
@@ -101,4 +105,57 @@ func TestFilterHook(t *testing.T) {
 	assert.True(t, info.Client.Addr().IsLoopback())
 	assert.True(t, info.Local.IsValid())
 	assert.NotZero(t, info.Session, "the filter gets the session id for its log lines")
+}
+
+// namedFilter is a filter that only has a name, for the registration tests.
+type namedFilter string
+
+func (f namedFilter) Name() string { return string(f) }
+func (namedFilter) NewSession(context.Context, SessionInfo) (FilterSession, error) {
+	return passThrough{}, nil
+}
+
+func TestFiltersRegister(t *testing.T) {
+	tests := []struct {
+		name    string
+		first   []uint16
+		second  Filter
+		ports   []uint16
+		wantErr string
+		// want is the table afterwards: port to filter name.
+		want map[uint16]string
+	}{
+		{"distinct ports", []uint16{1755}, namedFilter("line"), []uint16{554, 7070}, "",
+			map[uint16]string{1755: "mms", 554: "line", 7070: "line"}},
+		{"another filter's port", []uint16{1755, 8755}, namedFilter("line"), []uint16{554, 8755},
+			`proxy: register filter "line" for port 8755: the port already runs filter "mms"; a port has at most one filter`,
+			map[uint16]string{1755: "mms", 8755: "mms"}},
+		{"a port listed twice", nil, namedFilter("line"), []uint16{554, 554},
+			`proxy: register filter "line" for port 554: the port already runs filter "line"`,
+			map[uint16]string{}},
+		{"port 0", nil, namedFilter("line"), []uint16{0}, `proxy: register filter "line": port 0 is not a port`, map[uint16]string{}},
+		{"no filter", nil, nil, []uint16{554}, "no filter for ports [554]", map[uint16]string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var table Filters
+			if tt.first != nil {
+				require.NoError(t, table.Register(namedFilter("mms"), tt.first...))
+			}
+			err := table.Register(tt.second, tt.ports...)
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+			} else {
+				require.ErrorContains(t, err, tt.wantErr)
+				if strings.Contains(tt.wantErr, "already runs") {
+					assert.True(t, errors.Is(err, ErrFilterExists), "a clash is ErrFilterExists")
+				}
+			}
+			got := map[uint16]string{}
+			for p, f := range table.clone() {
+				got[p] = f.Name()
+			}
+			assert.Equal(t, tt.want, got, "a refused registration registers nothing")
+		})
+	}
 }

@@ -76,6 +76,8 @@ func (r *recorder) Authenticated(method string, ok bool) {
 	}
 }
 func (r *recorder) LoginRateLimited() { r.add("auth/username_password/rate_limited") }
+
+func (r *recorder) ConnectExpectation(outcome string) { r.add("expect/" + outcome) }
 func (r *recorder) Request(cmd, reply string, _, _ time.Duration) {
 	r.add("request/" + cmd + "/" + reply)
 }

@@ -19,6 +19,11 @@ func HandshakeFailureReasons() []string {
 		"auth_busy", "bad_address_type", "bad_domain", "bind_foreign_peer", "bind_peer_refused"}
 }
 
+// ConnectExpectOutcomes are the outcomes of Observer.ConnectExpectation.
+func ConnectExpectOutcomes() []string {
+	return []string{ExpectAdded, ExpectUsed, ExpectExpired, ExpectRefusedClientCap, ExpectRefusedTableFull, ExpectRefusedNotAllowed}
+}
+
 // AuthMethods are the methods of Observer.Authenticated.
 func AuthMethods() []string { return []string{methodName(methodNoAuth), methodName(methodUserPass)} }
 

@@ -46,6 +46,9 @@ type Observer interface {
 	// outcome ("relayed" or a drop reason). The server asks once per pair at
 	// start, so the datagram path only adds to counters it holds.
 	UDPCounters(direction, outcome string) (datagrams, bytes Counter)
+	// ConnectExpectation reports what happened to a CONNECT a filter
+	// expected (ConnectExpecter): one of ConnectExpectOutcomes.
+	ConnectExpectation(outcome string)
 }
 
 // Counter is a monotonic counter; prometheus.Counter is one.
@@ -71,6 +74,7 @@ func (nopObserver) Relayed(string, int)                                  {}
 var _ Observer = nopObserver{}
 
 func (nopObserver) ActiveChanged(string, int) {}
+func (nopObserver) ConnectExpectation(string) {}
 func (nopObserver) UDPCounters(string, string) (Counter, Counter) {
 	return nopCounter{}, nopCounter{}
 }

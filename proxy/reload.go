@@ -28,14 +28,15 @@ func (s *Server) filter(port uint16) Filter { return s.live.Load().filters[port]
 // until fewer are open). ExternalIP cannot change: BIND listeners and
 // outgoing connections are bound to it, so it needs a new Server. On error
 // nothing changes.
-func (s *Server) Reconfigure(cfg Config, filters map[uint16]Filter) error {
+//
+// filters is the new table (nil: none), copied; build it with
+// Filters.Register, which already refused any clash, so a table that
+// could not be built is never half applied.
+func (s *Server) Reconfigure(cfg Config, filters *Filters) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("proxy: reconfigure: %w", err)
 	}
-	fs, err := checkFilters(filters)
-	if err != nil {
-		return fmt.Errorf("proxy: reconfigure: %w", err)
-	}
+	fs := filters.clone()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.cfg().ExternalIP; cfg.ExternalIP != old {
@@ -44,18 +45,6 @@ func (s *Server) Reconfigure(cfg Config, filters map[uint16]Filter) error {
 	cfg.Rules = cfg.Rules.normalised()
 	s.live.Store(&liveConfig{cfg: cfg, filters: fs})
 	return nil
-}
-
-// checkFilters copies the filter table, refusing holes in it.
-func checkFilters(in map[uint16]Filter) (map[uint16]Filter, error) {
-	out := make(map[uint16]Filter, len(in))
-	for port, f := range in {
-		if f == nil || port == 0 {
-			return nil, fmt.Errorf("proxy: filter for port %d: missing filter or port", port)
-		}
-		out[port] = f
-	}
-	return out, nil
 }
 
 // takeSlot counts a new session against MaxSessions, or reports that the

@@ -120,7 +120,8 @@ func TestReconfigure(t *testing.T) {
 }
 
 // TestReconfigureFilters: a new filter table applies to the next CONNECT
-// to its port; a table with a hole is refused and the old one stays.
+// to its port; a reload whose table clashes is refused before it reaches
+// the server, and the old table stays.
 func TestReconfigureFilters(t *testing.T) {
 	target := echoTarget(t)
 	ts := startServer(t, testConfig(), Deps{})
@@ -135,9 +136,34 @@ func TestReconfigureFilters(t *testing.T) {
 	}
 	require.Equal(t, "abc", echo())
 
-	require.NoError(t, ts.Reconfigure(testConfig(), map[uint16]Filter{target.Port(): &upperFilter{}}))
+	var table Filters
+	require.NoError(t, table.Register(&upperFilter{}, target.Port()))
+	require.NoError(t, ts.Reconfigure(testConfig(), &table))
 	assert.Equal(t, "ABC", echo())
 
-	require.ErrorContains(t, ts.Reconfigure(testConfig(), map[uint16]Filter{0: &upperFilter{}}), "port 0")
+	// A registration made after the table was handed over does not reach
+	// the server: it took a copy.
+	require.NoError(t, table.Register(namedFilter("late"), target.Port()+1))
+	assert.Equal(t, "ABC", echo())
+
+	// The reload path: build the next table, and only a table that built
+	// is applied. The clash keeps the running one.
+	reload := func(register func(*Filters) error) error {
+		var next Filters
+		if err := register(&next); err != nil {
+			return err
+		}
+		return ts.Reconfigure(testConfig(), &next)
+	}
+	err := reload(func(next *Filters) error {
+		if err := next.Register(namedFilter("mms"), target.Port()); err != nil {
+			return err
+		}
+		return next.Register(namedFilter("line"), target.Port())
+	})
+	require.ErrorIs(t, err, ErrFilterExists)
 	assert.Equal(t, "ABC", echo(), "a refused table leaves the old one")
+
+	require.NoError(t, reload(func(*Filters) error { return nil }))
+	assert.Equal(t, "abc", echo(), "an empty table removes the filter")
 }

@@ -33,8 +33,9 @@ type Deps struct {
 	Resolve func(ctx context.Context, name string) ([]netip.Addr, error)
 	// Dial connects to CONNECT destinations; nil uses net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
-	// Filters maps destination ports to application filters.
-	Filters map[uint16]Filter
+	// Filters is the table of application filters by destination port
+	// (nil: none); New takes a copy.
+	Filters *Filters
 	// Leases provides UDP ASSOCIATE's external ports; nil refuses UDP
 	// ASSOCIATE with "command not supported".
 	Leases Leaser
@@ -76,6 +77,8 @@ type Server struct {
 	leases  Leaser
 	self    *selfaddr.Set
 	udp     *udpCounters
+	// expects are the CONNECTs filters expect (expectconnect.go).
+	expects *connectExpects
 	names   *lru.Cache[string, cachedName]
 	// datagramBufs lends UDP ASSOCIATE's client readers their buffers.
 	datagramBufs *sync.Pool
@@ -118,10 +121,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	filters, err := checkFilters(deps.Filters)
-	if err != nil {
-		return nil, err
-	}
+	filters := deps.Filters.clone()
 	s := &Server{
 		log:       deps.Logger,
 		obs:       deps.Observer,
@@ -147,6 +147,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.obs = nopObserver{}
 	}
 	s.udp = newUDPCounters(s.obs)
+	s.expects = newConnectExpects(s.obs, time.Now)
 	s.datagramBufs = newDatagramBufs()
 	// The plain LRU, not the expirable one: that one starts a goroutine
 	// nothing can stop. Entries carry their own expiry instead.

@@ -153,8 +153,10 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 	if err != nil {
 		return err
 	}
-	d.mms = mmsFilter{mf}
-	deps.Filters = d.filters(s.cfg.MMSPorts)
+	d.filters = []configuredFilter{{filter: mf, key: "mms_ports", ports: func(c Config) []uint16 { return c.MMSPorts }}}
+	if deps.Filters, err = d.filterTable(s.cfg); err != nil {
+		return err
+	}
 	srv, err := proxy.New(s.proxy, deps)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -12,25 +13,39 @@ import (
 
 // daemon is what a SIGHUP reload changes in the running daemon.
 type daemon struct {
-	inv     invocation
-	cur     settings // what is in force
-	log     *slog.Logger
-	level   *slog.LevelVar
-	users   *proxy.ReloadableUsers // nil: no authentication
-	srv     *proxy.Server
-	mms     proxy.Filter
+	inv   invocation
+	cur   settings // what is in force
+	log   *slog.Logger
+	level *slog.LevelVar
+	users *proxy.ReloadableUsers // nil: no authentication
+	srv   *proxy.Server
+	// filters are the application filters, each with the config key that
+	// lists its ports.
+	filters []configuredFilter
 	reloads *metrics.ConfigReloads
 	// setLimits updates the fwproxy_limit_* gauges after a reload.
 	setLimits func(metrics.Limits)
 }
 
-// filters is the proxy's filter table for the MMS ports.
-func (d *daemon) filters(ports []uint16) map[uint16]proxy.Filter {
-	m := make(map[uint16]proxy.Filter, len(ports))
-	for _, p := range ports {
-		m[p] = d.mms
+// configuredFilter is an application filter and the config key of its
+// ports. A new filter adds its own key to Config and one entry here.
+type configuredFilter struct {
+	filter proxy.Filter
+	key    string
+	ports  func(Config) []uint16
+}
+
+// filterTable registers every filter for the ports cfg gives it. A port
+// claimed twice (by two filters, or listed twice under one key) fails, with
+// the keys named, so that start-up stops and a reload changes nothing.
+func (d *daemon) filterTable(cfg Config) (*proxy.Filters, error) {
+	var t proxy.Filters
+	for _, f := range d.filters {
+		if err := t.Register(f.filter, f.ports(cfg)...); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.key, err)
+		}
 	}
-	return m
+	return &t, nil
 }
 
 // reload reads the configuration file again, applies the same flags over
@@ -48,7 +63,11 @@ func (d *daemon) reload() {
 		}
 	}
 	if len(errs) == 0 {
-		if err := d.srv.Reconfigure(next.proxy, d.filters(next.cfg.MMSPorts)); err != nil {
+		table, err := d.filterTable(next.cfg)
+		if err == nil {
+			err = d.srv.Reconfigure(next.proxy, table)
+		}
+		if err != nil {
 			errs = configErrors{{Msg: err.Error()}}
 		}
 	}

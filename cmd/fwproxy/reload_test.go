@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"reflect"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"fwproxy/proxy"
 )
 
 func TestKeepRestartOnly(t *testing.T) {
@@ -38,6 +43,50 @@ func TestKeepRestartOnly(t *testing.T) {
 			kept := keepRestartOnly(&next, running, tt.auth[0], tt.auth[1])
 			assert.Equal(t, tt.wantKept, kept)
 			assert.Equal(t, tt.wantChange, diffKeys(reflect.ValueOf(running), reflect.ValueOf(next), ""))
+		})
+	}
+}
+
+// portFilter is a filter with a name only, for the table tests.
+type portFilter string
+
+func (f portFilter) Name() string { return string(f) }
+func (portFilter) NewSession(context.Context, proxy.SessionInfo) (proxy.FilterSession, error) {
+	return nil, errors.New("not for sessions")
+}
+
+// TestFilterTable: each filter gets the ports of its own key; a port
+// claimed twice fails with the key and both filters named, which stops
+// start-up and makes a reload keep the running table (reload refuses the
+// whole configuration on this error).
+func TestFilterTable(t *testing.T) {
+	d := &daemon{filters: []configuredFilter{
+		{filter: portFilter("mms"), key: "mms_ports", ports: func(c Config) []uint16 { return c.MMSPorts }},
+		{filter: portFilter("line"), key: "line_ports", ports: func(Config) []uint16 { return []uint16{7000} }},
+	}}
+	tests := []struct {
+		name    string
+		ports   []uint16
+		wantErr string
+		wantLen int
+	}{
+		{"default", []uint16{1755}, "", 2},
+		{"no MMS ports", nil, "", 1},
+		{"listed twice", []uint16{1755, 8755, 1755}, `mms_ports: proxy: register filter "mms" for port 1755: the port already runs filter "mms"`, 0},
+		{"another filter's port", []uint16{7000}, `line_ports: proxy: register filter "line" for port 7000: the port already runs filter "mms"`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.MMSPorts = tt.ports
+			table, err := d.filterTable(cfg)
+			if tt.wantErr != "" {
+				require.EqualError(t, err, tt.wantErr+"; a port has at most one filter")
+				require.ErrorIs(t, err, proxy.ErrFilterExists)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantLen, table.Len())
 		})
 	}
 }

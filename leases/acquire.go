@@ -40,6 +40,8 @@ func failReason(err error) FailReason {
 		return FailCanceled
 	case errors.Is(err, ErrBadRequest):
 		return FailBadRequest
+	case errors.Is(err, ErrGroupLayout):
+		return FailGroupLayout
 	}
 	return FailOther
 }

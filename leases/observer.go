@@ -174,6 +174,7 @@ const (
 	FailClosed
 	FailCanceled
 	FailBadRequest
+	FailGroupLayout
 	FailOther
 	numFailReasons
 )
@@ -196,6 +197,8 @@ func (r FailReason) String() string {
 		return "canceled"
 	case FailBadRequest:
 		return "bad_request"
+	case FailGroupLayout:
+		return "group_layout"
 	case FailOther:
 		return "other"
 	}

@@ -70,8 +70,16 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 // tryBind reserves port p in the table, then binds it. A port already in
 // the table, or where req delivers to, is busy without a syscall.
 func (m *Manager) tryBind(ctx context.Context, key Key, req Request, p uint16) (*net.UDPConn, error) {
-	if req.DeliverTo.IsValid() && netip.AddrPortFrom(m.cfg.ListenIP, p) == unmapped(req.DeliverTo) {
-		return nil, errPortBusy
+	return m.tryBindAvoiding(ctx, key, p, req.DeliverTo)
+}
+
+// tryBindAvoiding is tryBind with every address some holder delivers to
+// (Request.DeliverTo; invalid ones are ignored) treated as busy.
+func (m *Manager) tryBindAvoiding(ctx context.Context, key Key, p uint16, deliverTo ...netip.AddrPort) (*net.UDPConn, error) {
+	for _, d := range deliverTo {
+		if d.IsValid() && netip.AddrPortFrom(m.cfg.ListenIP, p) == unmapped(d) {
+			return nil, errPortBusy
+		}
 	}
 	m.mu.Lock()
 	if m.closed {

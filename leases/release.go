@@ -15,6 +15,13 @@ func (m *Manager) release(h *Holder) {
 		return // Close is tearing everything down anyway
 	}
 	defer m.unlockKey(l.key, s)
+	m.releaseWithTurn(s, h)
+}
+
+// releaseWithTurn is release's work; the caller holds the turn s of h's key
+// (a Group's Release holds all its members' turns at once).
+func (m *Manager) releaseWithTurn(s *keySlot, h *Holder) {
+	l := h.l
 	m.mu.Lock()
 	current := s.lease == l
 	m.mu.Unlock()

@@ -16,11 +16,14 @@ type Holder struct {
 	released atomic.Bool
 }
 
-// Generation numbers the registrations on one lease, starting at 1; a
-// newer holder has a higher one. Delivery goes to the live association
-// holder with the highest generation, so the release of a lower one (a
-// handed-over holder) changes nothing for the newer one; the release of
-// the newest gives delivery back to the next live one.
+// Generation is the holder's registration number on its lease: 1 for the
+// lease's first holder, one more for every later Acquire of the key while
+// the same socket lives (reclaims after a linger included). It starts again
+// at 1 when the key gets a new socket, so it orders only holders of one
+// lease. It is for logs and tests: delivery does not look at it but at the
+// holders' kinds and arrival (the newest live association holder; the
+// newest announced holder only while no association is expected; see the
+// package README).
 func (h *Holder) Generation() uint64 { return h.gen }
 
 // Key is the lease's key.

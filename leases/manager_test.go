@@ -961,3 +961,33 @@ func TestKeyAndHolderAccessors(t *testing.T) {
 	require.False(t, h.HasAssociation())
 	require.EqualValues(t, 1, h.Generation())
 }
+
+// TestGenerationNumbersOneLease: Generation counts a lease's holders across
+// reclaims and starts again with a new socket; it does not pick the
+// delivery target (a newer announced holder does not take delivery from an
+// older association).
+func TestGenerationNumbersOneLease(t *testing.T) {
+	env := newEnv(t, testConfig())
+	srv := newPeer(t)
+	a, an := newSink(), newSink()
+	h1, err := env.m.Acquire(ctxT(t), key(7080), assoc(a))
+	require.NoError(t, err)
+	h1.AllowPeer(srv.addr().Addr())
+	h2, err := env.m.Acquire(ctxT(t), key(7080), announced(an))
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 2}, []uint64{h1.Generation(), h2.Generation()})
+	srv.send(t, h1.LocalAddr(), "x")
+	require.Equal(t, []string{"x"}, a.waitN(t, 1), "the older association keeps delivery")
+	require.Empty(t, an.all())
+
+	h2.Release()
+	h1.Release() // lingers
+	h3, err := env.m.Acquire(ctxT(t), key(7080), assoc(newSink()))
+	require.NoError(t, err)
+	require.EqualValues(t, 3, h3.Generation(), "a reclaim goes on counting")
+	h3.Release()
+	env.clock.Advance(time.Minute) // expires: the next Acquire binds a new socket
+	h4, err := env.m.Acquire(ctxT(t), key(7080), assoc(newSink()))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, h4.Generation(), "a new socket starts again")
+}

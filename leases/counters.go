@@ -4,7 +4,7 @@ type countPair struct{ n, bytes int }
 
 type readerCounts struct {
 	delivered, buffered countPair
-	dropped             [numReasons]countPair
+	dropped             [NumDropReasons]countPair
 	pending             int // datagrams counted since the last flush
 }
 

@@ -71,17 +71,27 @@ func TestEnumStrings(t *testing.T) {
 		require.False(t, seen[s], "duplicate %q", s)
 		seen[s] = true
 	}
-	for e := Event(1); e < numEvents; e++ {
+	for e := Event(1); e < NumEvents; e++ {
 		check("event_" + e.String())
 	}
-	for o := Outcome(1); o < numOutcomes; o++ {
+	for o := Outcome(1); o < NumOutcomes; o++ {
 		check("outcome_" + o.String())
 	}
-	for r := DropReason(0); r < numReasons; r++ {
+	for r := DropReason(0); r < NumDropReasons; r++ {
 		check("reason_" + r.String())
 	}
-	for f := FailReason(1); f < numFailReasons; f++ {
+	for f := FailReason(1); f < NumFailReasons; f++ {
 		check("fail_" + f.String())
+	}
+	for k := Kind(1); k < NumKinds; k++ {
+		check("kind_" + k.String())
+	}
+	for st := State(1); st < NumStates; st++ {
+		check("state_" + st.String())
+	}
+	// One past the last has no name: the counts are not stale.
+	for _, s := range []string{NumEvents.String(), NumOutcomes.String(), NumDropReasons.String(), NumFailReasons.String(), NumKinds.String(), NumStates.String()} {
+		assert.Equal(t, "unknown", s)
 	}
 	assert.Equal(t, "unknown", Event(200).String())
 	assert.Equal(t, "association", KindAssociation.String())

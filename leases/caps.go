@@ -2,7 +2,6 @@ package leases
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 )
@@ -115,34 +114,11 @@ func (m *Manager) tryEvict(vk Key) (port uint16, ok bool) {
 // like the table caps, the port range makes room by evicting the oldest
 // lingering lease (of any client: a range full of one client's lingering
 // leases must not lock everyone else out) and binding the port it freed.
-// A few rounds cover ports that concurrent acquires took first. The caller
-// holds key's turn.
+// It is the one-key case of bindGroupEvicting. The caller holds key's turn.
 func (m *Manager) bindEvicting(ctx context.Context, key Key, req Request) (*net.UDPConn, uint16, error) {
-	for range 8 {
-		m.mu.Lock()
-		victims := m.victimsLocked(netip.Addr{}, false)
-		m.mu.Unlock()
-		if len(victims) == 0 {
-			break
-		}
-		for _, v := range victims {
-			p, ok := m.tryEvict(v)
-			if !ok {
-				continue
-			}
-			conn, err := m.tryBind(ctx, key, req, p)
-			if err == nil {
-				return conn, p, nil
-			}
-			if !errors.Is(err, errPortBusy) {
-				return nil, 0, err
-			}
-			break
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
-		}
+	conns, p, err := m.bindGroupEvicting(ctx, []Key{key}, []*lease{nil}, false, []netip.AddrPort{req.DeliverTo})
+	if err != nil {
+		return nil, 0, err
 	}
-	m.log.Warn("lease refused", "key", key, "err", ErrNoPort)
-	return nil, 0, ErrNoPort
+	return conns[0], uint16(p), nil
 }

@@ -427,11 +427,12 @@ func (m *Manager) unbindRun(conns []*net.UDPConn, first int) {
 	}
 }
 
-// bindGroupEvicting is bindGroup's last resort, as bindEvicting is bind's:
-// the range is full, so the oldest lingering lease is evicted together with
+// bindGroupEvicting is the last resort of bindGroup and bindEvicting: the
+// range is full, so the oldest lingering lease is evicted together with
 // the lingering leases of the other ports of a run through its port (never
 // an active one, never one of the group's own keys). A few rounds cover
-// ports that concurrent acquires took first.
+// ports that concurrent acquires took first. The caller holds every key's
+// turn.
 func (m *Manager) bindGroupEvicting(ctx context.Context, keys []Key, existing []*lease, evenFirst bool, deliverTo []netip.AddrPort) ([]*net.UDPConn, int, error) {
 	n := len(keys)
 	for range 8 {
@@ -470,7 +471,11 @@ func (m *Manager) bindGroupEvicting(ctx context.Context, keys []Key, existing []
 			return nil, 0, err
 		}
 	}
-	m.log.Warn("lease group refused", "keys", groupString(keys), "err", ErrNoPort)
+	if len(keys) == 1 {
+		m.log.Warn("lease refused", "key", keys[0], "err", ErrNoPort)
+	} else {
+		m.log.Warn("lease group refused", "keys", groupString(keys), "err", ErrNoPort)
+	}
 	return nil, 0, ErrNoPort
 }
 

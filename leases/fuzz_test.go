@@ -34,6 +34,9 @@ func FuzzLeaseOps(f *testing.F) {
 			cfg.MaxBufferedDatagrams = 4
 			m, err := New(cfg, Deps{Clock: clock})
 			require.NoError(t, err)
+			// A failed step must not leave sockets and readers behind
+			// for the next input (they would fail it as leaks).
+			t.Cleanup(func() { m.Close() })
 
 			type mkey struct {
 				live      []*Holder // unreleased holders

@@ -112,9 +112,11 @@ func FuzzLeaseOps(f *testing.F) {
 					})
 					if err != nil {
 						// All or nothing: the reconciliation below finds
-						// no new lease and no new holder.
+						// no new lease and no new holder (but the lingering
+						// leases the first member's reservation evicted
+						// before the second failed).
 						require.True(t, errors.Is(err, ErrTableFull) || errors.Is(err, ErrGroupLayout) || errors.Is(err, ErrPortTaken), "%v", err)
-						continue
+						break
 					}
 					ports := g.Ports()
 					require.Equal(t, ports[0]+1, ports[1], "consecutive")

@@ -28,6 +28,10 @@
 //     socket is never bound at its holder's delivery address.
 //   - When the delivery target goes away, delivery returns to the newest
 //     holder still alive, so a lease with a live holder is never stranded.
+//   - AcquireGroup takes several keys on consecutive external ports (RTP on
+//     an even port, RTCP on the next odd one) as one step, all or nothing,
+//     taking the keys' turns in sorted order so that groups sharing keys
+//     cannot deadlock; a released group lingers and is reclaimed whole.
 //   - Config.Linger = 0 restores the old behaviour (no buffering, close on
 //     the last release) so tests can show what it breaks.
 //

@@ -24,7 +24,15 @@ var (
 	ErrOwnSocket = errors.New("destination is one of the proxy's own sockets")
 	// ErrReleased: the Holder was released; it can no longer send.
 	ErrReleased = errors.New("lease holder released")
+	// ErrGroupLayout: AcquireGroup cannot lay its keys out on consecutive
+	// ports: keys that already have leases are not on one run of
+	// consecutive ports (or it breaks EvenFirst, or leaves the range), or
+	// ExactPorts was asked for keys whose own ports are not consecutive or
+	// break EvenFirst.
+	ErrGroupLayout = errors.New("lease group cannot be laid out on consecutive ports")
 	// ErrBadRequest: the Request or Key is malformed (no Deliver, unknown
-	// Kind, invalid client address).
+	// Kind, invalid client address), or a GroupRequest is (no keys, more
+	// than 16, a key twice, a member count that differs from the keys', a
+	// member with WantPort or ExactPort).
 	ErrBadRequest = errors.New("invalid lease request")
 )

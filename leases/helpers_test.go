@@ -99,9 +99,9 @@ func (c *fakeClock) pending() int {
 
 // recorder is a test Observer that counts everything and wakes waiters.
 type recorder struct {
-	events  [numEvents]atomic.Int64
-	dgrams  [numOutcomes][numReasons]atomic.Int64
-	fails   [numFailReasons]atomic.Int64
+	events  [NumEvents]atomic.Int64
+	dgrams  [NumOutcomes][NumDropReasons]atomic.Int64
+	fails   [NumFailReasons]atomic.Int64
 	changed chan struct{}
 	// When block is set, reporting delivered datagrams waits for it to be
 	// closed (after poking blocked): this parks a lease's reader outside its

@@ -71,17 +71,27 @@ func TestEnumStrings(t *testing.T) {
 		require.False(t, seen[s], "duplicate %q", s)
 		seen[s] = true
 	}
-	for e := Event(1); e < numEvents; e++ {
+	for e := Event(1); e < NumEvents; e++ {
 		check("event_" + e.String())
 	}
-	for o := Outcome(1); o < numOutcomes; o++ {
+	for o := Outcome(1); o < NumOutcomes; o++ {
 		check("outcome_" + o.String())
 	}
-	for r := DropReason(0); r < numReasons; r++ {
+	for r := DropReason(0); r < NumDropReasons; r++ {
 		check("reason_" + r.String())
 	}
-	for f := FailReason(1); f < numFailReasons; f++ {
+	for f := FailReason(1); f < NumFailReasons; f++ {
 		check("fail_" + f.String())
+	}
+	for k := Kind(1); k < NumKinds; k++ {
+		check("kind_" + k.String())
+	}
+	for st := State(1); st < NumStates; st++ {
+		check("state_" + st.String())
+	}
+	// One past the last has no name: the counts are not stale.
+	for _, s := range []string{NumEvents.String(), NumOutcomes.String(), NumDropReasons.String(), NumFailReasons.String(), NumKinds.String(), NumStates.String()} {
+		assert.Equal(t, "unknown", s)
 	}
 	assert.Equal(t, "unknown", Event(200).String())
 	assert.Equal(t, "association", KindAssociation.String())
@@ -958,4 +968,34 @@ func TestKeyAndHolderAccessors(t *testing.T) {
 	require.Equal(t, KindAnnounced, h.Kind())
 	require.False(t, h.HasAssociation())
 	require.EqualValues(t, 1, h.Generation())
+}
+
+// TestGenerationNumbersOneLease: Generation counts a lease's holders across
+// reclaims and starts again with a new socket; it does not pick the
+// delivery target (a newer announced holder does not take delivery from an
+// older association).
+func TestGenerationNumbersOneLease(t *testing.T) {
+	env := newEnv(t, testConfig())
+	srv := newPeer(t)
+	a, an := newSink(), newSink()
+	h1, err := env.m.Acquire(ctxT(t), key(7080), assoc(a))
+	require.NoError(t, err)
+	h1.AllowPeer(srv.addr().Addr())
+	h2, err := env.m.Acquire(ctxT(t), key(7080), announced(an))
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 2}, []uint64{h1.Generation(), h2.Generation()})
+	srv.send(t, h1.LocalAddr(), "x")
+	require.Equal(t, []string{"x"}, a.waitN(t, 1), "the older association keeps delivery")
+	require.Empty(t, an.all())
+
+	h2.Release()
+	h1.Release() // lingers
+	h3, err := env.m.Acquire(ctxT(t), key(7080), assoc(newSink()))
+	require.NoError(t, err)
+	require.EqualValues(t, 3, h3.Generation(), "a reclaim goes on counting")
+	h3.Release()
+	env.clock.Advance(time.Minute) // expires: the next Acquire binds a new socket
+	h4, err := env.m.Acquire(ctxT(t), key(7080), assoc(newSink()))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, h4.Generation(), "a new socket starts again")
 }

@@ -51,11 +51,16 @@ const (
 	EventClose
 	// EventEvict: a lingering lease was closed early to make room.
 	EventEvict
-	numEvents
+
+	// NumEvents is one past the last of the events, for sizing arrays
+	// indexed by them.
+	NumEvents
 )
 
+// String returns the label-safe name of the event. Every enum of the
+// package names its values in a switch, not a lookup table: no
+// package-level mutable state.
 func (e Event) String() string {
-	// A switch, not a lookup table: no package-level mutable state.
 	switch e {
 	case EventAcquire:
 		return "acquire"
@@ -89,9 +94,13 @@ const (
 	OutcomeFlushed
 	// OutcomeDropped: discarded; the DropReason says why.
 	OutcomeDropped
-	numOutcomes
+
+	// NumOutcomes is one past the last of the outcomes, for sizing arrays
+	// indexed by them.
+	NumOutcomes
 )
 
+// String returns the label-safe name of the outcome.
 func (o Outcome) String() string {
 	switch o {
 	case OutcomeDelivered:
@@ -133,9 +142,13 @@ const (
 	// whose delivery (Holder.WriteTo) was refused, counted instead of
 	// delivered or flushed, or a client's datagram refused by Holder.Send.
 	ReasonOwnSocket
-	numReasons
+
+	// NumDropReasons is one past the last of the drop reasons, for sizing arrays
+	// indexed by them.
+	NumDropReasons
 )
 
+// String returns the label-safe name of the reason.
 func (r DropReason) String() string {
 	switch r {
 	case ReasonNone:
@@ -174,10 +187,15 @@ const (
 	FailClosed
 	FailCanceled
 	FailBadRequest
+	FailGroupLayout
 	FailOther
-	numFailReasons
+
+	// NumFailReasons is one past the last of the fail reasons, for sizing arrays
+	// indexed by them.
+	NumFailReasons
 )
 
+// String returns the label-safe name of the reason.
 func (r FailReason) String() string {
 	switch r {
 	case FailPortTaken:
@@ -196,6 +214,8 @@ func (r FailReason) String() string {
 		return "canceled"
 	case FailBadRequest:
 		return "bad_request"
+	case FailGroupLayout:
+		return "group_layout"
 	case FailOther:
 		return "other"
 	}
@@ -211,8 +231,13 @@ const (
 	// KindAnnounced: an application-filter session (MMS) that learned the
 	// client port from an announcement.
 	KindAnnounced
+
+	// NumKinds is one past the last of the kinds, for sizing arrays indexed
+	// by them.
+	NumKinds
 )
 
+// String returns the label-safe name of the kind.
 func (k Kind) String() string {
 	switch k {
 	case KindAssociation:
@@ -236,8 +261,13 @@ const (
 	StateLingering
 	// StateClosing: the socket is being closed; an Acquire for the key waits.
 	StateClosing
+
+	// NumStates is one past the last of the states, for sizing arrays
+	// indexed by them.
+	NumStates
 )
 
+// String returns the label-safe name of the state.
 func (s State) String() string {
 	switch s {
 	case StateActive:

@@ -274,3 +274,39 @@ func TestAssociationEndsWithControl(t *testing.T) {
 	require.NoError(t, err, "the proxy closes the association")
 	assert.Zero(t, n)
 }
+
+// TestHandshakeBytes plays the server side of one CONNECT and checks what
+// the client sends: each step alone, answered before the next (no
+// pipelining, which Dante's server does not expect).
+func TestHandshakeBytes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan [][]byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(testTimeout))
+		var steps [][]byte
+		for _, answer := range [][]byte{{5, 2}, {1, 0}, {5, 0, 0, 1, 127, 0, 0, 2, 0x30, 0x39}} {
+			b := make([]byte, 64)
+			n, err := c.Read(b)
+			if err != nil {
+				break
+			}
+			steps = append(steps, b[:n])
+			c.Write(answer)
+		}
+		got <- steps
+	}()
+	d := socksclient.Dialer{Proxy: ln.Addr().String(), Username: "u", Password: "pw", Timeout: testTimeout}
+	c, bound, err := d.Request(context.Background(), socksclient.CmdConnect, socksclient.AddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:80")))
+	require.NoError(t, err)
+	c.Close()
+	assert.Equal(t, netip.MustParseAddrPort("127.0.0.2:12345"), bound.AddrPort())
+	assert.Equal(t, [][]byte{{5, 1, 2}, {1, 1, 'u', 2, 'p', 'w'}, {5, 1, 0, 1, 127, 0, 0, 1, 0, 80}}, <-got)
+}

@@ -10,7 +10,7 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := ./proxy:FuzzParseRequest ./proxy:FuzzParseUDPHeader ./proxy:FuzzReadUserPass ./proxy:FuzzReadProxyHeader \
 	./mmsfilter:FuzzMMSFrame ./mmsfilter:FuzzFunnelString ./mmsfilter:FuzzRewrite ./mmsfilter:FuzzStream \
 	./leases:FuzzLeaseOps ./leases:FuzzParseRawSockaddr ./cmd/fwproxy:FuzzDecodeYAML \
-	./e2e/asf:FuzzParseHeader ./e2e/mmsplayer:FuzzParseUDPHeader
+	./e2e/asf:FuzzParseHeader ./internal/socksclient:FuzzParseUDPHeader ./internal/socksclient:FuzzReadReply
 
 .PHONY: all build static install run test test-deps fuzz bench bench-deps lint clean
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"fwproxy/e2e/asf"
+	"fwproxy/internal/socksclient"
 	"fwproxy/mmsfilter"
 )
 
@@ -71,7 +72,7 @@ type binding struct {
 type player struct {
 	cfg   Config
 	log   *slog.Logger
-	socks socksClient
+	socks *socksclient.Dialer
 	t     *tally
 	ctl   *control
 	cur   *binding
@@ -100,7 +101,7 @@ func Play(ctx context.Context, cfg Config) *Report {
 	p := &player{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		socks:     socksClient{open: cfg.open, proxy: cfg.Proxy, user: cfg.User, pass: cfg.Password, timeout: cfg.StepTimeout, local: cfg.LocalIP},
+		socks:     socksDialer(cfg),
 		t:         newTally(cfg.Verify),
 		port:      cfg.Port,
 		headerInc: lastHeaderInc,
@@ -273,7 +274,7 @@ func (p *player) dialControl(ctx context.Context) error {
 		err error
 	)
 	if p.cfg.Proxy != "" {
-		c, _, err = p.socks.request(ctx, cmdConnect, p.cfg.Server)
+		c, err = p.socks.Connect(ctx, socksclient.AddrFromAddrPort(p.cfg.Server))
 	} else {
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.StepTimeout)
 		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.cfg.LocalIP, 0))}
@@ -613,15 +614,15 @@ func (p *player) bindSocket(ctx context.Context) (*binding, error) {
 // bound port. The socket is then tied to its relay, so that while an old
 // and a new socket share the port each gets its own association's data.
 func (p *player) associate(ctx context.Context, b *binding) error {
-	c, relay, err := p.socks.request(ctx, cmdUDPAssociate, netip.AddrPortFrom(p.cfg.LocalIP, p.port))
+	c, bnd, err := p.socks.Request(ctx, socksclient.CmdUDPAssociate, socksclient.AddrFromAddrPort(netip.AddrPortFrom(p.cfg.LocalIP, p.port)))
 	if err != nil {
 		return fail(FailAssociate, err)
 	}
-	if relay.Addr().IsUnspecified() || !relay.Addr().IsValid() {
-		// BND.ADDR 0.0.0.0: the relay is on the proxy's own address.
-		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-			relay = netip.AddrPortFrom(ap.Addr().Unmap(), relay.Port())
-		}
+	// BND.ADDR 0.0.0.0: the relay is on the proxy's own address.
+	relay, ok := socksclient.RelayAddr(bnd, c.RemoteAddr().String())
+	if !ok {
+		c.Close()
+		return fail(FailAssociate, fmt.Errorf("no relay address in the reply %v", bnd))
 	}
 	b.assoc, b.relay = c, relay
 	if overlapSupported {

@@ -98,7 +98,7 @@ func TestHealthWhileDraining(t *testing.T) {
 
 	session := socksConnect(t, p.socks, holdServer(t))
 	p.waitMetric(t, "fwproxy_socks_sessions_active 1\n")
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.Signal(syscall.SIGTERM))
 	p.waitLog(t, `"msg":"shutting down"`, 1)
 	code, body = probe(t, p, "/healthz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -107,16 +107,15 @@ func TestHealthWhileDraining(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Equal(t, "draining", body)
 	select {
-	case err := <-p.exited:
-		t.Fatalf("fwproxy exited (%v) while a session was draining", err)
+	case <-p.Done():
+		t.Fatalf("fwproxy exited (%v) while a session was draining", p.Err())
 	default:
 	}
 
 	session.Close()
 	select {
-	case err := <-p.exited:
-		p.exited <- err
-		require.NoError(t, err)
+	case <-p.Done():
+		require.NoError(t, p.Err())
 	case <-time.After(testTimeout):
 		t.Fatalf("fwproxy did not exit once the session ended\n%s", p.logs)
 	}

@@ -125,11 +125,10 @@ func TestDrainEndsSessionsSaysSo(t *testing.T) {
 	defer idle.Close()
 	p.waitMetric(t, "fwproxy_socks_sessions_active 2\n")
 
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.Signal(syscall.SIGTERM))
 	select {
-	case err := <-p.exited:
-		p.exited <- err
-		require.NoError(t, err)
+	case <-p.Done():
+		require.NoError(t, p.Err())
 	case <-time.After(testTimeout):
 		t.Fatalf("fwproxy did not exit after the drain\n%s", p.logs)
 	}

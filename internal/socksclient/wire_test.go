@@ -1,8 +1,8 @@
 package socksclient
 
 import (
-	"errors"
 	"bytes"
+	"errors"
 	"io"
 	"net/netip"
 	"testing"

@@ -125,40 +125,48 @@ func AppendAddr(b []byte, a Addr) ([]byte, error) {
 // converted to a string when keepName is set, so that the datagram path
 // does not allocate.
 func parseAddr(b []byte, keepName bool) (Addr, int, error) {
-	if len(b) < 1 {
+	n, err := addrLen(b)
+	if err != nil {
+		return Addr{}, 0, err
+	}
+	if len(b) < n {
 		return Addr{}, 0, errShort
 	}
-	var n int
-	switch b[0] {
-	case atypIPv4:
-		n = 1 + 4
-	case atypIPv6:
-		n = 1 + 16
-	case atypDomain:
-		if len(b) < 2 {
-			return Addr{}, 0, errShort
-		}
-		if b[1] == 0 {
-			return Addr{}, 0, errors.New("empty domain name")
-		}
-		n = 2 + int(b[1])
-	default:
-		return Addr{}, 0, fmt.Errorf("address type %#02x", b[0])
-	}
-	if len(b) < n+2 {
-		return Addr{}, 0, errShort
-	}
-	a := Addr{Port: binary.BigEndian.Uint16(b[n:])}
+	a := Addr{Port: binary.BigEndian.Uint16(b[n-2:])}
 	switch {
 	case b[0] == atypDomain:
 		if keepName {
-			a.Name = string(b[2:n])
+			a.Name = string(b[2 : n-2])
 		}
 	default:
-		ip, _ := netip.AddrFromSlice(b[1:n])
+		ip, _ := netip.AddrFromSlice(b[1 : n-2])
 		a.IP = ip.Unmap()
 	}
-	return a, n + 2, nil
+	return a, n, nil
+}
+
+// addrLen is the length of the address at the start of b, ATYP to port,
+// from its first octet (two for a domain name, whose length is the
+// second).
+func addrLen(b []byte) (int, error) {
+	if len(b) < 1 {
+		return 0, errShort
+	}
+	switch b[0] {
+	case atypIPv4:
+		return 1 + 4 + 2, nil
+	case atypIPv6:
+		return 1 + 16 + 2, nil
+	case atypDomain:
+		if len(b) < 2 {
+			return 0, errShort
+		}
+		if b[1] == 0 {
+			return 0, errors.New("empty domain name")
+		}
+		return 2 + int(b[1]) + 2, nil
+	}
+	return 0, fmt.Errorf("address type %#02x", b[0])
 }
 
 // ReadReply reads one request reply (RFC 1928 §6) and returns BND. It
@@ -177,22 +185,15 @@ func ReadReply(r io.Reader, cmd Command) (Addr, error) {
 	if buf[0] != socksVersion {
 		return Addr{}, fmt.Errorf("socks: reply version %d", buf[0])
 	}
-	var n int
-	switch buf[3] {
-	case atypIPv4:
-		n = 4 + 2
-	case atypIPv6:
-		n = 16 + 2
-	case atypDomain:
-		n = 1 + int(buf[4]) + 2
-	default:
-		return Addr{}, fmt.Errorf("socks: reply address type %#02x", buf[3])
+	n, err := addrLen(buf[3:5])
+	if err != nil {
+		return Addr{}, fmt.Errorf("socks: reply address: %w", err)
 	}
-	// The first octet of the address is in already.
-	if _, err := io.ReadFull(r, buf[5:4+n]); err != nil {
+	// ATYP and the address's first octet are in already.
+	if _, err := io.ReadFull(r, buf[5:3+n]); err != nil {
 		return Addr{}, fmt.Errorf("socks: read reply address: %w", err)
 	}
-	bnd, _, err := parseAddr(buf[3:4+n], true)
+	bnd, _, err := parseAddr(buf[3:3+n], true)
 	if err != nil {
 		return Addr{}, fmt.Errorf("socks: reply address: %w", err)
 	}

@@ -162,9 +162,15 @@ func TestCancelInterruptsHandshake(t *testing.T) {
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
+		if err != nil {
+			return
 		}
+		// Once the greeting is here the client is waiting for the answer,
+		// past the dial (which the context ends by itself).
+		c.SetDeadline(time.Now().Add(testTimeout))
+		greeting := make([]byte, 3)
+		io.ReadFull(c, greeting)
+		accepted <- c
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := socksclient.Dialer{Proxy: ln.Addr().String(), Timeout: testTimeout}

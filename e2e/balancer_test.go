@@ -16,6 +16,7 @@ import (
 
 	"fwproxy/e2e/mmsplayer"
 	"fwproxy/e2e/mmsserver"
+	"fwproxy/internal/fwproc"
 	"fwproxy/internal/netns"
 )
 
@@ -139,8 +140,8 @@ func startHAProxy(t *testing.T, host *netns.Host, bin, cfg string) {
 	require.NoError(t, err, "haproxy -c: %s", out)
 
 	cmd := host.Command(context.Background(), bin, "-db", "-f", cfg)
-	logs := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = logWriter{logs}, logWriter{logs}
+	logs := fwproc.NewLogs(0)
+	cmd.Stdout, cmd.Stderr = logs, logs
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -173,16 +174,6 @@ func waitListening(t *testing.T, host *netns.Host, addr string) {
 	}
 }
 
-// logWriter adds what a process writes to a logBuffer, line by line.
-type logWriter struct{ b *logBuffer }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		w.b.add(l)
-	}
-	return len(p), nil
-}
-
 // playerConfigs are the players through the balancer: the first
 // two thirds firewall clients, the rest announced mode.
 func (b *balanced) playerConfigs(t *testing.T, seed uint64, players []int) []mmsplayer.Config {
@@ -208,7 +199,7 @@ func (b *balanced) playerConfigs(t *testing.T, seed uint64, players []int) []mms
 func (b *balanced) instancesOf(ip netip.Addr) []int {
 	var in []int
 	for i, p := range b.proxies {
-		if p.logs.contains(`"client":"` + ip.String() + `:`) {
+		if p.logs.Contains(`"client":"` + ip.String() + `:`) {
 			in = append(in, i)
 		}
 	}
@@ -354,10 +345,10 @@ func TestBalancedInstanceKilled(t *testing.T) {
 // kill ends the process with SIGKILL, as a crash would, and waits for it.
 func (p *proxyProc) kill(t *testing.T) {
 	t.Helper()
-	require.NoError(t, p.cmd.Process.Kill())
+	p.killed = true
+	require.NoError(t, p.Kill())
 	select {
-	case err := <-p.exited:
-		p.exited <- err
+	case <-p.Done():
 	case <-time.After(testTimeout):
 		t.Fatal("fwproxy did not die")
 	}

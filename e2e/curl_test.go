@@ -137,7 +137,7 @@ func testCurlThroughProxy(t *testing.T, n *testNet) {
 	assert.Contains(t, m, `fwproxy_socks_authentications_total{method="username_password",result="failure"} 1`)
 	assert.Contains(t, m, `fwproxy_socks_authentications_total{method="username_password",result="success"} 2`)
 	assert.Contains(t, m, `fwproxy_socks_requests_total{command="connect",reply="succeeded"} 2`)
-	assert.True(t, open.logs.contains(`"msg":"session"`, `"command":"connect"`, `"reply":"succeeded"`), "one log line per session")
+	assert.True(t, open.logs.Contains(`"msg":"session"`, `"command":"connect"`, `"reply":"succeeded"`), "one log line per session")
 }
 
 // TestUsersReloadOnSIGHUP: the users file is read again on SIGHUP (with the
@@ -158,7 +158,7 @@ func TestUsersReloadOnSIGHUP(t *testing.T) {
 
 	reload := func(wantLog string) {
 		before := strings.Count(p.logs.String(), wantLog)
-		require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+		require.NoError(t, p.Signal(syscall.SIGHUP))
 		p.waitLog(t, wantLog, before+1)
 	}
 	require.NoError(t, os.Rename(usersFile(t, "bob", "n3w"), path))

@@ -2,57 +2,20 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
-)
 
-// parseLogLine reads one line of fwproxy's log in either format: JSON, or
-// slog's text format (key=value pairs, values with spaces, quotes or "="
-// Go-quoted). ok is false for anything else.
-func parseLogLine(line string) (rec map[string]any, ok bool) {
-	if strings.HasPrefix(line, "{") {
-		return rec, json.Unmarshal([]byte(line), &rec) == nil
-	}
-	rec = map[string]any{}
-	for rest := line; rest != ""; {
-		key, value, found := strings.Cut(rest, "=")
-		if !found || key == "" || strings.ContainsAny(key, " \"") {
-			return nil, false
-		}
-		if strings.HasPrefix(value, `"`) {
-			quoted, err := strconv.QuotedPrefix(value)
-			if err != nil {
-				return nil, false
-			}
-			unquoted, _ := strconv.Unquote(quoted)
-			rec[key] = unquoted
-			rest = value[len(quoted):]
-		} else {
-			v, after, _ := strings.Cut(value, " ")
-			rec[key] = v
-			rest = " " + after
-			if after == "" {
-				rest = ""
-			}
-		}
-		if rest != "" && !strings.HasPrefix(rest, " ") {
-			return nil, false
-		}
-		rest = strings.TrimPrefix(rest, " ")
-	}
-	return rec, len(rec) > 0
-}
+	"fwproxy/internal/fwproc"
+)
 
 // cheapUsersFile writes a users file with each name's password hashed at
 // bcrypt's lowest cost: the race-built binary takes seconds at the default.
@@ -120,7 +83,7 @@ func TestFail2banFilterMatchesFailedLogins(t *testing.T) {
 			}
 			var failed []map[string]any
 			for _, line := range strings.Split(logs, "\n") {
-				rec, ok := parseLogLine(line)
+				rec, ok := fwproc.ParseLogLine(line)
 				require.True(t, ok, "unparsable log line %q", line)
 				if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, "login ") {
 					assert.Equal(t, "WARN", rec["level"], line)

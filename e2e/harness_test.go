@@ -1,8 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,13 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"fwproxy/internal/fwproc"
 	"fwproxy/internal/netns"
 )
 
@@ -47,13 +46,15 @@ func TestMain(m *testing.M) {
 
 // proxyProc is a running fwproxy process.
 type proxyProc struct {
-	cmd     *exec.Cmd
+	*fwproc.Proc
 	socks   string // SOCKS5 address
 	metrics string // metrics address
-	logs    *logBuffer
-	exited  chan error
+	logs    *fwproc.Logs
 	// http reaches the metrics listener (from the proxy host).
 	http *http.Client
+	// killed: the test ended it with SIGKILL; cleanup expects no clean
+	// exit then.
+	killed bool
 }
 
 // allowLoopback lifts the default refusal of the proxy's host for the
@@ -87,69 +88,33 @@ func startProxyDefaults(t *testing.T, args ...string) *proxyProc {
 // metrics reached with client.
 func startProxyOn(t *testing.T, host *netns.Host, client *http.Client, args ...string) *proxyProc {
 	t.Helper()
-	args = append([]string{"-log-format", "json", "-log-level", "debug"}, args...)
-	bin := filepath.Join(binDir, "fwproxy")
-	cmd := exec.Command(bin, args...)
+	cfg := fwproc.Config{
+		Binary:       filepath.Join(binDir, "fwproxy"),
+		Args:         append([]string{"-log-format", "json", "-log-level", "debug"}, args...),
+		StartTimeout: testTimeout,
+	}
 	if host != nil {
-		cmd = host.Command(context.Background(), bin, args...)
-	}
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	p := &proxyProc{cmd: cmd, logs: &logBuffer{}, exited: make(chan error, 1), http: client}
-
-	ready := make(chan map[string]any, 1)
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.logs.add(line)
-			if rec, ok := parseLogLine(line); ok && rec["msg"] == "listening" {
-				select {
-				case ready <- rec:
-				default:
-				}
-			}
+		cfg.Command = func(name string, args ...string) *exec.Cmd {
+			return host.Command(context.Background(), name, args...)
 		}
-	}()
-	go func() {
-		<-copied
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() { p.stop(t) })
-
-	select {
-	case rec := <-ready:
-		p.socks, _ = rec["socks"].(string)
-		p.metrics, _ = rec["metrics"].(string)
-	case err := <-p.exited:
-		p.exited <- err
-		t.Fatalf("fwproxy exited before listening: %v\n%s", err, p.logs)
-	case <-time.After(testTimeout):
-		t.Fatalf("fwproxy did not start listening\n%s", p.logs)
 	}
+	fp, err := fwproc.Start(context.Background(), cfg)
+	require.NoError(t, err)
+	p := &proxyProc{Proc: fp, socks: fp.Socks, metrics: fp.Metrics, logs: fp.Logs, http: client}
+	t.Cleanup(func() { p.stop(t) })
 	return p
 }
 
 // stop sends SIGTERM and requires exit status 0 within the time limit.
 func (p *proxyProc) stop(t *testing.T) {
 	t.Helper()
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.exited:
-		p.exited <- err
-		if err != nil {
-			t.Errorf("fwproxy exited with %v\n%s", err, p.logs)
-		}
-	case <-time.After(testTimeout):
-		p.cmd.Process.Kill()
+	err := p.Stop(testTimeout)
+	switch {
+	case p.killed:
+	case errors.Is(err, fwproc.ErrStopTimeout):
 		t.Errorf("fwproxy did not stop on SIGTERM\n%s", p.logs)
+	case err != nil:
+		t.Errorf("fwproxy exited with %v\n%s", err, p.logs)
 	}
 }
 
@@ -167,40 +132,6 @@ func (p *proxyProc) scrape(t *testing.T) string {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	return string(body)
-}
-
-// logBuffer keeps a process's log lines for failure messages.
-type logBuffer struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (b *logBuffer) add(line string) {
-	b.mu.Lock()
-	b.lines = append(b.lines, line)
-	b.mu.Unlock()
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Join(b.lines, "\n")
-}
-
-// contains reports whether a log line contains every one of parts.
-func (b *logBuffer) contains(parts ...string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-next:
-	for _, l := range b.lines {
-		for _, p := range parts {
-			if !strings.Contains(l, p) {
-				continue next
-			}
-		}
-		return true
-	}
-	return false
 }
 
 // waitMetric scrapes until the exposition contains line; counters are
@@ -226,7 +157,7 @@ func (p *proxyProc) waitMetric(t *testing.T, line string) {
 func (p *proxyProc) waitLog(t *testing.T, s string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
-	for strings.Count(p.logs.String(), s) < n {
+	for p.logs.Count(s) < n {
 		if time.Now().After(deadline) {
 			t.Fatalf("log line %q not seen %d times:\n%s", s, n, p.logs)
 		}

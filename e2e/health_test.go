@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"encoding/binary"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/socksclient"
 )
 
 // holdServer accepts TCP connections on loopback and holds each open until
@@ -55,32 +57,20 @@ func closeAtEOF(c net.Conn) {
 // authentication, and returns it established.
 func socksConnect(t *testing.T, proxyAddr string, dst netip.AddrPort) net.Conn {
 	t.Helper()
-	c, _ := socksRequest(t, proxyAddr, 1, dst)
+	c, _ := socksRequest(t, proxyAddr, socksclient.CmdConnect, dst)
 	return c
 }
 
-// socksRequest sends one SOCKS5 request (command cmd, IPv4 address dst)
-// without authentication, requires reply 0x00, and returns the connection
-// and BND.ADDR:BND.PORT. The connection is closed at cleanup.
-func socksRequest(t *testing.T, proxyAddr string, cmd byte, dst netip.AddrPort) (net.Conn, netip.AddrPort) {
+// socksRequest sends one SOCKS5 request without authentication, requires
+// success, and returns the connection and BND.ADDR:BND.PORT. The
+// connection is closed at cleanup.
+func socksRequest(t *testing.T, proxyAddr string, cmd socksclient.Command, dst netip.AddrPort) (net.Conn, netip.AddrPort) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", proxyAddr, testTimeout)
-	require.NoError(t, err)
+	d := socksclient.Dialer{Proxy: proxyAddr, Timeout: testTimeout}
+	c, bnd, err := d.Request(context.Background(), cmd, socksclient.AddrFromAddrPort(dst))
+	require.NoError(t, err, "%v %v", cmd, dst)
 	t.Cleanup(func() { c.Close() })
-	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
-	req := []byte{5, 1, 0, 5, cmd, 0, 1}
-	ip := dst.Addr().As4()
-	req = append(req, ip[:]...)
-	req = binary.BigEndian.AppendUint16(req, dst.Port())
-	_, err = c.Write(req)
-	require.NoError(t, err)
-	var resp [2 + 10]byte
-	_, err = io.ReadFull(c, resp[:])
-	require.NoError(t, err)
-	require.Equal(t, []byte{5, 0}, resp[:2], "method reply")
-	require.Equal(t, byte(0), resp[3], "reply code of command %d", cmd)
-	require.NoError(t, c.SetDeadline(time.Time{}))
-	return c, netip.AddrPortFrom(netip.AddrFrom4([4]byte(resp[6:10])), binary.BigEndian.Uint16(resp[10:12]))
+	return c, bnd.AddrPort()
 }
 
 // probe GETs a health path and returns its status and body.
@@ -108,7 +98,7 @@ func TestHealthWhileDraining(t *testing.T) {
 
 	session := socksConnect(t, p.socks, holdServer(t))
 	p.waitMetric(t, "fwproxy_socks_sessions_active 1\n")
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.Signal(syscall.SIGTERM))
 	p.waitLog(t, `"msg":"shutting down"`, 1)
 	code, body = probe(t, p, "/healthz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -117,16 +107,15 @@ func TestHealthWhileDraining(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Equal(t, "draining", body)
 	select {
-	case err := <-p.exited:
-		t.Fatalf("fwproxy exited (%v) while a session was draining", err)
+	case <-p.Done():
+		t.Fatalf("fwproxy exited (%v) while a session was draining", p.Err())
 	default:
 	}
 
 	session.Close()
 	select {
-	case err := <-p.exited:
-		p.exited <- err
-		require.NoError(t, err)
+	case <-p.Done():
+		require.NoError(t, p.Err())
 	case <-time.After(testTimeout):
 		t.Fatalf("fwproxy did not exit once the session ended\n%s", p.logs)
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/socksclient"
 )
 
 // logRecords returns the process's JSON log lines with message msg.
@@ -32,7 +34,7 @@ func (p *proxyProc) logRecords(t *testing.T, msg string) []map[string]any {
 // the control connection and the relay address.
 func udpAssociate(t *testing.T, proxyAddr string, uc *net.UDPConn) (net.Conn, netip.AddrPort) {
 	t.Helper()
-	return socksRequest(t, proxyAddr, 3, uc.LocalAddr().(*net.UDPAddr).AddrPort())
+	return socksRequest(t, proxyAddr, socksclient.CmdUDPAssociate, uc.LocalAddr().(*net.UDPAddr).AddrPort())
 }
 
 // TestSessionLogLines: a UDP association's session line carries what it
@@ -123,11 +125,10 @@ func TestDrainEndsSessionsSaysSo(t *testing.T) {
 	defer idle.Close()
 	p.waitMetric(t, "fwproxy_socks_sessions_active 2\n")
 
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.Signal(syscall.SIGTERM))
 	select {
-	case err := <-p.exited:
-		p.exited <- err
-		require.NoError(t, err)
+	case <-p.Done():
+		require.NoError(t, p.Err())
 	case <-time.After(testTimeout):
 		t.Fatalf("fwproxy did not exit after the drain\n%s", p.logs)
 	}

@@ -56,17 +56,8 @@ func TestAnnouncedLeaseDoesNotLoop(t *testing.T) {
 	require.NoError(t, probe.Close()) // announced, never bound
 
 	// The player's control connection, through the proxy.
-	c, err := net.DialTimeout("tcp", p.socks, testTimeout)
-	require.NoError(t, err)
-	defer c.Close()
+	c := socksConnect(t, p.socks, srvAddr)
 	c.SetDeadline(time.Now().Add(testTimeout))
-	a := srvAddr.Addr().As4()
-	_, err = c.Write([]byte{5, 1, 0, 5, 1, 0, 1, a[0], a[1], a[2], a[3], byte(srvAddr.Port() >> 8), byte(srvAddr.Port())})
-	require.NoError(t, err)
-	reply := make([]byte, 12)
-	_, err = io.ReadFull(c, reply)
-	require.NoError(t, err)
-	require.Equal(t, byte(0), reply[3], "CONNECT reply")
 	_, err = c.Write(mmsfilter.AppendCommand(nil, 0, selfLoopFunnel(fmt.Sprintf(`\\127.0.0.1\UDP\%d`, announced))))
 	require.NoError(t, err)
 

@@ -8,9 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"fwproxy/internal/leakcheck"
 	"fwproxy/internal/selfaddr"
 )
 
@@ -341,38 +340,15 @@ func seq(prefix string, from, to int) []string {
 	return out
 }
 
-// leakedGoroutines lists goroutines running code of this package other than
-// tests.
-func leakedGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "fwproxy/leases.(*lease)") ||
-			strings.Contains(g, "fwproxy/leases.(*Manager)") ||
-			strings.Contains(g, "fwproxy/internal/udpio.") {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
+// requireNoLeakedGoroutines fails when a goroutine of this package's
+// leases, manager or raw sources is still alive. Close has waited for every
+// goroutine the package started, but one that has just signalled may still
+// be on its way out of its last frame: Require gives it a bounded moment.
 func requireNoLeakedGoroutines(t *testing.T) {
 	t.Helper()
-	// Close has waited for every goroutine the package started, but one that
-	// has just signalled may still be on its way out of its last frame, so
-	// give the scheduler a bounded moment.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		left := leakedGoroutines()
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			require.Empty(t, left)
-		}
-		runtime.Gosched()
-	}
+	leakcheck.Require(t, 5*time.Second, leakcheck.Filter{Frames: []string{
+		"fwproxy/leases.(*lease)", "fwproxy/leases.(*Manager)", "fwproxy/internal/udpio.",
+	}})
 }
 
 func countFDs(t *testing.T) int {

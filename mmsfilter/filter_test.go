@@ -2,7 +2,7 @@ package mmsfilter
 
 import (
 	"bufio"
-	"encoding/binary"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"fwproxy/internal/socksclient"
 	"fwproxy/leases"
 	"fwproxy/proxy"
 )
@@ -252,22 +253,16 @@ type player struct {
 	reader chan uint32
 }
 
-func socksHandshake(t *testing.T, proxyAddr string, cmd byte, dst netip.AddrPort) (net.Conn, *bufio.Reader, netip.AddrPort) {
+// socksHandshake opens a SOCKS request through the proxy and returns the
+// connection, a reader on it and the reply's BND; cleanup closes it.
+func socksHandshake(t *testing.T, proxyAddr string, cmd socksclient.Command, dst netip.AddrPort) (net.Conn, *bufio.Reader, netip.AddrPort) {
 	t.Helper()
-	c, err := net.Dial("tcp", proxyAddr)
+	d := socksclient.Dialer{Proxy: proxyAddr, Timeout: filterTestTimeout}
+	c, bnd, err := d.Request(context.Background(), cmd, socksclient.AddrFromAddrPort(dst))
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(filterTestTimeout))
-	a := dst.Addr().As4()
-	req := []byte{5, 1, 0, 5, cmd, 0, 1, a[0], a[1], a[2], a[3], byte(dst.Port() >> 8), byte(dst.Port())}
-	_, err = c.Write(req)
-	require.NoError(t, err)
-	br := bufio.NewReader(c)
-	reply := make([]byte, 2+10)
-	_, err = io.ReadFull(br, reply)
-	require.NoError(t, err)
-	require.Equal(t, byte(0), reply[3], "SOCKS reply")
-	return c, br, netip.AddrPortFrom(netip.AddrFrom4([4]byte(reply[6:10])), binary.BigEndian.Uint16(reply[10:]))
+	return c, bufio.NewReader(c), bnd.AddrPort()
 }
 
 func (p *player) bind(port uint16) {
@@ -277,7 +272,7 @@ func (p *player) bind(port uint16) {
 	p.udp = u
 	p.port = u.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 	if p.assoc {
-		p.ctl, _, p.relay = socksHandshake(p.t, p.env.proxyAddr, 3, netip.AddrPortFrom(netip.IPv4Unspecified(), p.port))
+		p.ctl, _, p.relay = socksHandshake(p.t, p.env.proxyAddr, socksclient.CmdUDPAssociate, netip.AddrPortFrom(netip.IPv4Unspecified(), p.port))
 	}
 }
 
@@ -289,8 +284,9 @@ func (p *player) recv() uint32 {
 	b := buf[:n]
 	if p.assoc {
 		require.Equal(p.t, p.relay.Port(), from.Port(), "data comes through the association")
-		require.GreaterOrEqual(p.t, len(b), 10)
-		b = b[10:] // SOCKS UDP header with an IPv4 address
+		_, hl, err := socksclient.ParseUDPHeader(b)
+		require.NoError(p.t, err)
+		b = b[hl:]
 	}
 	h, _, err := ParseDataHeader(b)
 	require.NoError(p.t, err)
@@ -334,7 +330,7 @@ func TestFilterPlaylistThroughProxy(t *testing.T) {
 			srv := env.server
 			pl := &player{t: t, env: env, assoc: tt.assoc}
 			pl.bind(0)
-			pl.conn, pl.br, _ = socksHandshake(t, env.proxyAddr, 1, srv.addr)
+			pl.conn, pl.br, _ = socksHandshake(t, env.proxyAddr, socksclient.CmdConnect, srv.addr)
 			srv.accept()
 
 			pl.send(connectMsg())
@@ -403,7 +399,7 @@ func TestFilterLeaseFollowsTheFunnels(t *testing.T) {
 	env := newFilterEnv(t, 10*time.Second)
 	srv := env.server
 	pl := &player{t: t, env: env}
-	pl.conn, pl.br, _ = socksHandshake(t, env.proxyAddr, 1, srv.addr)
+	pl.conn, pl.br, _ = socksHandshake(t, env.proxyAddr, socksclient.CmdConnect, srv.addr)
 	srv.accept()
 
 	funnel := func(name string) Funnel {

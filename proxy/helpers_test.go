@@ -7,14 +7,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"runtime/pprof"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	socks5 "github.com/armon/go-socks5"
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/leakcheck"
 )
 
 // testTimeout bounds every blocking step of a test; generous, because
@@ -147,20 +147,7 @@ func serveForTest(t *testing.T, srv *Server, ln net.Listener, rec *recorder) *te
 // code (other than tests) is still alive.
 func requireNoProxyGoroutines(t *testing.T) {
 	t.Helper()
-	var leaked string
-	ok := waitFor(testTimeout, func() bool {
-		var sb strings.Builder
-		pprof.Lookup("goroutine").WriteTo(&sb, 2)
-		leaked = ""
-		for _, g := range strings.Split(sb.String(), "\n\n") {
-			if strings.Contains(g, "fwproxy/proxy.(*") && !strings.Contains(g, "_test.go") {
-				leaked = g
-				return false
-			}
-		}
-		return true
-	})
-	require.True(t, ok, "goroutine left behind:\n%s", leaked)
+	leakcheck.Require(t, testTimeout, leakcheck.Filter{Frames: []string{"fwproxy/proxy.(*"}, SkipTests: true})
 }
 
 // waitFor polls cond until it holds or d passes. It is for conditions no

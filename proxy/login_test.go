@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/leakcheck"
 )
 
 // appendUserPass appends an RFC 1929 request; user and pass must be at
@@ -335,19 +336,6 @@ func (l *logLines) count(s string) int {
 	return n
 }
 
-// goroutinesIn counts the goroutines with fn on their stack.
-func goroutinesIn(fn string) int {
-	var sb strings.Builder
-	pprof.Lookup("goroutine").WriteTo(&sb, 2)
-	n := 0
-	for _, g := range strings.Split(sb.String(), "\n\n") {
-		if strings.Contains(g, fn+"(") {
-			n++
-		}
-	}
-	return n
-}
-
 // blockingUsers holds every password check until release is closed, and
 // records how many ran at once.
 type blockingUsers struct {
@@ -445,7 +433,7 @@ func TestShutdownEndsLoginsWaitingForACheck(t *testing.T) {
 	waiting.write(appendUserPass(nil, "bob", "guess"))
 	// Nothing announces that a login is queued for a slot; its goroutine
 	// shows it.
-	require.True(t, waitFor(testTimeout, func() bool { return goroutinesIn("fwproxy/proxy.(*logins).check") == 2 }),
+	require.True(t, waitFor(testTimeout, func() bool { return leakcheck.Count("fwproxy/proxy.(*logins).check") == 2 }),
 		"the second login did not queue for a check slot")
 
 	shutdownDone := make(chan error, 1)

@@ -183,6 +183,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// runBench starts the systems, measures every scenario o selects and
+// writes the report. A scenario that fails does not stop the others; the
+// error joins every failure.
 func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer) error {
 	raiseFileLimit(log)
 	becomeSubreaper()
@@ -198,64 +201,118 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 	defer pe.Close()
 	b := &bench{res: newResults(), peers: pe, dur: o.dur, rounds: o.rounds, log: log, bin: o.fwproxy, dir: dir}
 
-	fw, err := startFwproxy(ctx, o.fwproxy, dir, fwproxyOptions{})
+	sys := &systems{}
+	defer sys.stop()
+	if err := sys.start(ctx, b, o); err != nil {
+		return err
+	}
+	log.Info("measuring", "fwproxy", sys.fw.addr, "systems", len(b.targets), "duration", o.dur)
+	failed := b.runScenarios(ctx, o, steps(ctx, b, o, sys))
+
+	notes := sys.notes
+	if sys.dantedNote != "" {
+		notes = append([]string{sys.dantedNote}, notes...)
+	}
+	for _, n := range notes {
+		log.Warn(n)
+	}
+	report := b.report(sys.dantedBin, notes, o)
+	io.WriteString(stdout, report)
+	if o.markdown != "" {
+		if err := os.WriteFile(o.markdown, []byte(report), 0o644); err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if ctx.Err() != nil {
+		failed = append(failed, ctx.Err())
+	}
+	return errors.Join(failed...)
+}
+
+// systems are the proxies measured against each other, as started.
+type systems struct {
+	fw        *proc
+	danted    *proc // nil when not measured
+	dantedBin string
+	relayBin  string // "" when not found
+	// dantedNote says why danted is not measured; notes, what else is
+	// missing.
+	dantedNote string
+	notes      []string
+	stops      []func() // in start order
+}
+
+// start runs fwproxy and, where found, danted, microsocks and the
+// baseline fwproxy, and adds each to b's targets.
+func (s *systems) start(ctx context.Context, b *bench, o options) error {
+	fw, err := startFwproxy(ctx, o.fwproxy, b.dir, fwproxyOptions{})
 	if err != nil {
 		return err
 	}
-	defer fw.stop()
+	s.fw, s.stops = fw, append(s.stops, fw.stop)
 	b.targets = []target{{sys: sysDirect}, {sys: sysFwproxy, proxy: fw.addr}}
-	var notes []string
-	dantedNote := ""
-	var dantedProc *proc
-	dantedBin := findDanted(o.danted)
+	s.dantedBin = findDanted(o.danted)
 	switch {
 	case o.danted == "":
-		dantedNote = "danted not measured (-danted is empty): no ratios to danted"
-		log.Warn(dantedNote)
-	case dantedBin == "":
-		dantedNote = fmt.Sprintf("danted not found at %s (make bench-deps installs dante-server): no ratios to danted", o.danted)
-		log.Warn(dantedNote)
+		s.dantedNote = "danted not measured (-danted is empty): no ratios to danted"
+		b.log.Warn(s.dantedNote)
+	case s.dantedBin == "":
+		s.dantedNote = fmt.Sprintf("danted not found at %s (make bench-deps installs dante-server): no ratios to danted", o.danted)
+		b.log.Warn(s.dantedNote)
 	default:
-		dt, err := startDanted(ctx, dantedBin, dir)
+		dt, err := startDanted(ctx, s.dantedBin, b.dir)
 		if err != nil {
 			return err
 		}
-		defer dt.stop()
-		dantedProc = dt
+		s.danted, s.stops = dt, append(s.stops, dt.stop)
 		b.targets = append(b.targets, target{sys: sysDanted, proxy: dt.addr})
 	}
 	switch msBin := findBinary(o.microsocks); {
 	case o.microsocks == "":
-		notes = append(notes, "microsocks not measured (-microsocks is empty)")
+		s.notes = append(s.notes, "microsocks not measured (-microsocks is empty)")
 	case msBin == "":
-		notes = append(notes, fmt.Sprintf("microsocks not found at %s (make bench-deps installs it)", o.microsocks))
+		s.notes = append(s.notes, fmt.Sprintf("microsocks not found at %s (make bench-deps installs it)", o.microsocks))
 	default:
 		ms, err := startMicrosocks(ctx, msBin)
 		if err != nil {
 			return err
 		}
-		defer ms.stop()
+		s.stops = append(s.stops, ms.stop)
 		b.targets = append(b.targets, target{sys: sysMicrosocks, proxy: ms.addr, tcpOnly: true})
 	}
-	relayBin := findBinary(o.relay)
-	if relayBin == "" {
-		notes = append(notes, fmt.Sprintf("minimal relay not found at %q (make bench builds bin/udprelay-min): no ratios to it", o.relay))
+	s.relayBin = findBinary(o.relay)
+	if s.relayBin == "" {
+		s.notes = append(s.notes, fmt.Sprintf("minimal relay not found at %q (make bench builds bin/udprelay-min): no ratios to it", o.relay))
 	}
 	if o.baseline != "" {
-		bl, err := startFwproxy(ctx, o.baseline, dir, fwproxyOptions{})
+		bl, err := startFwproxy(ctx, o.baseline, b.dir, fwproxyOptions{})
 		if err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
-		defer bl.stop()
+		s.stops = append(s.stops, bl.stop)
 		b.targets = append(b.targets, target{sys: sysBaseline, proxy: bl.addr})
 	}
-	log.Info("measuring", "fwproxy", fw.addr, "systems", len(b.targets), "duration", o.dur)
+	return nil
+}
 
-	steps := []struct {
-		scenario string
-		name     string
-		run      func() error
-	}{
+// stop stops what start started, the last first.
+func (s *systems) stop() {
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+}
+
+// scenario is one measurement; scenario names what -only selects.
+type scenario struct {
+	scenario string
+	name     string
+	run      func() error
+}
+
+// steps lists every measurement in the order they run; churn goes
+// before memory, which is last.
+func steps(ctx context.Context, b *bench, o options, sys *systems) []scenario {
+	steps := []scenario{
 		{"connect", "CONNECT, 1 client", func() error { return b.benchConnect(ctx, 1) }},
 		{"connect", "CONNECT, 16 clients", func() error { return b.benchConnect(ctx, 16) }},
 		{"bulk", "bulk download, 1 stream", func() error { return b.benchBulk(ctx, 1, 'd') }},
@@ -267,19 +324,23 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		{"udp", "UDP, 16 associations, 100 B", func() error { return b.benchUDP(ctx, 16, 100) }},
 		{"udp", "UDP, 16 associations, 1200 B", func() error { return b.benchUDP(ctx, 16, 1200) }},
 		{"stream", "streaming", func() error {
-			return b.benchStream(ctx, o.stream, streamPeers{danted: dantedProc, relay: relayBin, baseline: o.baseline})
+			return b.benchStream(ctx, o.stream, streamPeers{danted: sys.danted, relay: sys.relayBin, baseline: o.baseline})
 		}},
 		{"memory", "idle lease memory", func() error { return b.benchMemory(ctx, o.leases) }},
 	}
 	for _, n := range o.churnPlayers {
 		cc := o.churn
 		cc.clients = n
-		steps = append(steps[:len(steps)-1], struct {
-			scenario string
-			name     string
-			run      func() error
-		}{"churn", fmt.Sprintf("playlist churn, %d players", n), func() error { return b.benchChurn(ctx, fw.addr, cc) }}, steps[len(steps)-1])
+		steps = append(steps[:len(steps)-1],
+			scenario{"churn", fmt.Sprintf("playlist churn, %d players", n), func() error { return b.benchChurn(ctx, sys.fw.addr, cc) }},
+			steps[len(steps)-1])
 	}
+	return steps
+}
+
+// runScenarios runs the scenarios o selects, each for o.rounds rounds, and
+// returns their failures.
+func (b *bench) runScenarios(ctx context.Context, o options, steps []scenario) []error {
 	var failed []error
 	for _, s := range steps {
 		if !o.only[s.scenario] {
@@ -296,33 +357,16 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 			if ctx.Err() != nil {
 				break
 			}
-			log.Info("scenario", "name", s.name, "round", round+1)
+			b.log.Info("scenario", "name", s.name, "round", round+1)
 			if err := s.run(); err != nil {
 				// One broken scenario must not hide the others' figures.
-				log.Error("scenario failed", "name", s.name, "err", err)
+				b.log.Error("scenario failed", "name", s.name, "err", err)
 				failed = append(failed, fmt.Errorf("%s: %w", s.name, err))
 				break
 			}
 		}
 	}
-
-	if dantedNote != "" {
-		notes = append([]string{dantedNote}, notes...)
-	}
-	for _, n := range notes {
-		log.Warn(n)
-	}
-	report := b.report(dantedBin, notes, o)
-	io.WriteString(stdout, report)
-	if o.markdown != "" {
-		if err := os.WriteFile(o.markdown, []byte(report), 0o644); err != nil {
-			failed = append(failed, err)
-		}
-	}
-	if ctx.Err() != nil {
-		failed = append(failed, ctx.Err())
-	}
-	return errors.Join(failed...)
+	return failed
 }
 
 // report is the machine's description, the table, the streaming table

@@ -90,6 +90,24 @@ Flags (durations are written 30s, 5m, 1h30m; a bare 0 turns a timeout off):
 // parseArgs reads the command line.
 func parseArgs(args []string, usageOut io.Writer) (invocation, error) {
 	var inv invocation
+	fs, acts := inv.flagSet(usageOut)
+	if err := fs.Parse(args); err != nil {
+		return inv, err
+	}
+	if fs.NArg() > 0 {
+		return inv, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	inv.action = acts.action(inv.user)
+	return inv, nil
+}
+
+// actionFlags are the flags that do something other than serve.
+type actionFlags struct {
+	printConfig, checkConfig, version *bool
+}
+
+// flagSet defines every flag; parsing fills inv and the actionFlags.
+func (inv *invocation) flagSet(usageOut io.Writer) (*flag.FlagSet, actionFlags) {
 	fs := flag.NewFlagSet("fwproxy", flag.ContinueOnError)
 	fs.SetOutput(usageOut)
 	fs.Usage = func() {
@@ -97,11 +115,18 @@ func parseArgs(args []string, usageOut io.Writer) (invocation, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&inv.configPath, "config", "", "YAML configuration `file`; flags override it")
-	printConfig := fs.Bool("print-config", false, "check the configuration, print it as YAML and exit (non-zero when it is invalid)")
-	checkConfig := fs.Bool("check-config", false, "check the configuration as a start would (users file included), print it or every error, and exit")
-	version := fs.Bool("version", false, "print the version, commit and Go version and exit")
+	var acts actionFlags
+	acts.printConfig = fs.Bool("print-config", false, "check the configuration, print it as YAML and exit (non-zero when it is invalid)")
+	acts.checkConfig = fs.Bool("check-config", false, "check the configuration as a start would (users file included), print it or every error, and exit")
+	acts.version = fs.Bool("version", false, "print the version, commit and Go version and exit")
 	fs.StringVar(&inv.user, "hash-password", "", "print a users-file line for `USER` with the password read from standard input, and exit")
+	inv.addConfigFlags(fs)
+	return fs, acts
+}
 
+// addConfigFlags defines a flag per configuration key; each use is kept in
+// command-line order, for load to apply over the file.
+func (inv *invocation) addConfigFlags(fs *flag.FlagSet) {
 	def := reflect.ValueOf(DefaultConfig())
 	for _, f := range configFlags() {
 		usage := f.usage
@@ -113,23 +138,21 @@ func parseArgs(args []string, usageOut io.Writer) (invocation, error) {
 			return nil
 		})
 	}
-	if err := fs.Parse(args); err != nil {
-		return inv, err
-	}
-	if fs.NArg() > 0 {
-		return inv, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
+}
+
+// action picks what to do; the first of these flags set wins.
+func (a actionFlags) action(user string) actionKind {
 	switch {
-	case *version:
-		inv.action = actionVersion
-	case inv.user != "":
-		inv.action = actionHashPassword
-	case *checkConfig:
-		inv.action = actionCheckConfig
-	case *printConfig:
-		inv.action = actionPrintConfig
+	case *a.version:
+		return actionVersion
+	case user != "":
+		return actionHashPassword
+	case *a.checkConfig:
+		return actionCheckConfig
+	case *a.printConfig:
+		return actionPrintConfig
 	}
-	return inv, nil
+	return actionServe
 }
 
 func defaultText(v reflect.Value) string {

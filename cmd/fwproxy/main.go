@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
 	"fwproxy/internal/selfaddr"
@@ -127,6 +128,28 @@ func plural(n int, word string) string {
 func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, level *slog.LevelVar, hup <-chan os.Signal) error {
 	reg := metrics.NewRegistry(buildInfo())
 	d := &daemon{inv: inv, cur: s, log: log, level: level, reloads: metrics.NewConfigReloads(reg, time.Now())}
+	c := &components{reg: reg}
+	defer c.close()
+	if err := c.build(d, s); err != nil {
+		return err
+	}
+	return c.run(ctx, d, s, hup)
+}
+
+// components are what the daemon builds before it listens; close releases
+// them in the reverse order.
+type components struct {
+	reg  *prometheus.Registry
+	self *selfaddr.Set
+	obs  proxy.Observer
+	lm   *leases.Manager
+	srv  *proxy.Server
+}
+
+// build makes the proxy and what it depends on: the metrics, the lease
+// manager, the MMS filter and the users.
+func (c *components) build(d *daemon, s settings) error {
+	log, reg := d.log, c.reg
 	// self holds the addresses of the proxy's own sockets, which are never
 	// destinations: the SOCKS listener (the server adds it), BIND and relay
 	// sockets, lease sockets, and the metrics listener (added below).
@@ -143,7 +166,7 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 	if err != nil {
 		return err
 	}
-	defer lm.Close()
+	c.lm = lm
 	reg.MustRegister(metrics.LeaseTable(lm.Stats))
 	d.setLimits = metrics.NewLimits(reg, limitsOf(s))
 	deps.Leases = lm
@@ -161,93 +184,148 @@ func serve(ctx context.Context, inv invocation, s settings, log *slog.Logger, le
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
+	c.srv = srv
 	d.srv = srv
+	c.self, c.obs = self, deps.Observer
+	return nil
+}
 
-	lc := net.ListenConfig{KeepAlive: proxy.KeepAlivePeriod(s.proxy.TCPKeepAlive)}
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+func (c *components) close() {
+	if c.srv != nil {
+		c.srv.Close()
+	}
+	if c.lm != nil {
+		c.lm.Close()
+	}
+}
+
+// run starts the listeners, serves until ctx is done or the proxy fails,
+// reloading on each value on hup, and shuts down.
+func (c *components) run(ctx context.Context, d *daemon, s settings, hup <-chan os.Signal) error {
+	ln, err := listenSocks(ctx, s, c.obs, d.log)
 	if err != nil {
-		return fmt.Errorf("listen socks: %w", err)
+		return err
 	}
-	if len(s.proxyProto.From) > 0 {
-		if ln, err = proxy.NewProxyProtoListener(ln, s.proxyProto, deps.Observer, log.With("component", "proxy_protocol")); err != nil {
-			return err
-		}
-	}
-	var metricsSrv *http.Server
 	health := &metrics.Health{}
-	metricsDone := make(chan struct{}) // closed when the metrics server's Serve returned
-	metricsAddr := "disabled"
-	if s.cfg.MetricsListen != "" {
-		mln, err := net.Listen("tcp", s.cfg.MetricsListen)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("listen metrics: %w", err)
-		}
-		metricsAddr = mln.Addr().String()
-		defer self.AddAddr(mln.Addr())()
-		opts := metrics.HandlerOptions{Log: log, Health: health,
-			Extra: map[string]http.Handler{"/debug/leases": metrics.LeasesHandler(lm.Snapshot)}}
-		if s.cfg.MetricsUsers != "" {
-			users, err := proxy.LoadUsers(s.cfg.MetricsUsers)
-			if err != nil {
-				ln.Close()
-				mln.Close()
-				return fmt.Errorf("metrics_users: %w", err)
-			}
-			opts.Users = users
-		}
-		metricsSrv = metrics.NewServer(metrics.Handler(reg, opts), metrics.DefaultServerConfig(), log)
-		go func() {
-			defer close(metricsDone)
-			metricsSrv.Serve(mln)
-		}()
-	} else {
-		close(metricsDone)
+	ep, err := startMetrics(s, c.reg, c.lm, health, d.log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if ep.ln != nil {
+		defer c.self.AddAddr(ep.ln.Addr())()
 	}
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- c.srv.Serve(ln) }()
 	b := buildInfo()
 	health.SetReady()
-	log.Info("listening", "socks", ln.Addr().String(), "metrics", metricsAddr,
+	d.log.Info("listening", "socks", ln.Addr().String(), "metrics", ep.addr,
 		"auth", authName(d.users), "max_sessions", s.proxy.MaxSessions,
 		"external_ip", s.leases.ListenIP.String(), "udp_ports", s.cfg.UDPPorts, "relay_ports", s.proxy.RelayPorts.String(), "lease_linger", s.leases.Linger,
 		"mms_ports", fmt.Sprint(s.cfg.MMSPorts), "version", b.Version, "commit", b.Commit)
 
-	var runErr error
-wait:
-	for {
-		select {
-		case <-ctx.Done():
-			health.SetDraining()
-			log.Info("shutting down", "drain_timeout", d.cur.cfg.DrainTimeout)
-			break wait
-		case runErr = <-serveErr:
-			health.SetDraining()
-			break wait
-		case <-hup:
-			d.reload()
-		}
-	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), d.cur.cfg.DrainTimeout)
-	defer cancel()
-	if err := srv.Shutdown(drainCtx); err != nil {
-		log.Warn("drain cut short, sessions closed", "err", err)
-	}
-	if metricsSrv != nil {
-		metricsSrv.Shutdown(drainCtx)
-		metricsSrv.Close()
-	}
-	<-metricsDone
-	if runErr == nil {
-		<-serveErr
-	}
-	log.Info("stopped")
+	runErr := d.loop(ctx, serveErr, hup, health)
+	c.shutdown(d, ep, serveErr, runErr)
 	if errors.Is(runErr, proxy.ErrServerClosed) {
 		return nil
 	}
 	return runErr
+}
+
+// listenSocks opens the SOCKS listener, behind the PROXY protocol reader
+// when balancers are configured.
+func listenSocks(ctx context.Context, s settings, obs proxy.Observer, log *slog.Logger) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: proxy.KeepAlivePeriod(s.proxy.TCPKeepAlive)}
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen socks: %w", err)
+	}
+	if len(s.proxyProto.From) > 0 {
+		if ln, err = proxy.NewProxyProtoListener(ln, s.proxyProto, obs, log.With("component", "proxy_protocol")); err != nil {
+			return nil, err
+		}
+	}
+	return ln, nil
+}
+
+// metricsEndpoint is the running metrics server, or none (srv nil, done
+// closed, addr "disabled").
+type metricsEndpoint struct {
+	srv  *http.Server
+	ln   net.Listener
+	addr string
+	done chan struct{} // closed when Serve returned
+}
+
+// startMetrics serves the metrics endpoint when one is configured.
+func startMetrics(s settings, reg *prometheus.Registry, lm *leases.Manager, health *metrics.Health, log *slog.Logger) (*metricsEndpoint, error) {
+	ep := &metricsEndpoint{addr: "disabled", done: make(chan struct{})}
+	if s.cfg.MetricsListen == "" {
+		close(ep.done)
+		return ep, nil
+	}
+	mln, err := net.Listen("tcp", s.cfg.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("listen metrics: %w", err)
+	}
+	opts := metrics.HandlerOptions{Log: log, Health: health,
+		Extra: map[string]http.Handler{"/debug/leases": metrics.LeasesHandler(lm.Snapshot)}}
+	if s.cfg.MetricsUsers != "" {
+		users, err := proxy.LoadUsers(s.cfg.MetricsUsers)
+		if err != nil {
+			mln.Close()
+			return nil, fmt.Errorf("metrics_users: %w", err)
+		}
+		opts.Users = users
+	}
+	ep.ln, ep.addr = mln, mln.Addr().String()
+	ep.srv = metrics.NewServer(metrics.Handler(reg, opts), metrics.DefaultServerConfig(), log)
+	go ep.serve()
+	return ep, nil
+}
+
+func (ep *metricsEndpoint) serve() {
+	defer close(ep.done)
+	ep.srv.Serve(ep.ln)
+}
+
+// loop waits for the end, reloading on each value on hup. It returns the
+// proxy's error when Serve ended on its own, nil when ctx ended.
+func (d *daemon) loop(ctx context.Context, serveErr <-chan error, hup <-chan os.Signal, health *metrics.Health) error {
+	for {
+		select {
+		case <-ctx.Done():
+			health.SetDraining()
+			d.log.Info("shutting down", "drain_timeout", d.cur.cfg.DrainTimeout)
+			return nil
+		case err := <-serveErr:
+			health.SetDraining()
+			return err
+		case <-hup:
+			d.reload()
+		}
+	}
+}
+
+// shutdown drains the sessions for the drain timeout, then closes what
+// is left, and stops the metrics endpoint. runErr is loop's result: when
+// nil, Serve has yet to return.
+func (c *components) shutdown(d *daemon, ep *metricsEndpoint, serveErr <-chan error, runErr error) {
+	drainCtx, cancel := context.WithTimeout(context.Background(), d.cur.cfg.DrainTimeout)
+	defer cancel()
+	if err := c.srv.Shutdown(drainCtx); err != nil {
+		d.log.Warn("drain cut short, sessions closed", "err", err)
+	}
+	if ep.srv != nil {
+		ep.srv.Shutdown(drainCtx)
+		ep.srv.Close()
+	}
+	<-ep.done
+	if runErr == nil {
+		<-serveErr
+	}
+	d.log.Info("stopped")
 }
 
 func authName(u *proxy.ReloadableUsers) string {

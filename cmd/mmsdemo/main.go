@@ -19,10 +19,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,6 +41,7 @@ import (
 	"fwproxy/e2e/asf"
 	"fwproxy/e2e/mmsplayer"
 	"fwproxy/e2e/mmsserver"
+	"fwproxy/internal/fwproc"
 )
 
 // stepTimeout bounds starting and stopping fwproxy and each scrape.
@@ -255,82 +254,39 @@ func config(o options, srv *mmsserver.Server, p *fwproxy, ports *mmsplayer.Ports
 
 // fwproxy is a running fwproxy process.
 type fwproxy struct {
-	cmd         *exec.Cmd
+	*fwproc.Proc
 	socks       string
 	metricsAddr string
-	exited      chan error
 }
 
 // startFwproxy runs fwproxy on loopback ports of its choosing with the
 // MMS filter on the server's port, and waits for its "listening" line.
 func startFwproxy(ctx context.Context, o options, srv *mmsserver.Server, extra []string, stderr io.Writer) (*fwproxy, error) {
-	args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-log-format", "json",
-		"-mms-ports", strconv.Itoa(int(srv.Addr().Port())), "-external-ip", o.externalIP,
-		// The emulated server is on loopback, which is the proxy's host:
-		// not a destination unless a rule names it.
-		"-allow", "127.0.0.0/8"}, extra...)
-	cmd := exec.Command(o.fwproxy, args...)
-	out, err := cmd.StderrPipe()
+	cfg := fwproc.Config{
+		Binary: o.fwproxy,
+		Args: append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-log-format", "json",
+			"-mms-ports", strconv.Itoa(int(srv.Addr().Port())), "-external-ip", o.externalIP,
+			// The emulated server is on loopback, which is the proxy's host:
+			// not a destination unless a rule names it.
+			"-allow", "127.0.0.0/8"}, extra...),
+		StartTimeout: stepTimeout,
+		// The demo runs for minutes at most: a small log is enough for
+		// an error message.
+		MaxLogLines: 1000,
+	}
+	if o.verbose {
+		cfg.OnLine = func(line string) { fmt.Fprintf(stderr, "fwproxy: %s\n", line) }
+	}
+	p, err := fwproc.Start(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", o.fwproxy, err)
-	}
-	p := &fwproxy{cmd: cmd, exited: make(chan error, 1)}
-	ready := make(chan map[string]any, 1)
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			if o.verbose {
-				fmt.Fprintf(stderr, "fwproxy: %s\n", line)
-			}
-			var rec map[string]any
-			if json.Unmarshal(line, &rec) == nil && rec["msg"] == "listening" {
-				select {
-				case ready <- rec:
-				default:
-				}
-			}
-		}
-	}()
-	go func() {
-		<-copied
-		p.exited <- cmd.Wait()
-	}()
-	select {
-	case rec := <-ready:
-		p.socks, _ = rec["socks"].(string)
-		p.metricsAddr, _ = rec["metrics"].(string)
-		return p, nil
-	case err := <-p.exited:
-		p.exited <- err
-		return nil, fmt.Errorf("fwproxy exited before listening: %v (run with -v to see its log)", err)
-	case <-time.After(stepTimeout):
-		p.stop()
-		return nil, errors.New("fwproxy did not start listening")
-	case <-ctx.Done():
-		p.stop()
-		return nil, ctx.Err()
-	}
+	return &fwproxy{Proc: p, socks: p.Socks, metricsAddr: p.Metrics}, nil
 }
 
-// stop sends SIGTERM, and SIGKILL if fwproxy is still there after the
+// stop sends SIGTERM, and kills fwproxy if it is still there after the
 // step timeout; it always waits for the process.
-func (p *fwproxy) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.exited:
-		p.exited <- err
-	case <-time.After(stepTimeout):
-		p.cmd.Process.Kill()
-		p.exited <- <-p.exited
-	}
-}
+func (p *fwproxy) stop() { p.Stop(stepTimeout) }
 
 // metricSet is a scrape of /metrics: series to value.
 type metricSet map[string]string

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"fwproxy/e2e/asf"
+	"fwproxy/internal/socksclient"
 	"fwproxy/mmsfilter"
 )
 
@@ -71,7 +72,7 @@ type binding struct {
 type player struct {
 	cfg   Config
 	log   *slog.Logger
-	socks socksClient
+	socks *socksclient.Dialer
 	t     *tally
 	ctl   *control
 	cur   *binding
@@ -100,7 +101,7 @@ func Play(ctx context.Context, cfg Config) *Report {
 	p := &player{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		socks:     socksClient{open: cfg.open, proxy: cfg.Proxy, user: cfg.User, pass: cfg.Password, timeout: cfg.StepTimeout, local: cfg.LocalIP},
+		socks:     socksDialer(cfg),
 		t:         newTally(cfg.Verify),
 		port:      cfg.Port,
 		headerInc: lastHeaderInc,
@@ -130,7 +131,45 @@ func Play(ctx context.Context, cfg Config) *Report {
 	return r
 }
 
+// run is the session: connect, open the file, play entry after entry to
+// the end of the playlist, and close.
 func (p *player) run(ctx context.Context) error {
+	if err := p.connect(ctx); err != nil {
+		return err
+	}
+	headerSize, bitRate, err := p.openFile(ctx)
+	if err != nil {
+		return err
+	}
+	readBlock := true
+	for {
+		change, err := p.playEntry(ctx, headerSize, bitRate, readBlock)
+		if err != nil {
+			return err
+		}
+		if change == nil {
+			break // EndOfStream hr 0: the playlist is over
+		}
+		headerSize, _ = change.BodyU32(scHeaderSizeOff)
+		bitRate, _ = change.BodyU32(scBitRateOff)
+		if err := p.transition(ctx); err != nil {
+			return err
+		}
+		// MMSU asks for the next header; an MMST server sends it at once
+		// ([MS-MMSP] §3.2.4).
+		readBlock = p.cfg.Mode != ModeTCP
+	}
+
+	if err := p.ctl.send(loggingMsg(p.transportName())); err != nil {
+		return err
+	}
+	p.awaitMissing(ctx)
+	return p.ctl.send(closeFileMsg())
+}
+
+// connect binds the data port (UDP modes), opens the control connection
+// and sets up the data funnel with the server.
+func (p *player) connect(ctx context.Context) error {
 	if p.cfg.Mode != ModeTCP {
 		b, err := p.openBinding(ctx, true)
 		if err != nil {
@@ -171,72 +210,59 @@ func (p *player) run(ctx context.Context) error {
 		hr, _ := m.HR()
 		return fail(FailProtocol, fmt.Errorf("server refused the funnel (hr %#x)", hr))
 	}
+	return nil
+}
 
+// openFile opens the playlist and returns its first entry's header size
+// and bit rate.
+func (p *player) openFile(ctx context.Context) (headerSize, bitRate uint32, err error) {
 	if err := p.ctl.send(openFileMsg(p.cfg.Path, p.nextPlayInc())); err != nil {
-		return err
+		return 0, 0, err
 	}
-	m, err = p.expect(ctx, mmsfilter.MIDReportOpenFile)
+	m, err := p.expect(ctx, mmsfilter.MIDReportOpenFile)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	if hr, ok := m.HR(); !ok || hr != 0 {
-		return fail(FailProtocol, fmt.Errorf("open %q: hr %#x", p.cfg.Path, hr))
+		return 0, 0, fail(FailProtocol, fmt.Errorf("open %q: hr %#x", p.cfg.Path, hr))
 	}
-	headerSize, _ := m.BodyU32(ofHeaderSizeOff)
-	bitRate, _ := m.BodyU32(ofBitRateOff)
+	headerSize, _ = m.BodyU32(ofHeaderSizeOff)
+	bitRate, _ = m.BodyU32(ofBitRateOff)
 	if _, ok := m.BodyU32(ofPacketSizeOff); !ok {
-		return fail(FailProtocol, errors.New("ReportOpenFile too short"))
+		return 0, 0, fail(FailProtocol, errors.New("ReportOpenFile too short"))
 	}
+	return headerSize, bitRate, nil
+}
 
-	readBlock := true
-	for {
-		info, err := p.header(ctx, int(headerSize), bitRate, readBlock)
-		if err != nil {
-			return err
-		}
-		if info.PacketCount == 0 || info.PacketCount > maxEntryPackets {
-			return fail(FailProtocol, fmt.Errorf("entry %d: header announces %d packets", p.entry, info.PacketCount))
-		}
-		if err := p.ctl.send(streamSwitchMsg(info.StreamIDs)); err != nil {
-			return err
-		}
-		if _, err := p.expect(ctx, mmsfilter.MIDReportStreamSwitch); err != nil {
-			return err
-		}
-		inc := p.nextPlayInc()
-		p.t.startEntry(p.entry, inc, int(info.PacketCount), p.step, p.retries)
-		if err := p.ctl.send(startPlayingMsg(inc)); err != nil {
-			return err
-		}
-		if m, err := p.expect(ctx, mmsfilter.MIDReportStartedPlaying); err != nil {
-			return err
-		} else if hr, _ := m.HR(); hr != 0 {
-			return fail(FailProtocol, fmt.Errorf("StartPlaying refused (hr %#x)", hr))
-		}
-		p.log.Debug("mmsplayer: playing", "entry", p.entry, "inc", inc, "packets", info.PacketCount)
-
-		change, err := p.play(ctx, info.Duration)
-		if err != nil {
-			return err
-		}
-		if change == nil {
-			break // EndOfStream hr 0: the playlist is over
-		}
-		headerSize, _ = change.BodyU32(scHeaderSizeOff)
-		bitRate, _ = change.BodyU32(scBitRateOff)
-		if err := p.transition(ctx); err != nil {
-			return err
-		}
-		// MMSU asks for the next header; an MMST server sends it at once
-		// ([MS-MMSP] §3.2.4).
-		readBlock = p.cfg.Mode != ModeTCP
+// playEntry reads the current entry's header, starts it and plays it to
+// its end. It returns the server's StreamChange message, or nil at the end
+// of the playlist.
+func (p *player) playEntry(ctx context.Context, headerSize, bitRate uint32, readBlock bool) (*mmsfilter.Message, error) {
+	info, err := p.header(ctx, int(headerSize), bitRate, readBlock)
+	if err != nil {
+		return nil, err
 	}
-
-	if err := p.ctl.send(loggingMsg(p.transportName())); err != nil {
-		return err
+	if info.PacketCount == 0 || info.PacketCount > maxEntryPackets {
+		return nil, fail(FailProtocol, fmt.Errorf("entry %d: header announces %d packets", p.entry, info.PacketCount))
 	}
-	p.awaitMissing(ctx)
-	return p.ctl.send(closeFileMsg())
+	if err := p.ctl.send(streamSwitchMsg(info.StreamIDs)); err != nil {
+		return nil, err
+	}
+	if _, err := p.expect(ctx, mmsfilter.MIDReportStreamSwitch); err != nil {
+		return nil, err
+	}
+	inc := p.nextPlayInc()
+	p.t.startEntry(p.entry, inc, int(info.PacketCount), p.step, p.retries)
+	if err := p.ctl.send(startPlayingMsg(inc)); err != nil {
+		return nil, err
+	}
+	if m, err := p.expect(ctx, mmsfilter.MIDReportStartedPlaying); err != nil {
+		return nil, err
+	} else if hr, _ := m.HR(); hr != 0 {
+		return nil, fail(FailProtocol, fmt.Errorf("StartPlaying refused (hr %#x)", hr))
+	}
+	p.log.Debug("mmsplayer: playing", "entry", p.entry, "inc", inc, "packets", info.PacketCount)
+	return p.play(ctx, info.Duration)
 }
 
 func (p *player) transportName() string {
@@ -273,7 +299,7 @@ func (p *player) dialControl(ctx context.Context) error {
 		err error
 	)
 	if p.cfg.Proxy != "" {
-		c, _, err = p.socks.request(ctx, cmdConnect, p.cfg.Server)
+		c, err = p.socks.Connect(ctx, socksclient.AddrFromAddrPort(p.cfg.Server))
 	} else {
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.StepTimeout)
 		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.cfg.LocalIP, 0))}
@@ -613,15 +639,15 @@ func (p *player) bindSocket(ctx context.Context) (*binding, error) {
 // bound port. The socket is then tied to its relay, so that while an old
 // and a new socket share the port each gets its own association's data.
 func (p *player) associate(ctx context.Context, b *binding) error {
-	c, relay, err := p.socks.request(ctx, cmdUDPAssociate, netip.AddrPortFrom(p.cfg.LocalIP, p.port))
+	c, bnd, err := p.socks.Request(ctx, socksclient.CmdUDPAssociate, socksclient.AddrFromAddrPort(netip.AddrPortFrom(p.cfg.LocalIP, p.port)))
 	if err != nil {
 		return fail(FailAssociate, err)
 	}
-	if relay.Addr().IsUnspecified() || !relay.Addr().IsValid() {
-		// BND.ADDR 0.0.0.0: the relay is on the proxy's own address.
-		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-			relay = netip.AddrPortFrom(ap.Addr().Unmap(), relay.Port())
-		}
+	// BND.ADDR 0.0.0.0: the relay is on the proxy's own address.
+	relay, ok := socksclient.RelayAddr(bnd, c.RemoteAddr().String())
+	if !ok {
+		c.Close()
+		return fail(FailAssociate, fmt.Errorf("no relay address in the reply %v", bnd))
 	}
 	b.assoc, b.relay = c, relay
 	if overlapSupported {

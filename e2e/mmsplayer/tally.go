@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"fwproxy/internal/socksclient"
 	"fwproxy/mmsfilter"
 )
 
@@ -265,7 +266,7 @@ func (r *sockReader) readLoop() {
 
 func (r *sockReader) handle(b []byte, _ netip.AddrPort) {
 	if r.decap {
-		_, hl, err := parseUDPHeader(b)
+		_, hl, err := socksclient.ParseUDPHeader(b)
 		if err != nil {
 			r.bad.Add(1)
 			return

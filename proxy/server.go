@@ -111,7 +111,7 @@ type Server struct {
 
 	// sessionLimitLog and clientLimitLog keep a flood of refused
 	// connections from writing one warning each.
-	sessionLimitLog, clientLimitLog, bindPeerLog warnLimiter
+	sessionLimitLog, clientLimitLog, clientDeniedLog, bindPeerLog warnLimiter
 	// drained is closed when closing is set and the last session ends.
 	drained chan struct{}
 }
@@ -233,7 +233,9 @@ func (s *Server) admit(conn net.Conn) {
 	client := addrPortOf(conn.RemoteAddr())
 	if !s.cfg().Rules.ClientAllowed(client.Addr()) {
 		s.obs.ConnectionRejected("client_not_allowed")
-		s.log.Warn("client not allowed", "client", client)
+		if n, ok := s.clientDeniedLog.allow(time.Now()); ok {
+			s.log.Warn("client not allowed", "client", client, "refused_since_last_warning", n)
+		}
 		conn.Close()
 		return
 	}
@@ -257,6 +259,9 @@ func (s *Server) admit(conn net.Conn) {
 			s.log.Warn("client session limit reached, connection closed", "client", client, "max_sessions_per_client", s.cfg().MaxSessionsPerClient, "refused_since_last_warning", n)
 		}
 	}
+	// The session never ran: end its context, which would otherwise stay
+	// registered with the server's for the server's whole life.
+	sess.cancel()
 	s.releaseSlot()
 	conn.Close()
 }

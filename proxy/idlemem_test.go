@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"fwproxy/internal/leakcheck"
 	"fwproxy/leases"
 )
 
@@ -112,4 +114,25 @@ func idleFootprint() (goroutines int, stacks, heap uint64) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return runtime.NumGoroutine(), ms.StackInuse, ms.HeapAlloc
+}
+
+// TestIdleAssociationGoroutines: an established association is its client
+// reader and hold (and its lease's reader), parked with shallow stacks; the
+// session goroutine, whose stack the handshake and the setup grew, has
+// ended. Its close still ends the session once.
+func TestIdleAssociationGoroutines(t *testing.T) {
+	ts := startServer(t, testConfig(), Deps{Leases: newLeases(t, nil)})
+	u := associate(t, ts, newUDPPeer(t, "127.0.0.1:0"), true)
+	parked := func() bool {
+		return leakcheck.Count("fwproxy/proxy.(*association).hold") == 1 &&
+			leakcheck.Count("fwproxy/proxy.(*association).readClient") == 1
+	}
+	require.Eventually(t, parked, testTimeout, time.Millisecond, "the association's goroutines")
+	assert.Zero(t, leakcheck.Count("fwproxy/proxy.(*session).run"), "no session goroutine is left waiting")
+	assert.Zero(t, leakcheck.Count("fwproxy/proxy.(*association).fromClient"), "the waiting reader's stack holds no relaying frame")
+	assert.Equal(t, 1, ts.rec.openSessions())
+
+	u.closeGracefully()
+	require.Eventually(t, func() bool { return ts.rec.openSessions() == 0 }, testTimeout, time.Millisecond, "the session ends")
+	assert.Zero(t, leakcheck.Count("fwproxy/proxy.(*association).hold"))
 }

@@ -78,12 +78,30 @@ func newSession(s *Server, conn net.Conn, client netip.AddrPort) *session {
 	return ss
 }
 
-// run serves the session and releases everything it holds.
+// run serves the session and releases everything it holds, unless the
+// command handed the session's end to a goroutine of its own (errDetached),
+// which then calls finish.
 func (ss *session) run() {
+	ss.srv.obs.SessionsChanged(1)
+	err := ss.serve(ss.ctx)
+	if errors.Is(err, errDetached) {
+		return
+	}
+	ss.finish(err)
+}
+
+// errDetached is what serve returns when the session goes on after its
+// goroutine has ended: a UDP association, which waits for its TCP
+// connection's end on a fresh goroutine so that the session goroutine's
+// stack, grown by the handshake and the association's setup, is not held
+// for the association's whole (mostly idle) life.
+var errDetached = errors.New("session goes on on another goroutine")
+
+// finish releases everything the session holds and logs its line; it is
+// the last thing a session does, once, on whichever goroutine ends it.
+func (ss *session) finish(err error) {
 	s := ss.srv
 	defer s.sessionsWG.Done()
-	s.obs.SessionsChanged(1)
-	err := ss.serve(ss.ctx)
 	ss.abort()
 	s.untrackSession(ss)
 	s.obs.SessionsChanged(-1)

@@ -250,7 +250,7 @@ func (s *systems) start(ctx context.Context, b *bench, o options) error {
 		return err
 	}
 	s.fw, s.stops = fw, append(s.stops, fw.stop)
-	b.targets = []target{{sys: sysDirect}, {sys: sysFwproxy, proxy: fw.addr}}
+	b.targets = []target{{sys: sysDirect}, {sys: sysFwproxy, proxy: fw.addr, server: fw}}
 	s.dantedBin = findDanted(o.danted)
 	switch {
 	case o.danted == "":
@@ -265,7 +265,7 @@ func (s *systems) start(ctx context.Context, b *bench, o options) error {
 			return err
 		}
 		s.danted, s.stops = dt, append(s.stops, dt.stop)
-		b.targets = append(b.targets, target{sys: sysDanted, proxy: dt.addr})
+		b.targets = append(b.targets, target{sys: sysDanted, proxy: dt.addr, server: dt})
 	}
 	switch msBin := findBinary(o.microsocks); {
 	case o.microsocks == "":
@@ -278,7 +278,7 @@ func (s *systems) start(ctx context.Context, b *bench, o options) error {
 			return err
 		}
 		s.stops = append(s.stops, ms.stop)
-		b.targets = append(b.targets, target{sys: sysMicrosocks, proxy: ms.addr, tcpOnly: true})
+		b.targets = append(b.targets, target{sys: sysMicrosocks, proxy: ms.addr, tcpOnly: true, server: ms})
 	}
 	s.relayBin = findBinary(o.relay)
 	if s.relayBin == "" {
@@ -290,7 +290,7 @@ func (s *systems) start(ctx context.Context, b *bench, o options) error {
 			return fmt.Errorf("baseline: %w", err)
 		}
 		s.stops = append(s.stops, bl.stop)
-		b.targets = append(b.targets, target{sys: sysBaseline, proxy: bl.addr})
+		b.targets = append(b.targets, target{sys: sysBaseline, proxy: bl.addr, server: bl})
 	}
 	return nil
 }

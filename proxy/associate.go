@@ -165,7 +165,7 @@ func (ss *session) startAssociation(ctx context.Context, req *socks5.Request, re
 		return nil, err
 	}
 	s.obs.ActiveChanged("udp_associate", 1)
-	ss.log.Debug("udp association", "client", ss.client, "client_port", a.client.Port(), "relay", bound)
+	ss.logger().Debug("udp association", "client", ss.client, "client_port", a.client.Port(), "relay", bound)
 
 	if idle := s.cfg().UDPIdleTimeout; idle > 0 {
 		a.idleTimer = time.AfterFunc(time.Duration(math.MaxInt64), a.checkIdle)
@@ -198,8 +198,11 @@ func (a *association) waitControl() error {
 	// hold an 8 KiB buffer for the whole (usually silent) life of the
 	// association. What the handshake reader holds is dropped first, and
 	// the reader with it, so that its buffer is not held either.
-	ss.br.Discard(ss.br.Buffered())
+	br := ss.br
 	ss.br = nil
+	br.Discard(br.Buffered())
+	br.Reset(nil)
+	handshakeReaders.Put(br)
 	ctlErr := discardUntilEOF(ss.conn)
 
 	// Release first, while the relay socket still delivers: from here on
@@ -291,7 +294,7 @@ func (a *association) currentHolder() *leases.Holder {
 func (a *association) clientLoop(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	if err := a.readClient(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
-		a.ss.log.Warn("udp association relay failed", "client", a.ss.client, "err", err)
+		a.ss.logger().Warn("udp association relay failed", "client", a.ss.client, "err", err)
 		a.ss.abort()
 	}
 }
@@ -454,7 +457,7 @@ func (a *association) checkIdle() {
 	since := time.Since(time.Unix(0, a.lastActive.Load()))
 	if since >= idle {
 		a.idled.Store(true)
-		a.ss.log.Info("udp association idle, closing", slog.Any("client", a.ss.client), slog.Duration("idle", since))
+		a.ss.logger().Info("udp association idle, closing", slog.Any("client", a.ss.client), slog.Duration("idle", since))
 		a.ss.abort()
 		return
 	}

@@ -18,23 +18,22 @@ func (l *lease) runReader(src datagramSource) {
 // readLoop reads until the socket is closed.
 func (l *lease) readLoop(src datagramSource) error {
 	consecutiveErrs := 0
-	for {
-		b, size, from, err := src.next()
-		if err != nil {
-			l.flushCounts()
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Transient receive errors (a queued ICMP error, ENOMEM) are
-			// survivable; a stream of them means the socket is unusable.
-			consecutiveErrs++
-			if consecutiveErrs >= 16 {
-				return err
-			}
-			continue
-		}
+	received := func(b []byte, size int, from netip.AddrPort) {
 		consecutiveErrs = 0
 		l.handle(b, size, from)
+	}
+	for {
+		err := src.each(received)
+		l.flushCounts()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		// Transient receive errors (a queued ICMP error, ENOMEM) are
+		// survivable; a stream of them means the socket is unusable.
+		consecutiveErrs++
+		if consecutiveErrs >= 16 {
+			return err
+		}
 	}
 }
 

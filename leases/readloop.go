@@ -6,13 +6,21 @@ import (
 	"net/netip"
 )
 
-// runReader is the reader goroutine's launcher.
+// runReader is the reader goroutine's launcher. It has no defers and logs
+// from a function of its own, so that its frame, on the stack for the
+// lease's whole life, is small: the parked reader's stack then stays below
+// the quarter the GC shrinks a 4 KiB stack under, back to 2 KiB.
 func (l *lease) runReader(src datagramSource) {
-	defer l.m.wg.Done()
-	defer close(l.readerDone)
 	if err := l.readLoop(src); err != nil {
-		l.m.log.Warn("lease reader stopped", "key", l.key, "port", l.local.Port(), "err", err)
+		l.readerStopped(err)
 	}
+	close(l.readerDone)
+	l.m.wg.Done()
+}
+
+//go:noinline
+func (l *lease) readerStopped(err error) {
+	l.m.log.Warn("lease reader stopped", "key", l.key, "port", l.local.Port(), "err", err)
 }
 
 // readLoop reads until the socket is closed.

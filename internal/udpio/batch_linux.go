@@ -74,7 +74,14 @@ func (r *rawReader) giveBatch() {
 
 func (r *rawReader) Each(fn DatagramFunc) error {
 	r.fn = fn
-	defer func() { r.fn = nil }()
+	err := r.each()
+	r.fn = nil
+	return err
+}
+
+// each is Each's loop; the waiting reader's frames are on the stack for as
+// long as the socket is idle, so they are kept small.
+func (r *rawReader) each() error {
 	for {
 		r.err = nil
 		err := r.rc.Read(r.eachFn)

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"fwproxy/internal/selfaddr"
+	"fwproxy/internal/udpio"
 )
 
 // Manager owns the lease table. Create it with New; it is safe for
@@ -93,7 +94,7 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 		newSource: newPlatformSource,
 		// A buffer is only out of the pool while a reader drains a readable
 		// socket, so a few per CPU cover the steady state.
-		pool:      newBufPool(cfg.MaxDatagramSize, 4*runtime.GOMAXPROCS(0)),
+		pool:      newBufPool(cfg.MaxDatagramSize, 4*udpio.BatchSize*runtime.GOMAXPROCS(0)),
 		done:      make(chan struct{}),
 		slots:     make(map[Key]*keySlot),
 		ports:     make(map[uint16]Key),

@@ -8,13 +8,13 @@ import (
 )
 
 // datagramSource is how a lease's reader receives: a udpio.Reader, behind
-// the one method readLoop calls. next blocks until a datagram arrives. b is
-// valid until the following call to next and must not be retained. size is
-// the datagram's real length, larger than len(b) when it did not fit. An
-// error from the socket is returned as it is; errors.Is(err, net.ErrClosed)
-// is the normal end.
+// the one method readLoop calls. each calls fn for every datagram until the
+// socket reports an error, which it returns as it is; errors.Is(err,
+// net.ErrClosed) is the normal end. b is valid only during fn and must not
+// be retained. size is the datagram's real length, larger than len(b) when
+// it did not fit. On Linux each reads in recvmmsg batches (udpio.Reader.Each).
 type datagramSource interface {
-	next() (b []byte, size int, from netip.AddrPort, err error)
+	each(fn func(b []byte, size int, from netip.AddrPort)) error
 }
 
 // bufPool is the manager's pool of read buffers of MaxDatagramSize bytes,
@@ -60,4 +60,4 @@ func newStdSource(c *net.UDPConn, pool *bufPool, idle func()) (datagramSource, e
 // source gives a udpio.Reader the method name readLoop calls.
 type source struct{ r udpio.Reader }
 
-func (s *source) next() ([]byte, int, netip.AddrPort, error) { return s.r.Next() }
+func (s *source) each(fn func([]byte, int, netip.AddrPort)) error { return s.r.Each(fn) }

@@ -6,35 +6,42 @@ import (
 	"net/netip"
 )
 
-// runReader is the reader goroutine's launcher.
+// runReader is the reader goroutine's launcher. It has no defers and logs
+// from a function of its own, so that its frame, on the stack for the
+// lease's whole life, is small: the parked reader's stack then stays below
+// the quarter the GC shrinks a 4 KiB stack under, back to 2 KiB.
 func (l *lease) runReader(src datagramSource) {
-	defer l.m.wg.Done()
-	defer close(l.readerDone)
 	if err := l.readLoop(src); err != nil {
-		l.m.log.Warn("lease reader stopped", "key", l.key, "port", l.local.Port(), "err", err)
+		l.readerStopped(err)
 	}
+	close(l.readerDone)
+	l.m.wg.Done()
+}
+
+//go:noinline
+func (l *lease) readerStopped(err error) {
+	l.m.log.Warn("lease reader stopped", "key", l.key, "port", l.local.Port(), "err", err)
 }
 
 // readLoop reads until the socket is closed.
 func (l *lease) readLoop(src datagramSource) error {
 	consecutiveErrs := 0
-	for {
-		b, size, from, err := src.next()
-		if err != nil {
-			l.flushCounts()
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Transient receive errors (a queued ICMP error, ENOMEM) are
-			// survivable; a stream of them means the socket is unusable.
-			consecutiveErrs++
-			if consecutiveErrs >= 16 {
-				return err
-			}
-			continue
-		}
+	received := func(b []byte, size int, from netip.AddrPort) {
 		consecutiveErrs = 0
 		l.handle(b, size, from)
+	}
+	for {
+		err := src.each(received)
+		l.flushCounts()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		// Transient receive errors (a queued ICMP error, ENOMEM) are
+		// survivable; a stream of them means the socket is unusable.
+		consecutiveErrs++
+		if consecutiveErrs >= 16 {
+			return err
+		}
 	}
 }
 

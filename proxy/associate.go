@@ -60,6 +60,10 @@ type association struct {
 	idled      atomic.Bool
 	ended      atomic.Bool
 
+	// readerDone is the client reader (clientLoop): hold waits for it after
+	// closing the relay socket.
+	readerDone sync.WaitGroup
+
 	// lastName is the association's own one-entry cache of the last
 	// destination name it resolved, so that a stream to a named host does
 	// not take the server-wide name cache's lock per datagram. Used by
@@ -117,14 +121,31 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 	}
 	// The relay socket is one of the proxy's own: a datagram relayed to it
 	// would come back in as a client's and go round again.
-	defer s.self.AddAddr(relay.LocalAddr())()
+	unregister := s.self.AddAddr(relay.LocalAddr())
+	a, err := ss.startAssociation(ctx, req, relay)
+	if err != nil {
+		unregister()
+		return err
+	}
+	// From here on the association is two fresh goroutines (the client
+	// reader and hold) and its lease's reader; this goroutine, whose stack
+	// the handshake and the setup grew, ends (errDetached).
+	go a.hold(unregister)
+	return errDetached
+}
+
+// startAssociation answers the request with the relay socket's address,
+// with the lease already acquired when DST.PORT names the client's port,
+// and starts the client reader.
+func (ss *session) startAssociation(ctx context.Context, req *socks5.Request, relay *net.UDPConn) (*association, error) {
+	s := ss.srv
 	if !ss.own(relay) {
-		return errors.New("session aborted")
+		return nil, errors.New("session aborted")
 	}
 	sink, err := newClientSink(relay)
 	if err != nil {
 		ss.sendReply(ReplyGeneralFailure, netip.AddrPort{})
-		return fmt.Errorf("udp associate: relay socket: %w", err)
+		return nil, fmt.Errorf("udp associate: relay socket: %w", err)
 	}
 	a := &association{ss: ss, relay: relay, clientIP: ss.client.Addr(), sink: sink}
 	a.lastActive.Store(time.Now().UnixNano())
@@ -132,7 +153,7 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 		a.client = netip.AddrPortFrom(a.clientIP, p)
 		if err := a.acquire(ctx); err != nil {
 			ss.sendReply(ReplyGeneralFailure, netip.AddrPort{})
-			return err
+			return nil, err
 		}
 	}
 	bound := addrPortOf(relay.LocalAddr())
@@ -141,38 +162,60 @@ func (ss *session) associate(ctx context.Context, req *socks5.Request) error {
 	}
 	if err := ss.sendReply(ReplySucceeded, bound); err != nil {
 		a.release()
-		return err
+		return nil, err
 	}
 	s.obs.ActiveChanged("udp_associate", 1)
-	defer s.obs.ActiveChanged("udp_associate", -1)
-	defer a.report()
-	ss.log.Debug("udp association", "client", ss.client, "client_port", a.client.Port(), "relay", bound)
+	ss.logger().Debug("udp association", "client", ss.client, "client_port", a.client.Port(), "relay", bound)
 
 	if idle := s.cfg().UDPIdleTimeout; idle > 0 {
 		a.idleTimer = time.AfterFunc(time.Duration(math.MaxInt64), a.checkIdle)
 		a.idleTimer.Reset(idle)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go a.clientLoop(ctx, &wg)
+	a.readerDone.Add(1)
+	go a.clientLoop(ctx, &a.readerDone)
+	return a, nil
+}
 
-	// The association lives as long as its TCP connection (RFC 1928 §7).
-	// Bytes the client sends on it mean nothing; they are read and dropped
-	// through a small array rather than io.Discard, which would hold an
-	// 8 KiB buffer for the whole (usually silent) life of the association.
-	ctlErr := discardUntilEOF(ss.br)
+// hold is the association's life after its reply: it waits for the end of
+// the TCP connection (RFC 1928 §7: the association lives as long as it),
+// ends the association, then the session. unregister takes the relay
+// socket out of the proxy's own sockets.
+func (a *association) hold(unregister func()) {
+	ss, s := a.ss, a.ss.srv
+	err := a.waitControl()
+	a.report()
+	s.obs.ActiveChanged("udp_associate", -1)
+	unregister()
+	ss.finish(err)
+}
+
+// waitControl reads the control connection until it ends, then ends the
+// association: nil for the client's close, errIdle for the idle timeout.
+func (a *association) waitControl() error {
+	ss := a.ss
+	// Bytes the client sends on the connection mean nothing; they are read
+	// and dropped through a small array rather than io.Discard, which would
+	// hold an 8 KiB buffer for the whole (usually silent) life of the
+	// association. What the handshake reader holds is dropped first, and
+	// the reader with it, so that its buffer is not held either.
+	br := ss.br
+	ss.br = nil
+	br.Discard(br.Buffered())
+	br.Reset(nil)
+	handshakeReaders.Put(br)
+	ctlErr := discardUntilEOF(ss.conn)
 
 	// Release first, while the relay socket still delivers: from here on
-	// the lease buffers. Only then close the relay, and (on return) the TCP
-	// connection, which tells a careful client it may close its UDP socket
-	// without losing a datagram.
+	// the lease buffers. Only then close the relay, and (in finish) the
+	// TCP connection, which tells a careful client it may close its UDP
+	// socket without losing a datagram.
 	a.ended.Store(true)
 	if a.idleTimer != nil {
 		a.idleTimer.Stop()
 	}
 	a.release()
-	relay.Close()
-	wg.Wait()
+	a.relay.Close()
+	a.readerDone.Wait()
 	if a.idled.Load() {
 		return errIdle
 	}
@@ -251,14 +294,13 @@ func (a *association) currentHolder() *leases.Holder {
 func (a *association) clientLoop(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	if err := a.readClient(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
-		a.ss.log.Warn("udp association relay failed", "client", a.ss.client, "err", err)
+		a.ss.logger().Warn("udp association relay failed", "client", a.ss.client, "err", err)
 		a.ss.abort()
 	}
 }
 
 func (a *association) readClient(ctx context.Context) error {
-	s := a.ss.srv
-	src, err := newClientSource(a.relay, s.datagramBufs)
+	src, err := newClientSource(a.relay, a.ss.srv.datagramBufs)
 	if err != nil {
 		return err
 	}
@@ -269,67 +311,80 @@ func (a *association) readClient(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		n := len(buf)
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if from.Addr() != a.clientIP || (a.client.Port() != 0 && from.Port() != a.client.Port()) {
-			s.udp.count(udpOut, udpForeignSource, n)
-			continue
+		if err := a.fromClient(ctx, buf, from, &h); err != nil {
+			return err
 		}
-		a.lastActive.Store(time.Now().UnixNano())
-		if h == nil {
-			if h = a.currentHolder(); h == nil {
-				// DST.PORT was 0: the first datagram names the port.
-				a.client = from
-				if err := a.acquire(ctx); err != nil {
-					s.udp.count(udpOut, udpNoLease, n)
-					return err
-				}
-				h = a.currentHolder()
-			}
-		}
-		hdr, hn, err := parseUDPHeader(buf[:n])
-		switch {
-		case err != nil:
-			s.udp.count(udpOut, udpBadHeader, n)
-			continue
-		case hdr.Frag != 0:
-			s.udp.count(udpOut, udpFragmented, n-hn)
-			continue
-		}
-		dst, others, err := a.destination(ctx, hdr)
-		if err != nil {
-			s.udp.count(udpOut, udpUnresolved, n-hn)
-			continue
-		}
-		// A name is judged on every address it resolves to, as CONNECT's are
-		// (see destinations), though the datagram goes to the first.
-		r := s.judge(dst, false)
-		for i := 0; r == refusedNone && i < len(others); i++ {
-			r = s.judge(netip.AddrPortFrom(others[i], dst.Port()), false)
-		}
-		if r != refusedNone {
-			s.udp.count(udpOut, udpRefusalOutcome[r], n-hn)
-			continue
-		}
-		if err := h.Send(buf[hn:n], dst); err != nil {
-			switch {
-			case errors.Is(err, leases.ErrOwnSocket):
-				// The lease's own socket set refused what the judge let
-				// through (an allow rule naming the port, or a socket opened
-				// since): one refusal, counted by its reason, not a failure.
-				s.udp.count(udpOut, udpOwnSocket, n-hn)
-			case errors.Is(err, leases.ErrReleased):
-				s.udp.count(udpOut, udpSendFailed, n-hn)
-				return net.ErrClosed
-			default:
-				s.udp.count(udpOut, udpSendFailed, n-hn)
-			}
-			continue
-		}
-		s.udp.count(udpOut, udpRelayed, n-hn)
-		a.datagramsUp.Add(1)
-		a.bytesUp.Add(int64(n - hn))
 	}
+}
+
+// fromClient relays one datagram from the client, learning the client's
+// port and acquiring the lease (*h) on the first one when DST.PORT was 0.
+// It is a function of its own so that readClient's frame, which is on the
+// stack while the reader waits, stays small: a parked association's stack
+// then fits the smallest size the runtime shrinks it back to.
+func (a *association) fromClient(ctx context.Context, buf []byte, from netip.AddrPort, h **leases.Holder) error {
+	s := a.ss.srv
+	n := len(buf)
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if from.Addr() != a.clientIP || (a.client.Port() != 0 && from.Port() != a.client.Port()) {
+		s.udp.count(udpOut, udpForeignSource, n)
+		return nil
+	}
+	a.lastActive.Store(time.Now().UnixNano())
+	if *h == nil {
+		if *h = a.currentHolder(); *h == nil {
+			// DST.PORT was 0: the first datagram names the port.
+			a.client = from
+			if err := a.acquire(ctx); err != nil {
+				s.udp.count(udpOut, udpNoLease, n)
+				return err
+			}
+			*h = a.currentHolder()
+		}
+	}
+	hdr, hn, err := parseUDPHeader(buf[:n])
+	switch {
+	case err != nil:
+		s.udp.count(udpOut, udpBadHeader, n)
+		return nil
+	case hdr.Frag != 0:
+		s.udp.count(udpOut, udpFragmented, n-hn)
+		return nil
+	}
+	dst, others, err := a.destination(ctx, hdr)
+	if err != nil {
+		s.udp.count(udpOut, udpUnresolved, n-hn)
+		return nil
+	}
+	// A name is judged on every address it resolves to, as CONNECT's are
+	// (see destinations), though the datagram goes to the first.
+	r := s.judge(dst, false)
+	for i := 0; r == refusedNone && i < len(others); i++ {
+		r = s.judge(netip.AddrPortFrom(others[i], dst.Port()), false)
+	}
+	if r != refusedNone {
+		s.udp.count(udpOut, udpRefusalOutcome[r], n-hn)
+		return nil
+	}
+	if err := (*h).Send(buf[hn:n], dst); err != nil {
+		switch {
+		case errors.Is(err, leases.ErrOwnSocket):
+			// The lease's own socket set refused what the judge let
+			// through (an allow rule naming the port, or a socket opened
+			// since): one refusal, counted by its reason, not a failure.
+			s.udp.count(udpOut, udpOwnSocket, n-hn)
+		case errors.Is(err, leases.ErrReleased):
+			s.udp.count(udpOut, udpSendFailed, n-hn)
+			return net.ErrClosed
+		default:
+			s.udp.count(udpOut, udpSendFailed, n-hn)
+		}
+		return nil
+	}
+	s.udp.count(udpOut, udpRelayed, n-hn)
+	a.datagramsUp.Add(1)
+	a.bytesUp.Add(int64(n - hn))
+	return nil
 }
 
 // clientSource is how clientLoop receives the client's datagrams: next
@@ -402,7 +457,7 @@ func (a *association) checkIdle() {
 	since := time.Since(time.Unix(0, a.lastActive.Load()))
 	if since >= idle {
 		a.idled.Store(true)
-		a.ss.log.Info("udp association idle, closing", slog.Any("client", a.ss.client), slog.Duration("idle", since))
+		a.ss.logger().Info("udp association idle, closing", slog.Any("client", a.ss.client), slog.Duration("idle", since))
 		a.ss.abort()
 		return
 	}

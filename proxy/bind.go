@@ -132,9 +132,9 @@ func (ss *session) listenBind(want uint16) (*net.TCPListener, error) {
 			if err == nil {
 				return ln, nil
 			}
-			ss.log.Debug("bind: wanted port taken, using another", "port", want, "err", err)
+			ss.logger().Debug("bind: wanted port taken, using another", "port", want, "err", err)
 		} else {
-			ss.log.Debug("bind: wanted port outside bind_ports, using another", "port", want, "bind_ports", fmt.Sprintf("%d-%d", lo, hi))
+			ss.logger().Debug("bind: wanted port outside bind_ports, using another", "port", want, "bind_ports", fmt.Sprintf("%d-%d", lo, hi))
 		}
 	}
 	// The kernel's choice is usually inside the range (its ephemeral ports
@@ -182,7 +182,7 @@ func (ss *session) acceptBind(ln *net.TCPListener, peers []netip.Addr) (net.Conn
 		if len(peers) > 0 && !slices.Contains(peers, from.Addr()) {
 			s.obs.HandshakeFailed("bind_foreign_peer")
 			if n, ok := s.bindPeerLog.allow(time.Now()); ok {
-				ss.log.Warn("bind: connection from unexpected peer closed", "client", ss.client, "peer", from, "want", peers, "refused_since_last_warning", n)
+				ss.logger().Warn("bind: connection from unexpected peer closed", "client", ss.client, "peer", from, "want", peers, "refused_since_last_warning", n)
 			}
 			c.Close()
 			continue
@@ -191,7 +191,7 @@ func (ss *session) acceptBind(ln *net.TCPListener, peers []netip.Addr) (net.Conn
 			s.obs.HandshakeFailed("bind_peer_refused")
 			s.obs.DestinationRefused(r.String())
 			if n, ok := s.bindPeerLog.allow(time.Now()); ok {
-				ss.log.Warn("bind: connection from refused peer closed", "client", ss.client, "peer", from, "reason", r.String(), "refused_since_last_warning", n)
+				ss.logger().Warn("bind: connection from refused peer closed", "client", ss.client, "peer", from, "reason", r.String(), "refused_since_last_warning", n)
 			}
 			c.Close()
 			continue

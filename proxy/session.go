@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	socks5 "github.com/armon/go-socks5"
@@ -23,11 +24,11 @@ const handshakeBufferSize = 1024
 // session is one client connection, from accept to close.
 type session struct {
 	srv *Server
-	// id numbers the server's sessions from 1; log is the server's logger
-	// with it as "sid", so every line of one session (and its leases' and
-	// filter's lines) can be found together.
+	// id numbers the server's sessions from 1, the "sid" of every line of
+	// one session (and its leases' and filter's lines), so they can be found
+	// together; log is the server's logger with it (see logger).
 	id     uint64
-	log    *slog.Logger
+	log    atomic.Pointer[slog.Logger]
 	conn   net.Conn
 	client netip.AddrPort
 	start  time.Time
@@ -69,8 +70,8 @@ type udpTotals struct {
 func newSession(s *Server, conn net.Conn, client netip.AddrPort) *session {
 	id := s.lastSID.Add(1)
 	ss := &session{
-		srv: s, id: id, log: s.log.With("sid", id), conn: conn, client: client, start: time.Now(),
-		br:          bufio.NewReaderSize(conn, handshakeBufferSize),
+		srv: s, id: id, conn: conn, client: client, start: time.Now(),
+		br:          newHandshakeReader(conn),
 		handshaking: true,
 		reply:       replyNone,
 	}
@@ -78,16 +79,68 @@ func newSession(s *Server, conn net.Conn, client netip.AddrPort) *session {
 	return ss
 }
 
-// run serves the session and releases everything it holds.
+// handshakeReaders recycles the sessions' handshake readers: each is 1 KiB,
+// and a server that sets up thousands of sessions a second would otherwise
+// allocate and clear one per session.
+var handshakeReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, handshakeBufferSize) }}
+
+func newHandshakeReader(conn net.Conn) *bufio.Reader {
+	br := handshakeReaders.Get().(*bufio.Reader)
+	br.Reset(conn)
+	return br
+}
+
+// logger is the server's logger with the session's "sid", made on first
+// use: most sessions log nothing but their closing line, which a server
+// at level warn does not write, and a With costs the handler a copy of its
+// attributes. Safe for concurrent use (an association logs from its own
+// goroutines and its idle timer).
+func (ss *session) logger() *slog.Logger {
+	if l := ss.log.Load(); l != nil {
+		return l
+	}
+	l := ss.srv.log.With("sid", ss.id)
+	if ss.log.CompareAndSwap(nil, l) {
+		return l
+	}
+	return ss.log.Load()
+}
+
+// run serves the session and releases everything it holds, unless the
+// command handed the session's end to a goroutine of its own (errDetached),
+// which then calls finish.
 func (ss *session) run() {
+	ss.srv.obs.SessionsChanged(1)
+	err := ss.serve(ss.ctx)
+	if errors.Is(err, errDetached) {
+		return
+	}
+	ss.finish(err)
+}
+
+// errDetached is what serve returns when the session goes on after its
+// goroutine has ended: a UDP association, which waits for its TCP
+// connection's end on a fresh goroutine so that the session goroutine's
+// stack, grown by the handshake and the association's setup, is not held
+// for the association's whole (mostly idle) life.
+var errDetached = errors.New("session goes on on another goroutine")
+
+// finish releases everything the session holds and logs its line; it is
+// the last thing a session does, once, on whichever goroutine ends it.
+func (ss *session) finish(err error) {
 	s := ss.srv
 	defer s.sessionsWG.Done()
-	s.obs.SessionsChanged(1)
-	err := ss.serve(ss.ctx)
 	ss.abort()
 	s.untrackSession(ss)
 	s.obs.SessionsChanged(-1)
 	ss.logDone(err)
+	// Every reader of br has returned: the command's copiers and filters
+	// before serve did, an association's when it dropped br.
+	if ss.br != nil {
+		ss.br.Reset(nil)
+		handshakeReaders.Put(ss.br)
+		ss.br = nil
+	}
 }
 
 // serve runs the handshake and the command.
@@ -270,6 +323,9 @@ func (ss *session) abortBy(cause string) {
 }
 
 func (ss *session) logDone(err error) {
+	if !ss.srv.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	attrs := []any{
 		"client", ss.client,
 		"command", ss.command.String(),
@@ -294,5 +350,5 @@ func (ss *session) logDone(err error) {
 	if err != nil && !errors.Is(err, io.EOF) {
 		attrs = append(attrs, "err", err)
 	}
-	ss.log.Info("session", attrs...)
+	ss.logger().Info("session", attrs...)
 }

@@ -26,7 +26,7 @@ type churnConfig struct {
 // socket holds, close it) and associates the same port again, in a loop,
 // while a sender streams numbered datagrams to each player's external port.
 // Every datagram must arrive exactly once.
-func (b *bench) benchChurn(ctx context.Context, proxy string, cc churnConfig) error {
+func (b *bench) benchChurn(ctx context.Context, sys system, proxy string, cc churnConfig) error {
 	sender, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return err
@@ -80,16 +80,16 @@ func (b *bench) benchChurn(ctx context.Context, proxy string, cc churnConfig) er
 	}
 	b.log.Info("churn", "players", len(players), "sent", sumInts(sent), "received", received, "duplicates", dups, "rebinds", rebinds.ok)
 	key, label := fmt.Sprintf("churn/%d", len(players)), fmt.Sprintf("churn, %d players", len(players))
-	b.res.fig(key+"/rate", label+": rebinds", "rebinds/s", higherIsBetter).set(sysFwproxy, perSecond(rebinds.ok, elapsed))
-	b.res.fig(key+"/p50", label+": rebind time p50", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(rebinds.lat, 0.50)))
-	b.res.fig(key+"/p99", label+": rebind time p99", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(rebinds.lat, 0.99)))
-	b.res.fig(key+"/close/p99", label+": half-close to the proxy's close, p99", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(closes, 0.99)))
-	b.res.fig(key+"/assoc/p99", label+": new association (dial to reply), p99", "µs", lowerIsBetter).set(sysFwproxy, micros(percentile(assocs, 0.99)))
+	b.res.fig(key+"/rate", label+": rebinds", "rebinds/s", higherIsBetter).set(sys, perSecond(rebinds.ok, elapsed))
+	b.res.fig(key+"/p50", label+": rebind time p50", "µs", lowerIsBetter).set(sys, micros(percentile(rebinds.lat, 0.50)))
+	b.res.fig(key+"/p99", label+": rebind time p99", "µs", lowerIsBetter).set(sys, micros(percentile(rebinds.lat, 0.99)))
+	b.res.fig(key+"/close/p99", label+": half-close to the proxy's close, p99", "µs", lowerIsBetter).set(sys, micros(percentile(closes, 0.99)))
+	b.res.fig(key+"/assoc/p99", label+": new association (dial to reply), p99", "µs", lowerIsBetter).set(sys, micros(percentile(assocs, 0.99)))
 	sentFig := b.res.fig(key+"/sent", label+": datagrams sent, all rounds", "count", higherIsBetter)
 	lostFig := b.res.fig(key+"/lost", label+": datagrams lost or duplicated, all rounds (must be 0)", "count", lowerIsBetter)
 	sentFig.total, lostFig.total = true, true
-	sentFig.set(sysFwproxy, float64(sumInts(sent)))
-	lostFig.set(sysFwproxy, float64(lost+dups))
+	sentFig.set(sys, float64(sumInts(sent)))
+	lostFig.set(sys, float64(lost+dups))
 	return nil
 }
 

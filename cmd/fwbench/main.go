@@ -157,7 +157,10 @@ type bench struct {
 	rounds  int
 	log     *slog.Logger
 	bin     string // fwproxy binary
-	dir     string // scratch directory for configurations and logs
+	// baselineBin is the -baseline binary ("" none), which the memory
+	// scenario measures beside bin.
+	baselineBin string
+	dir         string // scratch directory for configurations and logs
 
 	// The streaming scenario's step-ups, its latency bound and a note on
 	// what cut it short.
@@ -199,7 +202,7 @@ func runBench(ctx context.Context, o options, log *slog.Logger, stdout io.Writer
 		return fmt.Errorf("start peers: %w", err)
 	}
 	defer pe.Close()
-	b := &bench{res: newResults(), peers: pe, dur: o.dur, rounds: o.rounds, log: log, bin: o.fwproxy, dir: dir}
+	b := &bench{res: newResults(), peers: pe, dur: o.dur, rounds: o.rounds, log: log, bin: o.fwproxy, baselineBin: o.baseline, dir: dir}
 
 	sys := &systems{}
 	defer sys.stop()
@@ -250,7 +253,7 @@ func (s *systems) start(ctx context.Context, b *bench, o options) error {
 		return err
 	}
 	s.fw, s.stops = fw, append(s.stops, fw.stop)
-	b.targets = []target{{sys: sysDirect}, {sys: sysFwproxy, proxy: fw.addr}}
+	b.targets = []target{{sys: sysDirect}, {sys: sysFwproxy, proxy: fw.addr, server: fw}}
 	s.dantedBin = findDanted(o.danted)
 	switch {
 	case o.danted == "":
@@ -265,7 +268,7 @@ func (s *systems) start(ctx context.Context, b *bench, o options) error {
 			return err
 		}
 		s.danted, s.stops = dt, append(s.stops, dt.stop)
-		b.targets = append(b.targets, target{sys: sysDanted, proxy: dt.addr})
+		b.targets = append(b.targets, target{sys: sysDanted, proxy: dt.addr, server: dt})
 	}
 	switch msBin := findBinary(o.microsocks); {
 	case o.microsocks == "":
@@ -278,7 +281,7 @@ func (s *systems) start(ctx context.Context, b *bench, o options) error {
 			return err
 		}
 		s.stops = append(s.stops, ms.stop)
-		b.targets = append(b.targets, target{sys: sysMicrosocks, proxy: ms.addr, tcpOnly: true})
+		b.targets = append(b.targets, target{sys: sysMicrosocks, proxy: ms.addr, tcpOnly: true, server: ms})
 	}
 	s.relayBin = findBinary(o.relay)
 	if s.relayBin == "" {
@@ -290,7 +293,7 @@ func (s *systems) start(ctx context.Context, b *bench, o options) error {
 			return fmt.Errorf("baseline: %w", err)
 		}
 		s.stops = append(s.stops, bl.stop)
-		b.targets = append(b.targets, target{sys: sysBaseline, proxy: bl.addr})
+		b.targets = append(b.targets, target{sys: sysBaseline, proxy: bl.addr, server: bl})
 	}
 	return nil
 }
@@ -328,11 +331,25 @@ func steps(ctx context.Context, b *bench, o options, sys *systems) []scenario {
 		}},
 		{"memory", "idle lease memory", func() error { return b.benchMemory(ctx, o.leases) }},
 	}
+	// The churn runs on fwproxy and, right after it, on the baseline.
+	churned := []target{{sys: sysFwproxy, proxy: sys.fw.addr}}
+	for _, t := range b.targets {
+		if t.sys == sysBaseline {
+			churned = append(churned, t)
+		}
+	}
 	for _, n := range o.churnPlayers {
 		cc := o.churn
 		cc.clients = n
 		steps = append(steps[:len(steps)-1],
-			scenario{"churn", fmt.Sprintf("playlist churn, %d players", n), func() error { return b.benchChurn(ctx, sys.fw.addr, cc) }},
+			scenario{"churn", fmt.Sprintf("playlist churn, %d players", n), func() error {
+				for _, t := range churned {
+					if err := b.benchChurn(ctx, t.sys, t.proxy, cc); err != nil {
+						return fmt.Errorf("%s: %w", systemNames[t.sys], err)
+					}
+				}
+				return nil
+			}},
 			steps[len(steps)-1])
 	}
 	return steps

@@ -90,6 +90,19 @@ type target struct {
 	proxy string
 	// tcpOnly: the proxy has no UDP ASSOCIATE (microsocks).
 	tcpOnly bool
+	// server is the proxy's process, for its CPU time; nil for direct.
+	server *proc
+}
+
+// serverCPU is the CPU time the target's server process group has used so
+// far, exited threads included (groupCPUTicks); false for direct or when
+// /proc cannot be read.
+func (t target) serverCPU() (time.Duration, bool) {
+	if t.server == nil {
+		return 0, false
+	}
+	d, err := groupCPUTicks(t.server.cmd.Process.Pid)
+	return d, err == nil
 }
 
 // dialTCP opens a TCP stream to dst, through the proxy when there is one.

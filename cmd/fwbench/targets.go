@@ -85,6 +85,7 @@ func goals(churnPlayers []int) []goal {
 	}
 	return append(g,
 		goal{"≤ 16 KiB RSS per idle lease at 10,000 leases (lingering)", "rss/10000/per", fwproxyValue("KiB", func(v float64) bool { return v <= 16 })},
+		goal{"≤ 16 KiB RSS per lease held by an idle association (at the most measured)", "rss/held/most/per", fwproxyValue("KiB", func(v float64) bool { return v <= 16 })},
 	)
 }
 

@@ -37,6 +37,9 @@ type Policy struct {
 	// socket's read deadline.
 	Keep time.Duration
 
+	// Each holds BatchSize buffers at once, one per datagram a recvmmsg
+	// may return (see Reader.Each); Next holds one.
+
 	// Drained, when set, is called on the reader's goroutine each time the
 	// reader has found the socket empty and is about to wait, so that
 	// per-burst work (flushing counters) happens once per burst. By then a

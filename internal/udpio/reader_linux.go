@@ -24,6 +24,7 @@ func NewReader(c *net.UDPConn, p Policy) (Reader, error) {
 	}
 	r := &rawReader{c: c, rc: rc, bufs: p.Buffers, keep: p.Keep, drained: p.Drained}
 	r.readFn = r.readFD
+	r.eachFn = r.readBatch
 	return r, nil
 }
 
@@ -38,6 +39,11 @@ type rawReader struct {
 	// readFn is r.readFD bound once: a method value made per read would
 	// allocate.
 	readFn func(fd uintptr) bool
+	// eachFn is r.readBatch bound once; fn is Each's callback while Each
+	// runs, and bat the batch Each holds (with buffers), nil while none.
+	eachFn func(fd uintptr) bool
+	fn     DatagramFunc
+	bat    *batch
 
 	buf   []byte // from bufs; nil while the reader holds none
 	used  int    // high-water mark of buf since Get, for Put
@@ -144,6 +150,7 @@ func datagramQueued(fd uintptr) bool {
 }
 
 func (r *rawReader) Close() {
+	r.giveBatch()
 	if r.buf != nil {
 		r.bufs.Put(r.buf, r.used)
 		r.buf = nil

@@ -37,9 +37,18 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 			return nil, 0, ErrPortOutOfRange
 		}
 	}
+	if p, ok := m.pairPort(key); ok && p >= lo && p <= hi {
+		conn, err := m.tryBind(ctx, key, req, p)
+		if err == nil {
+			return conn, p, nil
+		}
+		if !errors.Is(err, errPortBusy) {
+			return nil, 0, err
+		}
+	}
 	span := int(hi-lo) + 1
 	for range m.cfg.BindAttempts {
-		p := lo + uint16(rand.IntN(span))
+		p := sameParity(lo+uint16(rand.IntN(span)), key.Port, lo, hi)
 		conn, err := m.tryBind(ctx, key, req, p)
 		if err == nil {
 			return conn, p, nil
@@ -65,6 +74,60 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 		}
 	}
 	return nil, 0, ErrNoPort
+}
+
+// pairPort is the external port that keeps key's lease next to the lease
+// of its RTP/RTCP neighbour (RFC 3550 §11: RTP on an even port, RTCP on the
+// next one) when the client's own port could not be had. A firewall client
+// binds its RTP and RTCP ports one UDP ASSOCIATE at a time, and an RTSP
+// server is told both external ports as one client_port range: without
+// this, taken ports would give the two associations unrelated ports and
+// the server a range that is not a pair. For an odd port the neighbour is
+// the key one below (its lease at E: try E+1); for an even port the one
+// above (at E: try E-1). ok is false when the neighbour has no lease.
+func (m *Manager) pairPort(key Key) (port uint16, ok bool) {
+	if key.Port == 0 {
+		return 0, false
+	}
+	sib := key
+	if key.Port%2 == 1 {
+		sib.Port = key.Port - 1
+	} else if key.Port < 65535 {
+		sib.Port = key.Port + 1
+	}
+	m.mu.Lock()
+	s := m.slots[sib]
+	var e uint16
+	if s != nil && s.lease != nil {
+		e = s.lease.local.Port()
+	}
+	m.mu.Unlock()
+	switch {
+	case e == 0:
+		return 0, false
+	case key.Port%2 == 1 && e < 65535:
+		return e + 1, true
+	case key.Port%2 == 0 && e > 1:
+		return e - 1, true
+	}
+	return 0, false
+}
+
+// sameParity moves a random port p to the parity of the client's own port
+// want (0: any), staying within lo..hi, so that a fallback for an RTP port
+// is even and one for an RTCP port odd, and a later neighbour can pair
+// with it (pairPort).
+func sameParity(p, want, lo, hi uint16) uint16 {
+	if want == 0 || p%2 == want%2 {
+		return p
+	}
+	if p < hi {
+		return p + 1
+	}
+	if p > lo {
+		return p - 1
+	}
+	return p
 }
 
 // tryBind reserves port p in the table, then binds it. A port already in

@@ -70,7 +70,7 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 		c.lockWrite(s.dir)
 		err := copyInterleaved(dst, s.br, s.copy)
 		c.unlockWrite(s.dir)
-		return false, c.copyErr(s, err)
+		return err != nil, c.copyErr(s, err)
 	case '\r', '\n':
 		// Between messages (a keep-alive CRLF, RFC 7826 §20.1 allows
 		// them): forwarded one at a time, never held.
@@ -79,6 +79,12 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 		_, err := dst.Write(b[:1:1])
 		c.unlockWrite(s.dir)
 		return false, err
+	}
+	if !s.seen {
+		if first, _ := s.br.Peek(s.br.Buffered()); !plausibleStart(first) {
+			err := fmt.Errorf("%w: starts %q", errNotStartLine, clip(first))
+			return c.badHead(ctx, s, dst, nil, &HeadError{Problem: ProblemBadStartLine, Err: err})
+		}
 	}
 	h, err := readHead(s.br, s.head)
 	s.head = h.raw[:0]
@@ -115,7 +121,8 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 	if s.dir == DirServerToClient && !h.request {
 		c.responded()
 	}
-	return false, c.copyErr(s, copyN(dst, s.br, h.bodyLen, s.copy))
+	err = copyN(dst, s.br, h.bodyLen, s.copy)
+	return err != nil, c.copyErr(s, err)
 }
 
 // copyErr counts a stream that ended inside a frame or body; the proxy

@@ -25,7 +25,7 @@ const (
 	segClientRTP = 40000 // outside the range: never kept
 )
 
-func segEnv(t *testing.T) (*Filter, *countingObserver) {
+func segEnv(t testing.TB) (*Filter, *countingObserver) {
 	t.Helper()
 	cfg := leases.DefaultConfig()
 	cfg.ListenIP = external

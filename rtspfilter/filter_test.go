@@ -46,6 +46,8 @@ type filterEnv struct {
 type envOptions struct {
 	linger time.Duration
 	cfg    func(*Config)
+	// leasePorts narrows the leases' range; zero: testLeasePortMin-Max.
+	leasePorts [2]uint16
 }
 
 func newFilterEnv(t *testing.T, o envOptions) *filterEnv {
@@ -54,6 +56,9 @@ func newFilterEnv(t *testing.T, o envOptions) *filterEnv {
 	lcfg.ListenIP = external
 	lcfg.Linger = o.linger
 	lcfg.PortMin, lcfg.PortMax = testLeasePortMin, testLeasePortMax
+	if o.leasePorts[0] != 0 {
+		lcfg.PortMin, lcfg.PortMax = o.leasePorts[0], o.leasePorts[1]
+	}
 	lm, err := leases.New(lcfg, leases.Deps{})
 	require.NoError(t, err)
 	t.Cleanup(func() { lm.Close() })

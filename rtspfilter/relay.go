@@ -2,11 +2,13 @@ package rtspfilter
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 )
 
 // stream is one direction's reader state; its memory is bounded by
@@ -165,7 +167,7 @@ func (c *Connection) badHead(ctx context.Context, s *stream, dst io.Writer, raw 
 	if s.dir == DirServerToClient {
 		return true, c.raw(s, dst, raw)
 	}
-	if aerr := c.answer(ctx, statusMessage("RTSP/1.0", 400, "Bad Request", "")); aerr != nil {
+	if aerr := c.answer(ctx, statusMessage("RTSP/1.0", 400, "Bad Request", cseqIn(raw))); aerr != nil {
 		return true, aerr
 	}
 	return true, fmt.Errorf("rtspfilter: client message: %w", err)
@@ -266,6 +268,21 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// cseqIn finds the CSeq of a head that did not parse, so that the
+// client can tell which request the proxy answers; "" when there is none
+// that is a plain number.
+func cseqIn(raw []byte) string {
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		name, value, ok := bytes.Cut(trimEOL(line), []byte(":"))
+		if ok && equalFold(string(name), "CSeq") {
+			if v := strings.TrimSpace(string(value)); isDigits(v) && len(v) <= 10 {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // statusMessage is a response of the proxy's own, with the request's

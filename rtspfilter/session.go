@@ -69,10 +69,10 @@ func (c *Connection) teardown(id string) {
 
 // onSetup rewrites a SETUP's Transport. A SETUP that would leave the
 // server nothing the proxy can carry is answered 461 Unsupported
-// Transport by the proxy and never forwarded: players (ffmpeg, VLC's
-// live555, gortsplib) take 461 as "try TCP interleaved", which the proxy
-// carries on the control connection; forwarding it unrewritten would make
-// the server send UDP to a port the client does not hold.
+// Transport by the proxy and never forwarded: players (ffmpeg, gortsplib's
+// client) take 461 as "try TCP interleaved", which the proxy carries on
+// the control connection; forwarding it unrewritten would make the server
+// send UDP to a port the client does not hold.
 func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) {
 	cseq, _ := h.get("CSeq")
 	sess, _ := h.get("Session")

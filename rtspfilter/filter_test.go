@@ -49,6 +49,8 @@ type envOptions struct {
 	cfg    func(*Config)
 	// leasePorts narrows the leases' range; zero: testLeasePortMin-Max.
 	leasePorts [2]uint16
+	// extraPorts also run through the filter (a scripted server's).
+	extraPorts []uint16
 }
 
 func newFilterEnv(t *testing.T, o envOptions) *filterEnv {
@@ -78,7 +80,7 @@ func newFilterEnv(t *testing.T, o envOptions) *filterEnv {
 	pcfg.ExternalIP = external
 	pcfg.Rules.AllowDestinations = []proxy.DestRule{{Network: netip.MustParsePrefix("127.0.0.0/8")}}
 	var filters proxy.Filters
-	require.NoError(t, filters.Register(f, srv.addr.Port()))
+	require.NoError(t, filters.Register(f, append([]uint16{srv.addr.Port()}, o.extraPorts...)...))
 	p, err := proxy.New(pcfg, proxy.Deps{Leases: lm, Filters: &filters})
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

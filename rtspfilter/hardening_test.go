@@ -1,8 +1,11 @@
 package rtspfilter
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fwproxy/internal/leakcheck"
+	"fwproxy/internal/socksclient"
 )
 
 // TestHostileClient sends what a hostile (or broken) client on the same
@@ -155,4 +159,40 @@ func TestFilterConnectionCloseReleases(t *testing.T) {
 		s := env.leases.Stats()
 		return s.Active == 0 && s.Lingering == 2
 	}, testTimeout, time.Millisecond, "released: lingering, not closed")
+}
+
+// TestAnswerWhileServerRelaysRaw: a server whose stream is not RTSP is
+// relayed untouched and stays open; the proxy's own answer to a refused
+// SETUP still reaches the client at once, after what the server sent.
+func TestAnswerWhileServerRelaysRaw(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	env := newFilterEnv(t, envOptions{linger: testTimeout, extraPorts: []uint16{uint16(ln.Addr().(*net.TCPAddr).Port)}})
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Write([]byte("\x00\x01 not RTSP\r\n"))
+			accepted <- c
+		}
+	}()
+	d := socksclient.Dialer{Proxy: env.proxyAddr, Timeout: testTimeout}
+	conn, err := d.Connect(context.Background(), socksclient.AddrFromAddrPort(ln.Addr().(*net.TCPAddr).AddrPort()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	srv := <-accepted
+	t.Cleanup(func() { srv.Close() })
+	conn.SetDeadline(time.Now().Add(testTimeout))
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "\x00\x01 not RTSP\r\n", line, "the server's bytes, untouched")
+
+	_, err = io.WriteString(conn, "SETUP rtsp://x/s RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP;unicast;client_port=0-1\r\n\r\n")
+	require.NoError(t, err)
+	var res base.Response
+	require.NoError(t, res.Unmarshal(br), "the proxy's answer, while the server's stream is still open")
+	assert.Equal(t, base.StatusUnsupportedTransport, res.StatusCode)
+	assert.Equal(t, int64(1), env.obs.problems[DirServerToClient][ProblemNotRTSP].Load())
 }

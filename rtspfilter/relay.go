@@ -181,8 +181,11 @@ func (c *Connection) raw(s *stream, dst io.Writer, raw []byte) error {
 		c.mu.Unlock()
 		c.poke()
 	}
-	c.lockWrite(s.dir)
-	defer c.unlockWrite(s.dir)
+	if s.dir == DirServerToClient {
+		// Locked a write at a time, not for the rest of the stream: an
+		// answer of the proxy's own must not wait for the server to end.
+		dst = &lockedWriter{w: dst, mu: &c.wmu}
+	}
 	if _, err := dst.Write(raw); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -159,13 +160,44 @@ func readRTP(t *testing.T, u *net.UDPConn, assoc bool) *rtp.Packet {
 }
 
 // associate opens a UDP association for u's port, as a firewall client
-// (a program under socksify) does before it announces the port.
-func (e *filterEnv) associate(t *testing.T, u *net.UDPConn) {
+// (a program under socksify) does before it announces the port, and
+// returns the relay address to send through.
+func (e *filterEnv) associate(t *testing.T, u *net.UDPConn) netip.AddrPort {
 	t.Helper()
 	d := socksclient.Dialer{Proxy: e.proxyAddr, Timeout: testTimeout}
-	ctl, _, err := d.Request(context.Background(), socksclient.CmdUDPAssociate, socksclient.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), portOf(u))))
+	ctl, bnd, err := d.Request(context.Background(), socksclient.CmdUDPAssociate, socksclient.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), portOf(u))))
 	require.NoError(t, err)
 	t.Cleanup(func() { ctl.Close() })
+	relay, ok := socksclient.RelayAddr(bnd, e.proxyAddr)
+	require.True(t, ok)
+	return relay
+}
+
+// sendRTCPUntilHeard sends receiver reports from u through its
+// association to the server's RTCP port until the server accepted one.
+func (e *filterEnv) sendRTCPUntilHeard(t *testing.T, u *net.UDPConn, relay netip.AddrPort) {
+	t.Helper()
+	rr, err := (&rtcp.ReceiverReport{SSRC: 0x5eed}).Marshal()
+	require.NoError(t, err)
+	dst := socksclient.AddrFromAddrPort(netip.AddrPortFrom(clientIP, uint16(e.server.udp[1])))
+	dgram, err := socksclient.AppendUDPHeader(nil, dst)
+	require.NoError(t, err)
+	dgram = append(dgram, rr...)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(testTimeout)
+	defer deadline.Stop()
+	for {
+		_, err := u.WriteToUDPAddrPort(dgram, relay)
+		require.NoError(t, err)
+		select {
+		case <-e.server.rtcp:
+			return
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatal("the server accepted no RTCP from the client's RTCP port through its association")
+		}
+	}
 }
 
 func TestFilterSetupThroughProxy(t *testing.T) {
@@ -186,9 +218,10 @@ func TestFilterSetupThroughProxy(t *testing.T) {
 			if tt.busy {
 				holdBusy(t, pa, pb)
 			}
+			var rtcpRelay netip.AddrPort
 			if tt.assoc {
 				env.associate(t, a)
-				env.associate(t, b)
+				rtcpRelay = env.associate(t, b)
 			}
 			c := env.dial(t)
 			u := c.describe()
@@ -213,6 +246,11 @@ func TestFilterSetupThroughProxy(t *testing.T) {
 			env.server.pump(t)
 			pkt := readRTP(t, a, tt.assoc)
 			assert.Contains(t, string(pkt.Payload), "tone ", "the server's RTP reaches the client's RTP port")
+			if tt.assoc {
+				// The firewall client's RTCP goes out through its
+				// association, from the port the server was told.
+				env.sendRTCPUntilHeard(t, b, rtcpRelay)
+			}
 			want := SetupAnnounced
 			if tt.assoc {
 				want = SetupJoined

@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/bluenviron/gortsplib/v4/pkg/sdp"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 )
@@ -30,6 +31,9 @@ type realServer struct {
 	media  *description.Media
 	addr   netip.AddrPort // RTSP
 	udp    [2]int         // its RTP and RTCP ports
+
+	// rtcp is poked for RTCP the server accepted from a player.
+	rtcp chan struct{}
 
 	mu     sync.Mutex
 	setups []serverSetup
@@ -56,7 +60,15 @@ func (s *realServer) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Resp
 	return &base.Response{StatusCode: base.StatusOK}, s.stream, nil
 }
 
-func (s *realServer) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+func (s *realServer) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	// RTCP from the player (receiver reports): gortsplib accepts it
+	// only from the address and port the SETUP named.
+	ctx.Session.OnPacketRTCPAny(func(*description.Media, rtcp.Packet) {
+		select {
+		case s.rtcp <- struct{}{}:
+		default:
+		}
+	})
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
@@ -113,7 +125,7 @@ func newRealServer(t *testing.T) *realServer { return newRealServerWith(t, 1) }
 // newRealServerWith serves a stream of n G.711 tracks (trackID=0…n-1).
 func newRealServerWith(t *testing.T, n int) *realServer {
 	t.Helper()
-	s := &realServer{t: t}
+	s := &realServer{t: t, rtcp: make(chan struct{}, 1)}
 	var medias []*description.Media
 	for range n {
 		medias = append(medias, &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{&format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}}})

@@ -231,9 +231,11 @@ const (
 	// ProblemLeaseFailed: no lease group for a spec's ports: dropped
 	// from the list.
 	ProblemLeaseFailed
-	// ProblemGroupLimit: the connection holds MaxGroups lease groups.
+	// ProblemGroupLimit: the connection holds MaxGroups lease groups
+	// (or has maxPending SETUPs unanswered): the spec is dropped.
 	ProblemGroupLimit
-	// ProblemSessionLimit: the connection has MaxSessions sessions.
+	// ProblemSessionLimit: the SETUP would start another session holding
+	// leases beyond MaxSessions: its UDP specs are dropped.
 	ProblemSessionLimit
 	// ProblemReplyUnmatched: a SETUP reply whose Transport names no
 	// ports the filter leased for it: forwarded unchanged.

@@ -75,11 +75,16 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 		return err != nil, c.copyErr(s, err)
 	case '\r', '\n':
 		// Between messages (a keep-alive CRLF, RFC 7826 §20.1 allows
-		// them): forwarded one at a time, never held.
-		s.br.ReadByte()
+		// them): forwarded as they come, never held.
+		buf, _ := s.br.Peek(s.br.Buffered())
+		n := 0
+		for n < len(buf) && (buf[n] == '\r' || buf[n] == '\n') {
+			n++
+		}
 		c.lockWrite(s.dir)
-		_, err := dst.Write(b[:1:1])
+		_, err := dst.Write(buf[:n])
 		c.unlockWrite(s.dir)
+		s.br.Discard(n)
 		return false, err
 	}
 	if !s.seen {

@@ -94,19 +94,18 @@ func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) 
 		c.mu.Unlock()
 		return refuse(ProblemGroupLimit, fmt.Errorf("rtspfilter: %d SETUPs unanswered", maxPending))
 	}
+	// A SETUP outside the connection's sessions that leases starts
+	// another session holding leases: MaxSessions bounds those. TCP and
+	// multicast specs hold nothing and pass whatever the count.
 	_, known := c.sessions[p.session]
-	newSessions := len(c.sessions)
+	sessions := len(c.sessions)
 	for _, q := range c.pending {
-		if q.session == "" {
-			newSessions++
+		if _, ok := c.sessions[q.session]; !ok && len(q.groups) > 0 {
+			sessions++
 		}
 	}
 	c.mu.Unlock()
-	if p.session == "" || !known {
-		if newSessions >= c.f.cfg.MaxSessions {
-			return refuse(ProblemSessionLimit, fmt.Errorf("rtspfilter: %d sessions on one connection", c.f.cfg.MaxSessions))
-		}
-	}
+	sessionFull := !known && sessions >= c.f.cfg.MaxSessions
 
 	var repl []replacement
 	for i, f := range h.fields {
@@ -114,6 +113,9 @@ func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) 
 			continue
 		}
 		rw, err := rewriteTransport(f.value, c.externalIP(), func(announced []uint16) ([]uint16, error) {
+			if sessionFull {
+				return nil, &SpecError{Problem: ProblemSessionLimit, Err: fmt.Errorf("rtspfilter: %d sessions holding leases on one connection", c.f.cfg.MaxSessions)}
+			}
 			g, err := c.lease(ctx, announced)
 			if err != nil {
 				return nil, err
@@ -153,13 +155,15 @@ func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) 
 		}
 	}
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		p.release()
-		return h.raw, nil // the connection is going; nothing will be sent
+	closed := c.closed
+	if !closed {
+		c.pending = append(c.pending, p)
 	}
-	c.pending = append(c.pending, p)
 	c.mu.Unlock()
+	if closed {
+		// Never forward a SETUP whose leases are gone.
+		return refuse(NumProblems, ErrClosed)
+	}
 	if len(repl) == 0 {
 		return h.raw, nil
 	}

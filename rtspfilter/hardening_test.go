@@ -196,3 +196,24 @@ func TestAnswerWhileServerRelaysRaw(t *testing.T) {
 	assert.Equal(t, base.StatusUnsupportedTransport, res.StatusCode)
 	assert.Equal(t, int64(1), env.obs.problems[DirServerToClient][ProblemNotRTSP].Load())
 }
+
+// TestRefusalKeepsPipelineOrder: pipelined requests get their answers in
+// request order, the proxy's own 461 among the server's.
+func TestRefusalKeepsPipelineOrder(t *testing.T) {
+	env := newFilterEnv(t, envOptions{linger: testTimeout})
+	c := env.dial(t)
+	url := "rtsp://" + env.server.addr.String() + "/stream"
+	pipeline := "OPTIONS " + url + " RTSP/1.0\r\nCSeq: 1\r\n\r\n" +
+		"SETUP " + url + "/trackID=0 RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP;unicast;client_port=0-1\r\n\r\n" +
+		"OPTIONS " + url + " RTSP/1.0\r\nCSeq: 3\r\n\r\n"
+	_, err := io.WriteString(c.conn, pipeline)
+	require.NoError(t, err)
+	for _, want := range []struct {
+		cseq   string
+		status base.StatusCode
+	}{{"1", base.StatusOK}, {"2", base.StatusUnsupportedTransport}, {"3", base.StatusOK}} {
+		res := c.recv()
+		assert.Equal(t, base.HeaderValue{want.cseq}, res.Header["CSeq"])
+		assert.Equal(t, want.status, res.StatusCode, "CSeq %s", want.cseq)
+	}
+}

@@ -15,6 +15,11 @@
 //   - announced: the client only tunnels TCP, so the lease sends the
 //     datagrams unwrapped to the client's IP at the announced port.
 //
+// ExpectGroup is the same for neighbouring ports taken as one step (RTP
+// and RTCP, RFC 3550 §11): a lease group of the lease manager, on
+// consecutive external ports, all or nothing, released and reclaimed as
+// one.
+//
 // The filter drives the expectation from its own protocol state: Hold
 // while the client is known to be rebinding its port, Resume when it is
 // back, Release when the control connection ends or moves elsewhere.

@@ -205,10 +205,12 @@ func TestFilterSetupThroughProxy(t *testing.T) {
 		name  string
 		assoc bool
 		busy  bool // the client's numbers are taken on the external address
+		late  bool // the associations come after the SETUP, before PLAY
 	}{
-		{"announced mode, own ports busy outside", false, true},
-		{"announced mode, own ports kept", false, false},
-		{"firewall-client mode", true, false},
+		{"announced mode, own ports busy outside", false, true, false},
+		{"announced mode, own ports kept", false, false, false},
+		{"firewall-client mode", true, false, false},
+		{"firewall client that associates after the SETUP", true, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -219,9 +221,12 @@ func TestFilterSetupThroughProxy(t *testing.T) {
 				holdBusy(t, pa, pb)
 			}
 			var rtcpRelay netip.AddrPort
-			if tt.assoc {
+			associate := func() {
 				env.associate(t, a)
 				rtcpRelay = env.associate(t, b)
+			}
+			if tt.assoc && !tt.late {
+				associate()
 			}
 			c := env.dial(t)
 			u := c.describe()
@@ -242,6 +247,10 @@ func TestFilterSetupThroughProxy(t *testing.T) {
 				assert.Equal(t, [2]int{int(pa), int(pb)}, ext, "free: the client's ports are kept")
 			}
 
+			if tt.late {
+				// They join the SETUP's leases: same keys, same ports.
+				associate()
+			}
 			c.play(sess)
 			env.server.pump(t)
 			pkt := readRTP(t, a, tt.assoc)
@@ -252,7 +261,7 @@ func TestFilterSetupThroughProxy(t *testing.T) {
 				env.sendRTCPUntilHeard(t, b, rtcpRelay)
 			}
 			want := SetupAnnounced
-			if tt.assoc {
+			if tt.assoc && !tt.late {
 				want = SetupJoined
 			}
 			assert.Equal(t, int64(1), env.obs.setups[want][OutcomeAccepted].Load())

@@ -379,3 +379,22 @@ func (o *countingObserver) Problem(d Direction, p Problem, _ error) {
 func (o *countingObserver) Transport(a TransportAction) { o.transports[a].Add(1) }
 func (o *countingObserver) DestinationRewritten()       { o.dests.Add(1) }
 func (o *countingObserver) ConnectionsChanged(d int)    { o.conns.Add(int64(d)) }
+
+// TestFilterWithoutLingerPortsDoNotSurvive: with lease_linger 0 a
+// TEARDOWN closes the group's sockets at once, so the next item's SETUP
+// cannot count on the same external ports: anyone may take them meanwhile.
+func TestFilterWithoutLingerPortsDoNotSurvive(t *testing.T) {
+	env := newFilterEnv(t, envOptions{linger: 0})
+	a, b := rtpPorts(t)
+	holdBusy(t, portOf(a), portOf(b))
+	c := env.dial(t)
+	u := c.describe()
+	_, _, sess := c.setup(u, fmt.Sprintf("RTP/AVP;unicast;client_port=%d-%d", portOf(a), portOf(b)), "")
+	first := serverSaw(t, env.server.lastSetup())
+	c.teardown(sess)
+	require.Eventually(t, func() bool { return env.leases.Stats().Leases == 0 }, testTimeout, time.Millisecond, "closed, not lingering")
+	holdBusy(t, uint16(first[0]), uint16(first[1])) // someone else takes them
+	res, _, _ := c.setup(u, fmt.Sprintf("RTP/AVP;unicast;client_port=%d-%d", portOf(a), portOf(b)), "")
+	require.Equal(t, base.StatusOK, res.StatusCode)
+	assert.NotEqual(t, first, serverSaw(t, env.server.lastSetup()), "the next item gets other external ports")
+}

@@ -106,7 +106,7 @@ func (f *Filter) NewSession(_ context.Context, info proxy.SessionInfo) (proxy.Fi
 func (f *Filter) NewConnection(info proxy.SessionInfo) *Connection {
 	c := &Connection{
 		f: f, conn: info, log: f.log,
-		sessions:      make(map[string][]*expect.UDPGroup),
+		sessions:      make(map[string][]streamGroup),
 		clientReady:   make(chan struct{}),
 		answered:      make(chan struct{}, 1),
 		serverStopped: make(chan struct{}),
@@ -132,7 +132,7 @@ type Connection struct {
 	pending []*pendingSetup
 	// sessions are the answered SETUPs' groups, by RTSP session id ("":
 	// a server that sent none).
-	sessions map[string][]*expect.UDPGroup
+	sessions map[string][]streamGroup
 	// groups counts the groups held, pending ones included, against
 	// MaxGroups; reserving is counted before the lease is taken.
 	groups int
@@ -173,8 +173,8 @@ func (c *Connection) Close() error {
 		c.f.obs.Setup(p.mode, OutcomeUnanswered)
 	}
 	for _, gs := range sessions {
-		for _, g := range gs {
-			g.Release()
+		for _, sg := range gs {
+			sg.group.Release()
 		}
 	}
 	c.f.obs.ConnectionsChanged(-1)

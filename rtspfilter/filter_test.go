@@ -338,11 +338,24 @@ func TestFilterSessionTiesSetups(t *testing.T) {
 	assert.Equal(t, [2]int{int(portOf(a2)), int(portOf(b2))}, *th.ClientPorts)
 	assert.Equal(t, 4, env.leases.Stats().Active)
 	c.play(sess)
-	c.teardown(sess)
+
+	// A TEARDOWN of one track ends only that stream (RFC 2326 §10.7):
+	// the other keeps its leases. (gortsplib's server ends the whole
+	// session whatever the URI, so only the leases are checked.)
+	res = c.do(base.Teardown, us[1], base.Header{"Session": base.HeaderValue{sess}})
+	require.Equal(t, base.StatusOK, res.StatusCode)
+	require.Eventually(t, func() bool {
+		s := env.leases.Stats()
+		return s.Active == 2 && s.Lingering == 2
+	}, testTimeout, time.Millisecond, "the second track's group lingers, the first is held")
+
+	// The aggregate TEARDOWN (answered 454 here: the server ended the
+	// session already) releases the rest: the client is done with it.
+	c.do(base.Teardown, c.base, base.Header{"Session": base.HeaderValue{sess}})
 	require.Eventually(t, func() bool {
 		s := env.leases.Stats()
 		return s.Active == 0 && s.Lingering == 4
-	}, testTimeout, time.Millisecond, "the session's TEARDOWN released both tracks' groups; they linger")
+	}, testTimeout, time.Millisecond, "the session's TEARDOWN released the rest; everything lingers")
 }
 
 func TestFilterSessionLimit(t *testing.T) {

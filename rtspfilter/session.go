@@ -10,8 +10,16 @@ import (
 	"fwproxy/internal/expect"
 )
 
+// streamGroup is the lease group of one set-up stream, with the URI its
+// SETUP named, so that a TEARDOWN of that stream alone releases only it.
+type streamGroup struct {
+	uri   string
+	group *expect.UDPGroup
+}
+
 // pendingSetup is a SETUP forwarded to the server and not yet answered.
 type pendingSetup struct {
+	uri     string
 	cseq    string
 	session string // the request's Session id; "" for a new session
 	leased  []leasedSpec
@@ -45,25 +53,43 @@ func (c *Connection) onRequest(ctx context.Context, h *head) (out, answer []byte
 		return c.onSetup(ctx, h)
 	case MethodTeardown:
 		if v, ok := h.get("Session"); ok {
-			c.teardown(sessionID(v))
+			c.teardown(sessionID(v), h.uri)
 		}
 	}
 	return h.raw, nil
 }
 
-// teardown releases a session's groups: they linger, so a SETUP of the
-// same client ports soon after (the next playlist item) gets them back.
-func (c *Connection) teardown(id string) {
+// teardown releases what a TEARDOWN of uri ends in a session: the
+// streams set up at that URI when there are any (a TEARDOWN of one track
+// leaves the others playing, RFC 2326 §10.7), else the whole session (the
+// aggregate URI). Released groups linger, so a SETUP of the same client
+// ports soon after (the next playlist item) gets them back.
+func (c *Connection) teardown(id, uri string) {
 	c.mu.Lock()
 	gs := c.sessions[id]
-	delete(c.sessions, id)
-	c.groups -= len(gs)
-	c.mu.Unlock()
-	for _, g := range gs {
-		g.Release()
+	var gone, kept []streamGroup
+	for _, sg := range gs {
+		if sg.uri == uri {
+			gone = append(gone, sg)
+		} else {
+			kept = append(kept, sg)
+		}
 	}
-	if len(gs) > 0 {
-		c.log.Debug("rtsp teardown", "client", c.conn.Client, "server", c.conn.Target, "session", id, "groups", len(gs))
+	if len(gone) == 0 {
+		gone, kept = gs, nil
+	}
+	if len(kept) == 0 {
+		delete(c.sessions, id)
+	} else {
+		c.sessions[id] = kept
+	}
+	c.groups -= len(gone)
+	c.mu.Unlock()
+	for _, sg := range gone {
+		sg.group.Release()
+	}
+	if len(gone) > 0 {
+		c.log.Debug("rtsp teardown", "client", c.conn.Client, "server", c.conn.Target, "session", id, "groups", len(gone), "left", len(kept))
 	}
 }
 
@@ -76,7 +102,7 @@ func (c *Connection) teardown(id string) {
 func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) {
 	cseq, _ := h.get("CSeq")
 	sess, _ := h.get("Session")
-	p := &pendingSetup{cseq: cseq, session: sessionID(sess), mode: SetupUnfiltered}
+	p := &pendingSetup{uri: h.uri, cseq: cseq, session: sessionID(sess), mode: SetupUnfiltered}
 	// refuse answers 461; pr is counted unless it is NumProblems (the
 	// dropped specs were counted already).
 	refuse := func(pr Problem, err error) ([]byte, []byte) {
@@ -255,7 +281,7 @@ func (c *Connection) onResponse(h *head) []byte {
 	c.groups -= len(p.groups)
 	if keep != nil && !c.closed {
 		c.groups++
-		c.sessions[id] = c.replaceLocked(c.sessions[id], keep)
+		c.sessions[id] = c.replaceLocked(c.sessions[id], streamGroup{uri: p.uri, group: keep})
 		keep = nil
 	}
 	c.mu.Unlock()
@@ -281,12 +307,12 @@ func (c *Connection) onResponse(h *head) []byte {
 // replaceLocked adds g to a session's groups, releasing an older group of
 // the same ports (a SETUP again for the same stream): the lease is shared,
 // so the new holder carries on.
-func (c *Connection) replaceLocked(gs []*expect.UDPGroup, g *expect.UDPGroup) []*expect.UDPGroup {
-	keys := g.Keys()
+func (c *Connection) replaceLocked(gs []streamGroup, g streamGroup) []streamGroup {
+	keys := g.group.Keys()
 	out := gs[:0]
 	for _, old := range gs {
-		if slices.Equal(old.Keys(), keys) {
-			old.Release()
+		if slices.Equal(old.group.Keys(), keys) {
+			old.group.Release()
 			c.groups--
 			continue
 		}

@@ -240,6 +240,10 @@ const (
 	// ProblemReplyUnmatched: a SETUP reply whose Transport names no
 	// ports the filter leased for it: forwarded unchanged.
 	ProblemReplyUnmatched
+	// ProblemUnfilteredSetup: a SETUP request line inside a client
+	// stream relayed untouched (ProblemNotRTSP): the connection is
+	// closed before it reaches the server.
+	ProblemUnfilteredSetup
 	NumProblems
 )
 
@@ -256,6 +260,7 @@ var problemNames = [NumProblems]string{
 	ProblemGroupLimit:           "group_limit",
 	ProblemSessionLimit:         "session_limit",
 	ProblemReplyUnmatched:       "reply_unmatched",
+	ProblemUnfilteredSetup:      "unfiltered_setup",
 }
 
 func (p Problem) String() string {

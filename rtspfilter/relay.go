@@ -185,17 +185,52 @@ func (c *Connection) raw(s *stream, dst io.Writer, raw []byte) error {
 		c.serverRaw = true
 		c.mu.Unlock()
 		c.poke()
-	}
-	if s.dir == DirServerToClient {
 		// Locked a write at a time, not for the rest of the stream: an
 		// answer of the proxy's own must not wait for the server to end.
 		dst = &lockedWriter{w: dst, mu: &c.wmu}
+	} else {
+		dst = &setupGuard{w: dst}
 	}
-	if _, err := dst.Write(raw); err != nil {
-		return err
+	_, err := dst.Write(raw)
+	if err == nil {
+		_, err = io.CopyBuffer(dst, s.br, s.copy)
 	}
-	_, err := io.CopyBuffer(dst, s.br, s.copy)
+	if errors.Is(err, ErrUnfilteredSetup) {
+		c.f.obs.Problem(s.dir, ProblemUnfilteredSetup, err)
+		c.log.Warn("rtsp: SETUP after bytes that are not RTSP, closing", "client", c.conn.Client, "server", c.conn.Target)
+	}
 	return err
+}
+
+// setupMarker begins a SETUP request line after a line end.
+const setupMarker = "\nSETUP "
+
+// setupGuard relays a client stream that did not start as RTSP, but not a
+// SETUP request inside it: a server that still takes it would send UDP to
+// the proxy's external address at a port the proxy did not lease for this
+// client, possibly another client's lease that permits the same server.
+// The write that completes "\nSETUP " fails with ErrUnfilteredSetup (what
+// was written before it went on), and the connection ends.
+type setupGuard struct {
+	w       io.Writer
+	matched int // bytes of setupMarker matched so far, across writes
+}
+
+func (g *setupGuard) Write(b []byte) (int, error) {
+	for _, c := range b {
+		switch {
+		case c == setupMarker[g.matched]:
+			g.matched++
+		case c == '\n':
+			g.matched = 1
+		default:
+			g.matched = 0
+		}
+		if g.matched == len(setupMarker) {
+			return 0, ErrUnfilteredSetup
+		}
+	}
+	return g.w.Write(b)
 }
 
 // lockWrite serialises writes to the client with the proxy's own

@@ -152,7 +152,7 @@ func TestRelayNotRTSPPassesUntouched(t *testing.T) {
 		in      string
 		problem Problem
 	}{
-		{"HTTP", "GET / HTTP/1.1\r\nHost: x\r\n\r\nSETUP rtsp://x/ RTSP/1.0\r\nTransport: RTP/AVP;client_port=40000-40001\r\n\r\n", ProblemNotRTSP},
+		{"HTTP", "GET / HTTP/1.1\r\nHost: x\r\n\r\nSETUPS are words too\r\n", ProblemNotRTSP},
 		{"binary without a line end", "\x30\x26\xb2\x75\x8e\x66\xcf\x11", ProblemNotRTSP},
 		{"a first line too long to be RTSP", "OPTIONS " + strings.Repeat("a", 2*MaxHeadBytes) + "\r\n\r\n", ProblemNotRTSP},
 		{"an RTSP-looking word, then the end", "OPTIONS", ProblemTruncated},
@@ -183,4 +183,22 @@ func TestRelayTruncated(t *testing.T) {
 		assert.Equal(t, in, out.String(), "what was read is forwarded")
 		assert.Equal(t, before+1, obs.problems[DirServerToClient][ProblemTruncated].Load(), "%q counted", in)
 	}
+}
+
+// TestRelayRefusesSetupInRawStream: a client that starts with bytes that
+// are not RTSP and then sends a SETUP never gets it to the server
+// unrewritten, wherever the reads cut the request line.
+func TestRelayRefusesSetupInRawStream(t *testing.T) {
+	f, obs := segEnv(t)
+	in := []byte("\x00garbage\r\nSETUP rtsp://x/s RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP;unicast;client_port=40000-40001\r\n\r\n")
+	for k := 1; k <= len(in); k++ {
+		c := f.NewConnection(segInfo())
+		var toServer bytes.Buffer
+		err := c.ClientToServer(context.Background(), &toServer, chunks(in, k))
+		c.Close()
+		require.ErrorIs(t, err, ErrUnfilteredSetup, "reads of %d", k)
+		require.NotContains(t, toServer.String(), "SETUP ", "reads of %d", k)
+		require.True(t, bytes.HasPrefix(in, toServer.Bytes()))
+	}
+	assert.Equal(t, int64(len(in)), obs.problems[DirClientToServer][ProblemUnfilteredSetup].Load())
 }

@@ -14,7 +14,7 @@ import (
 // -print-config does) to YAML that decodes to the same Config.
 func FuzzDecodeYAML(f *testing.F) {
 	for _, s := range []string{
-		"", "listen: 127.0.0.1:1080\n", "lease_linger: 0\nmms_ports: 1755\n",
+		"", "listen: 127.0.0.1:1080\n", "lease_linger: 0\nmms_ports: 1755\n", "rtsp_ports: []\n", "rtsp_ports: \"554, 8554\"\n",
 		"rules:\n  clients: [127.0.0.1]\n  deny:\n    - network: 10.0.0.0/8\n      ports: 1-2\n",
 		"a: b: c\n", "x: &a [1, *a]\n", "leases: {max_leases: 1}\n", "idle_timeout: 30\n",
 	} {
@@ -45,6 +45,9 @@ func FuzzDecodeYAML(f *testing.F) {
 func normalise(c Config) Config {
 	if len(c.MMSPorts) == 0 {
 		c.MMSPorts = nil
+	}
+	if len(c.RTSPPorts) == 0 {
+		c.RTSPPorts = nil
 	}
 	for _, l := range []*[]string{&c.Rules.Clients, &c.Rules.Commands} {
 		if len(*l) == 0 {

@@ -15,6 +15,11 @@
 //   - announced: the client only tunnels TCP, so the lease sends the
 //     datagrams unwrapped to the client's IP at the announced port.
 //
+// ExpectGroup is the same for neighbouring ports taken as one step (RTP
+// and RTCP, RFC 3550 §11): a lease group of the lease manager, on
+// consecutive external ports, all or nothing, released and reclaimed as
+// one.
+//
 // The filter drives the expectation from its own protocol state: Hold
 // while the client is known to be rebinding its port, Resume when it is
 // back, Release when the control connection ends or moves elsewhere.
@@ -25,7 +30,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sync/atomic"
 
 	"fwproxy/leases"
 )
@@ -76,12 +80,10 @@ type Want struct {
 // UDP is one expectation. Its methods are safe for concurrent use; Release
 // may be called more than once.
 type UDP struct {
-	// holder is set once Acquire returned: a delivery during Acquire
-	// (only a flush, which a lease that has had only announced holders
-	// never has) finds it unset and is dropped.
-	holder atomic.Pointer[leases.Holder]
-	to     netip.AddrPort
-	mode   Mode
+	// m delivers to the client; a reclaimed lease's flush during the
+	// Acquire waits in it until the holder is known (see member).
+	m    *member
+	mode Mode
 }
 
 // ExpectUDP acquires the lease for w and permits w.Peer to send to it.
@@ -89,7 +91,7 @@ type UDP struct {
 func ExpectUDP(ctx context.Context, l Leaser, w Want) (*UDP, error) {
 	client := w.Client.Unmap()
 	key := leases.Key{Client: client, User: w.User, Port: w.Port}
-	u := &UDP{to: netip.AddrPortFrom(client, w.Port)}
+	u := &UDP{m: &member{to: netip.AddrPortFrom(client, w.Port)}}
 	h, err := l.Acquire(ctx, key, leases.Request{
 		Kind:     leases.KindAnnounced,
 		WantPort: w.Port,
@@ -97,14 +99,14 @@ func ExpectUDP(ctx context.Context, l Leaser, w Want) (*UDP, error) {
 		// otherwise give the lease the very port the client announced:
 		// every delivery to the client would reach the lease itself, and
 		// the client could never bind its port.
-		DeliverTo: u.to,
-		Deliver:   u.deliver,
+		DeliverTo: u.m.to,
+		Deliver:   u.m.deliver,
 		Session:   w.Session,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("expect UDP for %v: %w", key, err)
 	}
-	u.holder.Store(h)
+	u.m.attach(h)
 	h.AllowPeer(w.Peer.Unmap())
 	u.mode = Announced
 	if h.HasAssociation() {
@@ -117,30 +119,20 @@ func ExpectUDP(ctx context.Context, l Leaser, w Want) (*UDP, error) {
 func (u *UDP) Mode() Mode { return u.mode }
 
 // Key is the lease's key.
-func (u *UDP) Key() leases.Key { return u.holder.Load().Key() }
+func (u *UDP) Key() leases.Key { return u.m.holderNow().Key() }
 
 // Port is the external port the server must send to.
-func (u *UDP) Port() uint16 { return u.holder.Load().Port() }
+func (u *UDP) Port() uint16 { return u.m.holderNow().Port() }
 
 // Hold pauses announced-mode delivery (the client is rebinding its port);
 // what arrives meanwhile waits in the lease, within its buffer caps. A
 // joined expectation is not held: the firewall client announces its own
 // close and bind through its association.
-func (u *UDP) Hold() { u.holder.Load().Hold() }
+func (u *UDP) Hold() { u.m.holderNow().Hold() }
 
 // Resume ends a Hold and delivers what waited first, in order.
-func (u *UDP) Resume() { u.holder.Load().Resume() }
+func (u *UDP) Resume() { u.m.holderNow().Resume() }
 
 // Release gives the lease back; it lingers for the client's next bind as
 // every lease does.
-func (u *UDP) Release() { u.holder.Load().Release() }
-
-// deliver is the lease's DeliverFunc in announced mode: the datagram goes
-// unwrapped to the client's announced port, from the lease's own socket. A
-// send error (the client's port closed while it binds again) is counted by
-// the lease and is not the expectation's end.
-func (u *UDP) deliver(b []byte, _ netip.AddrPort) {
-	if h := u.holder.Load(); h != nil {
-		h.WriteTo(b, u.to)
-	}
-}
+func (u *UDP) Release() { u.m.holderNow().Release() }

@@ -138,3 +138,31 @@ func TestExpectUDPFailureHoldsNothing(t *testing.T) {
 	assert.ErrorContains(t, err, "expect UDP for")
 	assert.Zero(t, m.Stats().Leases)
 }
+
+// TestExpectUDPReclaimDeliversTheLinger: what a released expectation's
+// lease buffered while it lingered reaches the client when the same port
+// is expected again, first and in order.
+func TestExpectUDPReclaimDeliversTheLinger(t *testing.T) {
+	m := newManager(t)
+	client := udpOn(t, clientIP)
+	server := udpOn(t, clientIP)
+	want := Want{Client: clientIP, Port: port(client), Peer: clientIP}
+	u, err := ExpectUDP(context.Background(), m, want)
+	require.NoError(t, err)
+	to := netip.AddrPortFrom(external, u.Port())
+	u.Release()
+	for _, s := range []string{"gap 1", "gap 2"} {
+		_, err := server.WriteToUDPAddrPort([]byte(s), to)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return m.Stats().BufferedDatagrams == 2 }, testTimeout, time.Millisecond)
+	u2, err := ExpectUDP(context.Background(), m, want)
+	require.NoError(t, err)
+	t.Cleanup(u2.Release)
+	assert.Equal(t, to.Port(), u2.Port(), "reclaimed")
+	_, err = server.WriteToUDPAddrPort([]byte("after"), to)
+	require.NoError(t, err)
+	for _, w := range []string{"gap 1", "gap 2", "after"} {
+		assert.Equal(t, w, recv(t, client))
+	}
+}

@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -14,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -110,8 +114,10 @@ func publishTone(t *testing.T, n *testNet, srv *rtspserver.Server, path string) 
 }
 
 // danteTCPOnly is a socksify configuration that sends TCP through the
-// proxy and UDP direct: libdsocks would take over ffmpeg's UDP bind()
-// otherwise, and ffmpeg would announce client_port=0-1.
+// proxy and UDP direct (announced mode). The direct route must name bind:
+// without a UDP route that allows it, libdsocks swallows ffmpeg's UDP
+// bind() (getsockname then says port 0) and ffmpeg announces
+// client_port=0-1, which no proxy can help.
 func danteTCPOnly(t *testing.T, p *proxyProc) []string {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(p.socks)
@@ -126,7 +132,7 @@ func danteTCPOnly(t *testing.T, p *proxyProc) []string {
 route {
 	from: 0.0.0.0/0 to: 0.0.0.0/0 via: direct
 	protocol: udp
-	command: udpassociate udpreply
+	command: bind bindreply udpassociate udpreply
 }
 `, host, port)), 0o600))
 	return []string{"SOCKS_CONF=" + conf, "SOCKS_AUTOADD_LANROUTES=no"}
@@ -192,12 +198,10 @@ func ffmpegRead(t *testing.T, n *testNet, env []string, url string) ffmpegRun {
 	return run
 }
 
-// requireTone asserts that the audio is the published tone.
-func requireTone(t *testing.T, w wav) {
+// requireTone asserts that the audio is the tone, at least least long.
+func requireTone(t *testing.T, w wav, least time.Duration) {
 	t.Helper()
-	// Not the exact length: on a loaded machine ffmpeg may start late in
-	// the live stream; most of what it was asked for is plainly played.
-	assert.GreaterOrEqual(t, w.duration(), rtspSeconds*time.Second*3/4, "ffmpeg decoded the stream")
+	assert.GreaterOrEqual(t, w.duration(), least, "ffmpeg decoded the stream")
 	assert.InEpsilon(t, toneHz, w.frequency(), 0.01, "ffmpeg decoded the 440 Hz tone")
 	assert.Greater(t, w.rms(), 0.05, "not silence (the tone is at 1/8 of full scale: RMS 0.088)")
 }
@@ -242,7 +246,9 @@ func TestRTSPFFmpegReadsTone(t *testing.T) {
 					env = danteTCPOnly(t, p)
 				}
 				run := ffmpegRead(t, n, env, srv.URL("tone"))
-				requireTone(t, run.audio)
+				// Not the exact length: ffmpeg may start a little late in the
+				// live stream; most of what it was asked for is plainly played.
+				requireTone(t, run.audio, rtspSeconds*time.Second*3/4)
 				require.NotZero(t, run.announced[0], "ffmpeg's SETUP in its log: %s", tail(run.log, 60))
 				assert.Equal(t, run.announced, run.replied, "ffmpeg saw its own ports in the SETUP reply")
 
@@ -264,5 +270,118 @@ func TestRTSPFFmpegReadsTone(t *testing.T) {
 				assert.Zero(t, got.ClientPorts[0]%2, "RTP on an even port")
 			})
 		}
+	})
+}
+
+// unprivileged prefixes argv with setpriv to run it as nobody when the
+// test runs as root (VLC refuses root), as vlcCommand does.
+func unprivileged(t *testing.T, argv []string) []string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return argv
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	require.NoError(t, err, "setpriv (util-linux) runs VLC unprivileged")
+	nobody, err := user.Lookup("nobody")
+	require.NoError(t, err)
+	return append([]string{setpriv, "--reuid=" + nobody.Uid, "--regid=" + nobody.Gid, "--clear-groups", "--"}, argv...)
+}
+
+// freeTCPPort is a TCP port free on ip on n's server side, for a server
+// that cannot be told to pick one (VLC).
+func freeTCPPort(t *testing.T, n *testNet, ip netip.Addr) uint16 {
+	t.Helper()
+	var port uint16
+	require.NoError(t, n.inServer(func() error {
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(ip, 0).String())
+		if err != nil {
+			return err
+		}
+		port = uint16(ln.Addr().(*net.TCPAddr).Port)
+		return ln.Close()
+	}))
+	return port
+}
+
+// waitRTSP waits until url answers DESCRIBE with 200 on n's server side:
+// VLC logs nothing reliable when its RTSP output is ready.
+func waitRTSP(t *testing.T, n *testNet, url string, vlcLog fmt.Stringer) {
+	t.Helper()
+	u, err := base.ParseURL(url)
+	require.NoError(t, err)
+	deadline := time.Now().Add(testTimeout)
+	for {
+		err := n.inServer(func() error {
+			c, err := net.DialTimeout("tcp", u.Host, time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			req := base.Request{Method: base.Describe, URL: u, Header: base.Header{"CSeq": base.HeaderValue{"1"}}}
+			b, err := req.Marshal()
+			if err != nil {
+				return err
+			}
+			if _, err := c.Write(b); err != nil {
+				return err
+			}
+			var res base.Response
+			if err := res.Unmarshal(bufio.NewReader(c)); err != nil {
+				return err
+			}
+			if res.StatusCode != base.StatusOK {
+				return fmt.Errorf("DESCRIBE: %d %s", res.StatusCode, res.StatusMessage)
+			}
+			return nil
+		})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered DESCRIBE: %v\nVLC:\n%s", url, err, tail(vlcLog.String(), 40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRTSPFFmpegReadsVLC: VLC's RTSP output, a second server independent
+// of gortsplib, serves the ASF test asset's tone (as G.711, which VLC can
+// packetise) and ffmpeg reads it over UDP through fwproxy, its RTSP
+// connection under socksify, and decodes the tone. The proxy starts
+// first, so that ffmpeg joins the stream as soon as VLC serves it.
+func TestRTSPFFmpegReadsVLC(t *testing.T) {
+	vlc, err := exec.LookPath("vlc")
+	require.NoError(t, err, "vlc is needed (Debian vlc-bin and vlc-plugin-base; make test installs them)")
+	asset, err := filepath.Abs("testdata/sine440.asf")
+	require.NoError(t, err)
+	forEachNet(t, false, func(t *testing.T, n *testNet) {
+		port := freeTCPPort(t, n, n.serverIP())
+		p := startRTSPProxy(t, n, port)
+		url := "rtsp://" + hostPort(n.serverIP(), strconv.Itoa(int(port))) + "/s"
+		dir := vlcDir(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		argv := unprivileged(t, []string{vlc, "-I", "dummy", "--no-video", "--no-plugins-cache", "--loop", "-vv", asset,
+			"--sout", fmt.Sprintf("#transcode{acodec=ulaw,channels=1,samplerate=8000}:rtp{sdp=%s}", url)})
+		cmd := serverCommand(ctx, n, argv[0], argv[1:]...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+		cmd.Dir = dir
+		log := fwproc.NewLogs(0)
+		cmd.Stdout, cmd.Stderr = log, log
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() {
+			cancel()
+			cmd.Wait()
+		})
+		waitRTSP(t, n, url, log)
+		run := ffmpegRead(t, n, danteTCPOnly(t, p), url)
+		// VLC ends the RTP session at the end of the 4 s asset (each loop
+		// starts a new one), and ffmpeg joined a moment after the start.
+		requireTone(t, run.audio, time.Second)
+		require.NotZero(t, run.announced[0], "ffmpeg's SETUP in its log: %s", tail(run.log, 60))
+		assert.Equal(t, run.announced, run.replied, "ffmpeg saw its own ports in the SETUP reply")
+		m := settledMetrics(t, p)
+		assert.Equal(t, 1.0, m.sum("fwproxy_rtsp_setups_total", `mode="announced"`, `outcome="accepted"`), "ffmpeg's SETUP went through the filter, announced mode")
+		assert.Equal(t, 1.0, m.sum("fwproxy_rtsp_transports_total", `action="rewritten"`), "and its transport was rewritten")
 	})
 }

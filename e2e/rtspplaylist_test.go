@@ -31,6 +31,9 @@ type rtspSetup struct {
 	// address, so that the lease cannot keep them: a missing rewrite then
 	// sends the server's data where no player is.
 	busy bool
+	// lossWait is the players' wait for an item's sequence (0: the step
+	// timeout).
+	lossWait time.Duration
 }
 
 // rtspPortPairs picks count (even, odd) port pairs free for the players on
@@ -118,7 +121,7 @@ func rtspPlayers(t *testing.T, n *testNet, srv *rtspserver.Server, proxy string,
 		cfgs = append(cfgs, rtspplayer.Config{
 			Server: srv.Addr(), Tag: fmt.Sprintf("p%d", i), Proxy: proxy, Mode: mode,
 			LocalIP: n.playerIP(), Port: ports[i], Items: s.items, Packets: s.packets,
-			StepTimeout: 10 * time.Second, Sockets: n.sockets(),
+			StepTimeout: 10 * time.Second, LossWait: s.lossWait, Sockets: n.sockets(),
 		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -186,7 +189,6 @@ func externalPorts(t *testing.T, n *testNet, srv *rtspserver.Server, i, items in
 	var out [][2]int
 	for k, s := range setups {
 		assert.Equal(t, n.externalIP(), s.Remote.Addr().String(), "player %d item %d: the server saw the proxy's external address", i, k)
-		assert.Equal(t, s.ClientPorts[0]+1, s.ClientPorts[1], "player %d item %d: an RTP/RTCP pair", i, k)
 		out = append(out, s.ClientPorts)
 	}
 	return out
@@ -238,6 +240,12 @@ func TestRTSPPlaylist(t *testing.T) {
 					for k, e := range ext {
 						assert.Equal(t, ext[0], e, "player %d (%v) item %d: the same external ports as item 0", i, r.Mode, k)
 					}
+					if r.Mode == rtspplayer.ModeAnnounced {
+						// The filter leases the group itself; a firewall
+						// client's ports are its associations' leases.
+						assert.Equal(t, ext[0][0]+1, ext[0][1], "player %d: an RTP/RTCP pair", i)
+						assert.Zero(t, ext[0][0]%2, "player %d: RTP on an even port", i)
+					}
 					if busy {
 						assert.NotEqual(t, own, ext[0], "player %d: its ports are held on the external address, so the lease has others", i)
 					} else {
@@ -249,6 +257,7 @@ func TestRTSPPlaylist(t *testing.T) {
 					rtcp += pl.RTCP
 				}
 				assert.GreaterOrEqual(t, rtcp, s.firewall*s.items, "each firewall client's receiver report reached the server through its RTCP association")
+				requireRTSPMetrics(t, p, s)
 			})
 		}
 	})
@@ -266,4 +275,85 @@ func TestRTSPPlaylistDirect(t *testing.T) {
 		requireRTSPClean(t, fmt.Sprintf("player %d", i), r, s)
 	}
 	requireSequencesSent(t, srv, s)
+}
+
+// requireRTSPMetrics asserts the filter counted what the players did:
+// every request and its 2xx reply, each SETUP by mode, every transport
+// rewritten, no problem, no control connection left.
+func requireRTSPMetrics(t *testing.T, p *proxyProc, s rtspSetup) {
+	t.Helper()
+	m := settledMetrics(t, p)
+	items := float64((s.firewall + s.announced) * s.items)
+	for _, method := range []string{"DESCRIBE", "SETUP", "PLAY", "TEARDOWN"} {
+		assert.Equal(t, items, m.sum("fwproxy_rtsp_requests_total", `direction="client_to_server"`, `method="`+method+`"`), method)
+	}
+	assert.Equal(t, 4*items, m.sum("fwproxy_rtsp_responses_total", `direction="server_to_client"`, `class="2xx"`), "every request answered 2xx")
+	assert.Equal(t, 4*items, m.sum("fwproxy_rtsp_responses_total"), "and nothing else")
+	assert.Equal(t, float64(s.firewall*s.items), m.sum("fwproxy_rtsp_setups_total", `mode="association"`, `outcome="accepted"`), "firewall clients' SETUPs joined their associations")
+	assert.Equal(t, float64(s.announced*s.items), m.sum("fwproxy_rtsp_setups_total", `mode="announced"`, `outcome="accepted"`), "announced players' SETUPs")
+	assert.Equal(t, items, m.sum("fwproxy_rtsp_setups_total"), "no other SETUP outcome")
+	assert.Equal(t, items, m.sum("fwproxy_rtsp_transports_total", `action="rewritten"`), "every transport rewritten")
+	assert.Equal(t, items, m.sum("fwproxy_rtsp_transports_total"), "none passed or dropped")
+	assert.Zero(t, m.sum("fwproxy_rtsp_problems_total"), "no problem")
+	assert.Zero(t, m.sum("fwproxy_rtsp_destination_rewrites_total"), "no destination= to rewrite")
+	assert.Zero(t, m.sum("fwproxy_rtsp_connections_active"), "every control connection ended")
+	assert.Zero(t, m.sum("fwproxy_leases_datagrams_total", `outcome="dropped"`), "no datagram dropped")
+}
+
+// TestRTSPWithoutLinger: with -lease-linger 0 nothing is lost in this
+// scenario either (each item's data starts after its own SETUP and PLAY),
+// but the ports do not survive the gap: with the players' own ports held
+// on the external address, the next item gets other external ports.
+func TestRTSPWithoutLinger(t *testing.T) {
+	forEachNet(t, false, func(t *testing.T, n *testNet) {
+		s := rtspSetup{firewall: 2, announced: 2, items: 5, packets: 30, busy: true}
+		cfg := rtspserver.DefaultConfig()
+		cfg.Packets = s.packets
+		srv := startRTSPServer(t, n, cfg)
+		p := startRTSPProxy(t, n, srv.Addr().Port(), "-lease-linger", "0")
+		reports := rtspPlayers(t, n, srv, p.socks, s)
+		for i, r := range reports {
+			requireRTSPClean(t, fmt.Sprintf("player %d (%v)", i, r.Mode), r, s)
+		}
+		requireSequencesSent(t, srv, s)
+		for i, r := range reports {
+			ext := externalPorts(t, n, srv, i, s.items)
+			changed := 0
+			for k := 1; k < len(ext); k++ {
+				if ext[k] != ext[k-1] {
+					changed++
+				}
+			}
+			t.Logf("player %d (%v): external ports by item %v", i, r.Mode, ext)
+			assert.Positive(t, changed, "player %d (%v): without lingering the group is gone at TEARDOWN, and the next item's SETUP gets other ports", i, r.Mode)
+		}
+		m := settledMetrics(t, p)
+		assert.Zero(t, m.sum("fwproxy_leases_datagrams_total", `outcome="buffered"`), "linger 0 buffers nothing")
+	})
+}
+
+// TestRTSPWithoutFilter is the proof that the playlist test's rewrite
+// assertions can fail: against fwproxy with -rtsp-ports ” the SETUP
+// passes unchanged, the server sends to the players' own port numbers at
+// the proxy's external address, where the test holds them, and the
+// players get nothing.
+func TestRTSPWithoutFilter(t *testing.T) {
+	forEachNet(t, false, func(t *testing.T, n *testNet) {
+		s := rtspSetup{firewall: 1, announced: 1, items: 2, packets: 10, busy: true, lossWait: 2 * time.Second}
+		cfg := rtspserver.DefaultConfig()
+		cfg.Packets = s.packets
+		srv := startRTSPServer(t, n, cfg)
+		p := startRTSPProxy(t, n, srv.Addr().Port(), "-rtsp-ports", "")
+		reports := rtspPlayers(t, n, srv, p.socks, s)
+		for i, r := range reports {
+			require.NoError(t, r.Err, "player %d: failures %v", i, r.Failures)
+			require.Len(t, r.Items, s.items)
+			own := [2]int{int(r.Port), int(r.Port) + 1}
+			for k, e := range externalPorts(t, n, srv, i, s.items) {
+				assert.Equal(t, own, e, "player %d item %d: unfiltered, the server was asked for the player's own ports", i, k)
+			}
+			assert.Zero(t, r.Received(), "player %d (%v): the data went to the held ports, none to the player", i, r.Mode)
+		}
+		assert.Zero(t, parseMetrics(t, p.scrape(t)).sum("fwproxy_rtsp_setups_total"), "no SETUP went through the filter")
+	})
 }

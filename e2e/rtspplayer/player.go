@@ -78,9 +78,11 @@ type Config struct {
 	// Items is the playlist's length, Packets each item's sequence
 	// length (rtspserver.Config.Packets).
 	Items, Packets int
-	// StepTimeout bounds each exchange and each item's wait for its
-	// sequence. Must be > 0.
+	// StepTimeout bounds each exchange. Must be > 0.
 	StepTimeout time.Duration
+	// LossWait bounds each item's wait for its whole sequence after PLAY;
+	// what has not come by then is lost. 0 is StepTimeout.
+	LossWait time.Duration
 	// Sockets, when set, runs each call that opens a socket (a network
 	// namespace's Do).
 	Sockets func(open func() error) error
@@ -376,7 +378,11 @@ func playItem(ctx context.Context, cfg Config, index int) (Item, *Failure) {
 		defer close(done)
 		it.readSequence(seen, &mu, &stray, &corrupt, all)
 	}()
-	rctx, cancel := context.WithTimeout(ctx, cfg.StepTimeout)
+	wait := cfg.LossWait
+	if wait <= 0 {
+		wait = cfg.StepTimeout
+	}
+	rctx, cancel := context.WithTimeout(ctx, wait)
 	_, err = it.request(base.Play, it.url, base.Header{"Session": base.HeaderValue{it.session}, "Range": base.HeaderValue{"npt=0-"}})
 	if err == nil && res.ServerPorts[1] != 0 && it.rtcpAssoc != nil {
 		// A receiver report through the RTCP association: the filter must

@@ -41,6 +41,7 @@ func wiredRegistry(t *testing.T) scrape {
 	t.Cleanup(func() { lm.Close() })
 	reg.MustRegister(LeaseTable(lm.Stats))
 	NewMMS(reg)
+	NewRTSP(reg)
 	NewConfigReloads(reg, time.Unix(0, 0))
 	NewLimits(reg, Limits{MaxSessions: 1024, MaxLeases: lcfg.MaxLeases, MaxLeasesPerClient: lcfg.MaxLeasesPerClient,
 		MaxBufferedDatagrams: lcfg.MaxBufferedDatagrams, MaxBufferedBytes: lcfg.MaxBufferedBytes,
@@ -111,6 +112,14 @@ func TestScrapePassesPromtool(t *testing.T) {
 		`fwproxy_mms_problems_total{direction="client_to_server",problem="logging_malformed"} 0`,
 		`fwproxy_mms_logging_rewrites_total{field="address"} 0`,
 		`fwproxy_mms_logging_rewrites_total{field="computer_name"} 0`,
+		`fwproxy_rtsp_setups_total{mode="none",outcome="proxy_refused"} 0`,
+		`fwproxy_rtsp_problems_total{direction="client_to_server",problem="lease_failed"} 0`,
+		`fwproxy_rtsp_problems_total{direction="server_to_client",problem="not_rtsp"} 0`,
+		`fwproxy_rtsp_transports_total{action="dropped"} 0`,
+		`fwproxy_rtsp_destination_rewrites_total 0`,
+		`fwproxy_rtsp_requests_total{direction="client_to_server",method="SETUP"} 0`,
+		`fwproxy_rtsp_responses_total{class="4xx",direction="server_to_client"} 0`,
+		`fwproxy_rtsp_connections_active 0`,
 		`fwproxy_limit_sessions 1024`,
 		`fwproxy_limit_udp_ports 64512`,
 	} {

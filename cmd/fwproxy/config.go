@@ -16,6 +16,7 @@ import (
 	"fwproxy/leases"
 	"fwproxy/mmsfilter"
 	"fwproxy/proxy"
+	"fwproxy/rtspfilter"
 )
 
 // maxConfigSize bounds the config file read; real ones are a few KiB.
@@ -92,6 +93,9 @@ type Config struct {
 	// Logging messages with "-". Its IPv4 address there is replaced by
 	// external_ip whatever this says.
 	MMSScrubComputerName bool `yaml:"mms_scrub_computer_name" reload:"restart"`
+	// RTSPPorts are the TCP ports whose CONNECT sessions run through the
+	// RTSP filter; empty disables it.
+	RTSPPorts []uint16 `yaml:"rtsp_ports"`
 
 	Rules RulesConfig `yaml:"rules"`
 
@@ -136,6 +140,7 @@ func DefaultConfig() Config {
 	return Config{
 		ExternalIP:     l.ListenIP.String(),
 		MMSPorts:       []uint16{1755},
+		RTSPPorts:      []uint16{554, 8554},
 		UDPPorts:       fmt.Sprintf("%d-%d", l.PortMin, l.PortMax),
 		LeaseLinger:    l.Linger,
 		UDPIdleTimeout: p.UDPIdleTimeout,
@@ -197,6 +202,7 @@ type settings struct {
 	proxy  proxy.Config
 	leases leases.Config
 	mms    mmsfilter.Config
+	rtsp   rtspfilter.Config
 	level  slog.Level
 	// users is the loaded users file; nil when authentication is off.
 	users *proxy.Users
@@ -342,6 +348,8 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 	s.mms = mmsfilter.DefaultConfig()
 	s.mms.ExternalIP = l.ListenIP
 	s.mms.ScrubComputerName = c.MMSScrubComputerName
+	s.rtsp = rtspfilter.DefaultConfig()
+	s.rtsp.ExternalIP = l.ListenIP
 
 	if len(ck.errs) == 0 {
 		// What the packages themselves refuse, in case a check above is
@@ -353,6 +361,9 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 			ck.bad("", "%v", err)
 		}
 		if err := s.mms.Validate(); err != nil {
+			ck.bad("", "%v", err)
+		}
+		if err := s.rtsp.Validate(); err != nil {
 			ck.bad("", "%v", err)
 		}
 	}

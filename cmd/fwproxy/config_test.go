@@ -141,6 +141,16 @@ rules:
 		{"mms disabled", []string{"-mms-ports", ""}, func(t *testing.T, s settings) {
 			assert.Empty(t, s.cfg.MMSPorts)
 		}},
+		{"rtsp default", nil, func(t *testing.T, s settings) {
+			assert.Equal(t, []uint16{554, 8554}, s.cfg.RTSPPorts)
+			assert.Equal(t, s.leases.ListenIP, s.rtsp.ExternalIP, "destination parameters name external_ip")
+		}},
+		{"rtsp ports flag", []string{"-rtsp-ports", "8554,9554"}, func(t *testing.T, s settings) {
+			assert.Equal(t, []uint16{8554, 9554}, s.cfg.RTSPPorts)
+		}},
+		{"rtsp disabled", []string{"-rtsp-ports", ""}, func(t *testing.T, s settings) {
+			assert.Empty(t, s.cfg.RTSPPorts)
+		}},
 		{"metrics users", []string{"-metrics-users", usersFile(t)}, func(t *testing.T, s settings) {
 			assert.NotEmpty(t, s.cfg.MetricsUsers)
 		}},
@@ -189,6 +199,12 @@ func TestConfigFileForms(t *testing.T) {
 		}},
 		{"mms_scrub_computer_name off", "mms_scrub_computer_name: false\n", func(t *testing.T, c Config) {
 			assert.False(t, c.MMSScrubComputerName)
+		}},
+		{"rtsp_ports as a list", "rtsp_ports: [554, 8554, 10554]\n", func(t *testing.T, c Config) {
+			assert.Equal(t, []uint16{554, 8554, 10554}, c.RTSPPorts)
+		}},
+		{"rtsp_ports empty list", "rtsp_ports: []\n", func(t *testing.T, c Config) {
+			assert.Empty(t, c.RTSPPorts)
 		}},
 		{"mms_ports empty list", "mms_ports: []\n", func(t *testing.T, c Config) {
 			assert.Empty(t, c.MMSPorts)
@@ -286,6 +302,7 @@ func TestConfigErrors(t *testing.T) {
 			[]string{`lease_linger: 10s needs a buffer cap: set leases.max_buffered_datagrams, max_buffered_bytes or max_buffered_bytes_total above 0`}},
 		{"mms port", "mms_ports: [1755, 0]\n", nil, []string{`config.yaml:1: mms_ports[1]: 0 is not a port (1-65535)`}},
 		{"mms port flag", "", []string{"-mms-ports", "1755,x"}, []string{`-mms-ports: "x" is not a port (1-65535)`}},
+		{"rtsp port", "rtsp_ports: [554, 70000]\n", nil, []string{`config.yaml:1: rtsp_ports[1]: 70000 is not a port (1-65535)`}},
 		{"number", "max_sessions: many\n", nil, []string{`config.yaml:1: max_sessions: "many" is not a whole number`}},
 		{"negative max sessions", "", []string{"-max-sessions", "-1"}, []string{`-max-sessions: -1 must be more than 0`}},
 		{"log format", "log_format: jsn\n", nil, []string{`config.yaml:1: log_format: "jsn" is not a log format (text, json)`}},

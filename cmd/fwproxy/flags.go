@@ -45,6 +45,7 @@ func configFlags() []configFlag {
 		{"relay-ports", "relay_ports", "client-facing UDP relay port range `LO-HI` of associations; empty: ephemeral ports"},
 		{"proxy-protocol-from", "proxy_protocol_from", "comma-separated balancer `NETWORKS` whose connections must carry a PROXY protocol header (v1 or v2); empty: none"},
 		{"mms-ports", "mms_ports", "comma-separated TCP `PORTS` whose sessions run through the MMS filter; empty disables it"},
+		{"rtsp-ports", "rtsp_ports", "comma-separated TCP `PORTS` whose sessions run through the RTSP filter; empty disables it"},
 	}
 }
 

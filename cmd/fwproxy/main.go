@@ -30,6 +30,7 @@ import (
 	"fwproxy/metrics"
 	"fwproxy/mmsfilter"
 	"fwproxy/proxy"
+	"fwproxy/rtspfilter"
 )
 
 func main() {
@@ -147,7 +148,7 @@ type components struct {
 }
 
 // build makes the proxy and what it depends on: the metrics, the lease
-// manager, the MMS filter and the users.
+// manager, the MMS and RTSP filters and the users.
 func (c *components) build(d *daemon, s settings) error {
 	log, reg := d.log, c.reg
 	// self holds the addresses of the proxy's own sockets, which are never
@@ -170,13 +171,20 @@ func (c *components) build(d *daemon, s settings) error {
 	reg.MustRegister(metrics.LeaseTable(lm.Stats))
 	d.setLimits = metrics.NewLimits(reg, limitsOf(s))
 	deps.Leases = lm
-	// The MMS filter exists even when no port uses it, so that a reload
-	// can turn it on.
+	// The filters exist even when no port uses them, so that a reload
+	// can turn them on.
 	mf, err := mmsfilter.New(s.mms, mmsfilter.Deps{Leases: lm, Logger: log.With("component", "mms"), Observer: metrics.NewMMS(reg)})
 	if err != nil {
 		return err
 	}
-	d.filters = []configuredFilter{{filter: mf, key: "mms_ports", ports: func(c Config) []uint16 { return c.MMSPorts }}}
+	rf, err := rtspfilter.New(s.rtsp, rtspfilter.Deps{Leases: lm, Logger: log.With("component", "rtsp"), Observer: metrics.NewRTSP(reg)})
+	if err != nil {
+		return err
+	}
+	d.filters = []configuredFilter{
+		{filter: mf, key: "mms_ports", ports: func(c Config) []uint16 { return c.MMSPorts }},
+		{filter: rf, key: "rtsp_ports", ports: func(c Config) []uint16 { return c.RTSPPorts }},
+	}
 	if deps.Filters, err = d.filterTable(s.cfg); err != nil {
 		return err
 	}
@@ -223,7 +231,7 @@ func (c *components) run(ctx context.Context, d *daemon, s settings, hup <-chan 
 	d.log.Info("listening", "socks", ln.Addr().String(), "metrics", ep.addr,
 		"auth", authName(d.users), "max_sessions", s.proxy.MaxSessions,
 		"external_ip", s.leases.ListenIP.String(), "udp_ports", s.cfg.UDPPorts, "relay_ports", s.proxy.RelayPorts.String(), "lease_linger", s.leases.Linger,
-		"mms_ports", fmt.Sprint(s.cfg.MMSPorts), "version", b.Version, "commit", b.Commit)
+		"mms_ports", fmt.Sprint(s.cfg.MMSPorts), "rtsp_ports", fmt.Sprint(s.cfg.RTSPPorts), "version", b.Version, "commit", b.Commit)
 
 	runErr := d.loop(ctx, serveErr, hup, health)
 	c.shutdown(d, ep, serveErr, runErr)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -42,10 +43,24 @@ func (d *daemon) filterTable(cfg Config) (*proxy.Filters, error) {
 	var t proxy.Filters
 	for _, f := range d.filters {
 		if err := t.Register(f.filter, f.ports(cfg)...); err != nil {
+			var clash *proxy.FilterClashError
+			if errors.As(err, &clash) && clash.Registered != clash.Refused {
+				return nil, fmt.Errorf("%s: port %d is also in %s: %w", f.key, clash.Port, d.keyOf(clash.Registered), err)
+			}
 			return nil, fmt.Errorf("%s: %w", f.key, err)
 		}
 	}
 	return &t, nil
+}
+
+// keyOf is the config key of the filter called name.
+func (d *daemon) keyOf(name string) string {
+	for _, f := range d.filters {
+		if f.filter.Name() == name {
+			return f.key
+		}
+	}
+	return "another filter's ports"
 }
 
 // reload reads the configuration file again, applies the same flags over

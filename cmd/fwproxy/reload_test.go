@@ -63,6 +63,7 @@ func TestFilterTable(t *testing.T) {
 	d := &daemon{filters: []configuredFilter{
 		{filter: portFilter("mms"), key: "mms_ports", ports: func(c Config) []uint16 { return c.MMSPorts }},
 		{filter: portFilter("line"), key: "line_ports", ports: func(Config) []uint16 { return []uint16{7000} }},
+		{filter: portFilter("rtsp"), key: "rtsp_ports", ports: func(c Config) []uint16 { return c.RTSPPorts }},
 	}}
 	tests := []struct {
 		name    string
@@ -70,10 +71,11 @@ func TestFilterTable(t *testing.T) {
 		wantErr string
 		wantLen int
 	}{
-		{"default", []uint16{1755}, "", 2},
-		{"no MMS ports", nil, "", 1},
+		{"default", []uint16{1755}, "", 4},
+		{"no MMS ports", nil, "", 3},
+		{"an RTSP port", []uint16{1755, 554}, `rtsp_ports: port 554 is also in mms_ports: proxy: register filter "rtsp" for port 554: the port already runs filter "mms"`, 0},
 		{"listed twice", []uint16{1755, 8755, 1755}, `mms_ports: proxy: register filter "mms" for port 1755: the port already runs filter "mms"`, 0},
-		{"another filter's port", []uint16{7000}, `line_ports: proxy: register filter "line" for port 7000: the port already runs filter "mms"`, 0},
+		{"another filter's port", []uint16{7000}, `line_ports: port 7000 is also in mms_ports: proxy: register filter "line" for port 7000: the port already runs filter "mms"`, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

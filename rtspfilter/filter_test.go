@@ -1,0 +1,261 @@
+package rtspfilter
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/pion/rtp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/socksclient"
+	"fwproxy/leases"
+	"fwproxy/proxy"
+)
+
+// These tests run the filter where it lives: inside a real SOCKS proxy on
+// loopback, between a player built on gortsplib's message packages and
+// gortsplib's RTSP server.
+
+const testTimeout = 10 * time.Second
+
+var (
+	// external is the proxy's outside address, apart from the client's
+	// 127.0.0.1 as across two hosts.
+	external = netip.MustParseAddr("127.0.0.2")
+	clientIP = netip.MustParseAddr("127.0.0.1")
+)
+
+// testLeaseRange keeps the leases away from the server's UDP pair.
+const testLeasePortMin, testLeasePortMax = 40000, 49999
+
+type filterEnv struct {
+	proxyAddr string
+	server    *realServer
+	leases    *leases.Manager
+	obs       *countingObserver
+}
+
+type envOptions struct {
+	linger time.Duration
+	cfg    func(*Config)
+}
+
+func newFilterEnv(t *testing.T, o envOptions) *filterEnv {
+	t.Helper()
+	lcfg := leases.DefaultConfig()
+	lcfg.ListenIP = external
+	lcfg.Linger = o.linger
+	lcfg.PortMin, lcfg.PortMax = testLeasePortMin, testLeasePortMax
+	lm, err := leases.New(lcfg, leases.Deps{})
+	require.NoError(t, err)
+	t.Cleanup(func() { lm.Close() })
+
+	srv := newRealServer(t)
+	cfg := DefaultConfig()
+	cfg.ExternalIP = external
+	cfg.AcquireTimeout = testTimeout
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	obs := &countingObserver{}
+	f, err := New(cfg, Deps{Leases: lm, Observer: obs})
+	require.NoError(t, err)
+	pcfg := proxy.DefaultConfig()
+	pcfg.ExternalIP = external
+	pcfg.Rules.AllowDestinations = []proxy.DestRule{{Network: netip.MustParsePrefix("127.0.0.0/8")}}
+	var filters proxy.Filters
+	require.NoError(t, filters.Register(f, srv.addr.Port()))
+	p, err := proxy.New(pcfg, proxy.Deps{Leases: lm, Filters: &filters})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go p.Serve(ln)
+	t.Cleanup(func() { p.Close() })
+	return &filterEnv{proxyAddr: ln.Addr().String(), server: srv, leases: lm, obs: obs}
+}
+
+// dial opens a control connection to the server through the proxy.
+func (e *filterEnv) dial(t *testing.T) *rtspClient {
+	t.Helper()
+	d := socksclient.Dialer{Proxy: e.proxyAddr, Timeout: testTimeout}
+	c, err := d.Connect(context.Background(), socksclient.AddrFromAddrPort(e.server.addr))
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return newRTSPClient(t, c, e.server.addr)
+}
+
+// rtpPorts binds an even port and the next one on the client's IP, inside
+// the leases' range so that a lease can keep them.
+func rtpPorts(t *testing.T) (rtpConn, rtcpConn *net.UDPConn) {
+	t.Helper()
+	for range 100 {
+		p := testLeasePortMin + 2*rand.IntN((testLeasePortMax-testLeasePortMin)/2)
+		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: clientIP.AsSlice(), Port: p})
+		if err != nil {
+			continue
+		}
+		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: clientIP.AsSlice(), Port: p + 1})
+		if err != nil {
+			a.Close()
+			continue
+		}
+		t.Cleanup(func() { a.Close(); b.Close() })
+		a.SetDeadline(time.Now().Add(testTimeout))
+		b.SetDeadline(time.Now().Add(testTimeout))
+		return a, b
+	}
+	t.Fatal("no free port pair")
+	return nil, nil
+}
+
+func portOf(u *net.UDPConn) uint16 { return u.LocalAddr().(*net.UDPAddr).AddrPort().Port() }
+
+// holdBusy binds ports on the external address so that the leases cannot
+// keep the client's own numbers: a rewrite that is missing then shows.
+func holdBusy(t *testing.T, ports ...uint16) {
+	t.Helper()
+	for _, p := range ports {
+		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(external, p)))
+		require.NoError(t, err)
+		t.Cleanup(func() { u.Close() })
+	}
+}
+
+// readRTP reads RTP from u until one packet arrives; through an
+// association it strips the SOCKS UDP header first.
+func readRTP(t *testing.T, u *net.UDPConn, assoc bool) *rtp.Packet {
+	t.Helper()
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := u.ReadFromUDPAddrPort(buf)
+		require.NoError(t, err, "no RTP reached the client's port")
+		b := buf[:n]
+		if assoc {
+			_, hl, err := socksclient.ParseUDPHeader(b)
+			require.NoError(t, err)
+			b = b[hl:]
+		}
+		var pkt rtp.Packet
+		if pkt.Unmarshal(b) == nil && pkt.SSRC == 0x0badcafe {
+			return &pkt
+		}
+	}
+}
+
+// associate opens a UDP association for u's port, as a firewall client
+// (a program under socksify) does before it announces the port.
+func (e *filterEnv) associate(t *testing.T, u *net.UDPConn) {
+	t.Helper()
+	d := socksclient.Dialer{Proxy: e.proxyAddr, Timeout: testTimeout}
+	ctl, _, err := d.Request(context.Background(), socksclient.CmdUDPAssociate, socksclient.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), portOf(u))))
+	require.NoError(t, err)
+	t.Cleanup(func() { ctl.Close() })
+}
+
+func TestFilterSetupThroughProxy(t *testing.T) {
+	tests := []struct {
+		name  string
+		assoc bool
+		busy  bool // the client's numbers are taken on the external address
+	}{
+		{"announced mode, own ports busy outside", false, true},
+		{"announced mode, own ports kept", false, false},
+		{"firewall-client mode", true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newFilterEnv(t, envOptions{linger: testTimeout})
+			a, b := rtpPorts(t)
+			pa, pb := portOf(a), portOf(b)
+			if tt.busy {
+				holdBusy(t, pa, pb)
+			}
+			if tt.assoc {
+				env.associate(t, a)
+				env.associate(t, b)
+			}
+			c := env.dial(t)
+			u := c.describe()
+			res, th, sess := c.setup(u, fmt.Sprintf("RTP/AVP;unicast;client_port=%d-%d", pa, pb), "")
+			require.Equal(t, base.StatusOK, res.StatusCode)
+			require.NotNil(t, th.ClientPorts)
+			assert.Equal(t, [2]int{int(pa), int(pb)}, *th.ClientPorts, "the client sees its own ports in the reply")
+
+			seen := env.server.lastSetup()
+			assert.Equal(t, external, seen.peer.Addr().Unmap(), "the server sees the proxy's external address")
+			ext := serverSaw(t, seen)
+			assert.Equal(t, ext[0]+1, ext[1], "consecutive external ports")
+			assert.Zero(t, ext[0]%2, "RTP on an even port")
+			if tt.busy {
+				assert.NotEqual(t, [2]int{int(pa), int(pb)}, ext, "the client's own numbers are busy outside: rewritten")
+			}
+			if !tt.busy && !tt.assoc {
+				assert.Equal(t, [2]int{int(pa), int(pb)}, ext, "free: the client's ports are kept")
+			}
+
+			c.play(sess)
+			env.server.pump(t)
+			pkt := readRTP(t, a, tt.assoc)
+			assert.Contains(t, string(pkt.Payload), "tone ", "the server's RTP reaches the client's RTP port")
+			want := SetupAnnounced
+			if tt.assoc {
+				want = SetupJoined
+			}
+			assert.Equal(t, int64(1), env.obs.setups[want][OutcomeAccepted].Load())
+		})
+	}
+}
+
+func TestFilterTeardownThenSetupReclaimsThePorts(t *testing.T) {
+	for _, sameConn := range []bool{true, false} {
+		t.Run(fmt.Sprintf("same connection %v", sameConn), func(t *testing.T) {
+			env := newFilterEnv(t, envOptions{linger: testTimeout})
+			a, b := rtpPorts(t)
+			pa, pb := portOf(a), portOf(b)
+			holdBusy(t, pa, pb)
+			transport := fmt.Sprintf("RTP/AVP;unicast;client_port=%d-%d", pa, pb)
+
+			c := env.dial(t)
+			u := c.describe()
+			_, _, sess := c.setup(u, transport, "")
+			first := serverSaw(t, env.server.lastSetup())
+			c.play(sess)
+			c.teardown(sess)
+			if !sameConn {
+				c.conn.Close()
+				c = env.dial(t)
+				u = c.describe()
+			}
+			res, th, _ := c.setup(u, transport, "")
+			require.Equal(t, base.StatusOK, res.StatusCode)
+			assert.Equal(t, [2]int{int(pa), int(pb)}, *th.ClientPorts)
+			assert.Equal(t, first, serverSaw(t, env.server.lastSetup()), "the next item gets the same external ports")
+		})
+	}
+}
+
+// countingObserver counts what tests check.
+type countingObserver struct {
+	NopObserver
+	setups     [NumSetupModes][NumSetupOutcomes]atomic.Int64
+	problems   [NumDirections][NumProblems]atomic.Int64
+	transports [NumTransportActions]atomic.Int64
+	dests      atomic.Int64
+	conns      atomic.Int64
+}
+
+func (o *countingObserver) Setup(m SetupMode, out SetupOutcome) { o.setups[m][out].Add(1) }
+func (o *countingObserver) Problem(d Direction, p Problem, _ error) {
+	o.problems[d][p].Add(1)
+}
+func (o *countingObserver) Transport(a TransportAction) { o.transports[a].Add(1) }
+func (o *countingObserver) DestinationRewritten()       { o.dests.Add(1) }
+func (o *countingObserver) ConnectionsChanged(d int)    { o.conns.Add(int64(d)) }

@@ -1,0 +1,272 @@
+package rtspfilter
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+)
+
+// stream is one direction's reader state; its memory is bounded by
+// readBufSize, MaxHeadBytes and one copy buffer, whatever the peer sends.
+type stream struct {
+	dir  Direction
+	br   *bufio.Reader
+	head []byte // reused head buffer
+	copy []byte // body and frame copy buffer
+	// seen: an RTSP message went by, so later garbage is a framing
+	// error, not a stream that never was RTSP.
+	seen bool
+}
+
+func newStream(dir Direction, src io.Reader) *stream {
+	return &stream{dir: dir, br: bufio.NewReaderSize(src, readBufSize), head: make([]byte, 0, 1024), copy: make([]byte, 8<<10)}
+}
+
+// ClientToServer filters the client's requests: SETUPs are rewritten,
+// TEARDOWNs release, everything else is forwarded as it came.
+func (c *Connection) ClientToServer(ctx context.Context, dst io.Writer, src io.Reader) error {
+	s := newStream(DirClientToServer, src)
+	for {
+		done, err := c.relayOne(ctx, s, dst)
+		if done || err != nil {
+			return err
+		}
+	}
+}
+
+// ServerToClient filters the server's replies: SETUP replies get the
+// client's ports back and permit the server's peers.
+func (c *Connection) ServerToClient(ctx context.Context, dst io.Writer, src io.Reader) error {
+	defer close(c.serverStopped)
+	c.mu.Lock()
+	c.toClient = &lockedWriter{w: dst, mu: &c.wmu}
+	c.mu.Unlock()
+	close(c.clientReady)
+	s := newStream(DirServerToClient, src)
+	for {
+		done, err := c.relayOne(ctx, s, dst)
+		if done || err != nil {
+			return err
+		}
+	}
+}
+
+// relayOne forwards one unit (a message, an interleaved frame or a line
+// break between messages); done at the end of the stream.
+func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (done bool, err error) {
+	b, err := s.br.Peek(1)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		return true, err
+	}
+	switch b[0] {
+	case '$':
+		c.f.obs.Interleaved(s.dir, 1)
+		c.lockWrite(s.dir)
+		err := copyInterleaved(dst, s.br, s.copy)
+		c.unlockWrite(s.dir)
+		return false, c.copyErr(s, err)
+	case '\r', '\n':
+		// Between messages (a keep-alive CRLF, RFC 7826 §20.1 allows
+		// them): forwarded one at a time, never held.
+		s.br.ReadByte()
+		c.lockWrite(s.dir)
+		_, err := dst.Write(b[:1:1])
+		c.unlockWrite(s.dir)
+		return false, err
+	}
+	h, err := readHead(s.br, s.head)
+	s.head = h.raw[:0]
+	if err != nil {
+		return c.badHead(ctx, s, dst, h.raw, err)
+	}
+	s.seen = true
+	out := h.raw
+	switch {
+	case h.request && s.dir == DirClientToServer:
+		c.f.obs.Request(s.dir, methodOf(h.method))
+		var answer []byte
+		out, answer = c.onRequest(ctx, &h)
+		if answer != nil {
+			if err := copyN(io.Discard, s.br, h.bodyLen, s.copy); err != nil {
+				return true, c.copyErr(s, err)
+			}
+			return false, c.answer(ctx, answer)
+		}
+		c.forwarded()
+	case h.request:
+		c.f.obs.Request(s.dir, methodOf(h.method))
+	case s.dir == DirServerToClient:
+		c.f.obs.Response(s.dir, statusClassOf(h.code))
+		out = c.onResponse(&h)
+	default:
+		c.f.obs.Response(s.dir, statusClassOf(h.code))
+	}
+	c.lockWrite(s.dir)
+	defer c.unlockWrite(s.dir)
+	if _, err := dst.Write(out); err != nil {
+		return true, err
+	}
+	if s.dir == DirServerToClient && !h.request {
+		c.responded()
+	}
+	return false, c.copyErr(s, copyN(dst, s.br, h.bodyLen, s.copy))
+}
+
+// copyErr counts a stream that ended inside a frame or body; the proxy
+// half-closes as after any end.
+func (c *Connection) copyErr(s *stream, err error) error {
+	if errors.Is(err, ErrTruncated) {
+		c.f.obs.Problem(s.dir, ProblemTruncated, err)
+		return nil
+	}
+	return err
+}
+
+// badHead handles a head that did not read or parse. A direction that
+// never carried RTSP relays untouched from here on (counted not_rtsp);
+// one that did is broken: the client is answered 400 and the connection
+// ends (its framing is lost, and a SETUP inside must not pass
+// unrewritten), the server's rest is relayed untouched.
+func (c *Connection) badHead(ctx context.Context, s *stream, dst io.Writer, raw []byte, err error) (bool, error) {
+	var he *HeadError
+	if !errors.As(err, &he) {
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		return true, err
+	}
+	if he.Problem == ProblemTruncated {
+		c.f.obs.Problem(s.dir, ProblemTruncated, err)
+		c.lockWrite(s.dir)
+		_, werr := dst.Write(raw)
+		c.unlockWrite(s.dir)
+		return true, werr
+	}
+	if !s.seen && he.Problem == ProblemBadStartLine {
+		c.f.obs.Problem(s.dir, ProblemNotRTSP, err)
+		c.log.Debug("rtsp: not RTSP, relaying untouched", "direction", s.dir.String(), "client", c.conn.Client, "server", c.conn.Target, "err", err)
+		return true, c.raw(s, dst, raw)
+	}
+	c.f.obs.Problem(s.dir, he.Problem, err)
+	c.log.Warn("rtsp: bad message", "direction", s.dir.String(), "client", c.conn.Client, "server", c.conn.Target, "err", err)
+	if s.dir == DirServerToClient {
+		return true, c.raw(s, dst, raw)
+	}
+	if aerr := c.answer(ctx, statusMessage("RTSP/1.0", 400, "Bad Request", "")); aerr != nil {
+		return true, aerr
+	}
+	return true, fmt.Errorf("rtspfilter: client message: %w", err)
+}
+
+// raw relays the rest of the direction untouched, raw first.
+func (c *Connection) raw(s *stream, dst io.Writer, raw []byte) error {
+	if s.dir == DirServerToClient {
+		c.mu.Lock()
+		c.serverRaw = true
+		c.mu.Unlock()
+		c.poke()
+	}
+	c.lockWrite(s.dir)
+	defer c.unlockWrite(s.dir)
+	if _, err := dst.Write(raw); err != nil {
+		return err
+	}
+	_, err := io.CopyBuffer(dst, s.br, s.copy)
+	return err
+}
+
+// lockWrite serialises writes to the client with the proxy's own
+// answers; writes to the server have one writer.
+func (c *Connection) lockWrite(d Direction) {
+	if d == DirServerToClient {
+		c.wmu.Lock()
+	}
+}
+
+func (c *Connection) unlockWrite(d Direction) {
+	if d == DirServerToClient {
+		c.wmu.Unlock()
+	}
+}
+
+// forwarded counts a request on its way to the server.
+func (c *Connection) forwarded() {
+	c.mu.Lock()
+	c.outstanding++
+	c.mu.Unlock()
+}
+
+// responded counts a response on its way to the client.
+func (c *Connection) responded() {
+	c.mu.Lock()
+	if c.outstanding > 0 {
+		c.outstanding--
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+func (c *Connection) poke() {
+	select {
+	case c.answered <- struct{}{}:
+	default:
+	}
+}
+
+// answer sends the proxy's own response to the client, once the server
+// has answered every request before it (responses come in request order).
+func (c *Connection) answer(ctx context.Context, msg []byte) error {
+	select {
+	case <-c.clientReady:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	for {
+		c.mu.Lock()
+		ready := c.outstanding == 0 || c.serverRaw
+		w := c.toClient
+		c.mu.Unlock()
+		if ready {
+			_, err := w.Write(msg)
+			return err
+		}
+		select {
+		case <-c.answered:
+		case <-c.serverStopped:
+			return net.ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// lockedWriter writes whole messages under the connection's write lock.
+type lockedWriter struct {
+	w  io.Writer
+	mu interface {
+		Lock()
+		Unlock()
+	}
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// statusMessage is a response of the proxy's own, with the request's
+// CSeq (every response carries it, RFC 2326 §12.17).
+func statusMessage(version string, code int, reason, cseq string) []byte {
+	b := fmt.Appendf(nil, "%s %d %s\r\n", version, code, reason)
+	if cseq != "" {
+		b = fmt.Appendf(b, "CSeq: %s\r\n", cseq)
+	}
+	return append(b, "Content-Length: 0\r\n\r\n"...)
+}

@@ -1,0 +1,308 @@
+package rtspfilter
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"fwproxy/internal/expect"
+)
+
+// pendingSetup is a SETUP forwarded to the server and not yet answered.
+type pendingSetup struct {
+	cseq    string
+	session string // the request's Session id; "" for a new session
+	leased  []leasedSpec
+	groups  []*expect.UDPGroup // parallel to leased
+	mode    SetupMode
+}
+
+func (p *pendingSetup) release() {
+	for _, g := range p.groups {
+		g.Release()
+	}
+}
+
+// maxPending bounds the SETUPs awaiting an answer on one connection: the
+// ones holding groups are bounded by MaxGroups, this bounds the others.
+const maxPending = 32
+
+// sessionID is a Session header's id, without its ";timeout=" (RFC 2326
+// §12.37).
+func sessionID(v string) string {
+	id, _, _ := strings.Cut(v, ";")
+	return strings.TrimSpace(id)
+}
+
+// onRequest acts on a client request. It returns the head to forward
+// (h.raw when unchanged), or an answer of the proxy's own to send the
+// client instead.
+func (c *Connection) onRequest(ctx context.Context, h *head) (out, answer []byte) {
+	switch methodOf(h.method) {
+	case MethodSetup:
+		return c.onSetup(ctx, h)
+	case MethodTeardown:
+		if v, ok := h.get("Session"); ok {
+			c.teardown(sessionID(v))
+		}
+	}
+	return h.raw, nil
+}
+
+// teardown releases a session's groups: they linger, so a SETUP of the
+// same client ports soon after (the next playlist item) gets them back.
+func (c *Connection) teardown(id string) {
+	c.mu.Lock()
+	gs := c.sessions[id]
+	delete(c.sessions, id)
+	c.groups -= len(gs)
+	c.mu.Unlock()
+	for _, g := range gs {
+		g.Release()
+	}
+	if len(gs) > 0 {
+		c.log.Debug("rtsp teardown", "client", c.conn.Client, "server", c.conn.Target, "session", id, "groups", len(gs))
+	}
+}
+
+// onSetup rewrites a SETUP's Transport. A SETUP that would leave the
+// server nothing the proxy can carry is answered 461 Unsupported
+// Transport by the proxy and never forwarded: players (ffmpeg, VLC's
+// live555, gortsplib) take 461 as "try TCP interleaved", which the proxy
+// carries on the control connection; forwarding it unrewritten would make
+// the server send UDP to a port the client does not hold.
+func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) {
+	cseq, _ := h.get("CSeq")
+	sess, _ := h.get("Session")
+	p := &pendingSetup{cseq: cseq, session: sessionID(sess), mode: SetupUnfiltered}
+	refuse := func(pr Problem, err error) ([]byte, []byte) {
+		c.f.obs.Problem(DirClientToServer, pr, err)
+		p.release()
+		c.unreserve(len(p.groups))
+		c.f.obs.Setup(SetupNone, OutcomeProxyRefused)
+		c.log.Warn("rtsp: SETUP refused with 461", "client", c.conn.Client, "server", c.conn.Target, "uri", h.uri, "err", err)
+		return nil, statusMessage(h.version, 461, "Unsupported Transport", cseq)
+	}
+	c.mu.Lock()
+	if len(c.pending) >= maxPending {
+		c.mu.Unlock()
+		return refuse(ProblemGroupLimit, fmt.Errorf("rtspfilter: %d SETUPs unanswered", maxPending))
+	}
+	_, known := c.sessions[p.session]
+	newSessions := len(c.sessions)
+	for _, q := range c.pending {
+		if q.session == "" {
+			newSessions++
+		}
+	}
+	c.mu.Unlock()
+	if p.session == "" || !known {
+		if newSessions >= c.f.cfg.MaxSessions {
+			return refuse(ProblemSessionLimit, fmt.Errorf("rtspfilter: %d sessions on one connection", c.f.cfg.MaxSessions))
+		}
+	}
+
+	var repl []replacement
+	for i, f := range h.fields {
+		if !equalFold(f.name, "Transport") {
+			continue
+		}
+		rw, err := rewriteTransport(f.value, c.externalIP(), func(announced []uint16) ([]uint16, error) {
+			g, err := c.lease(ctx, announced)
+			if err != nil {
+				return nil, err
+			}
+			p.groups = append(p.groups, g)
+			return g.Ports(), nil
+		})
+		if err != nil {
+			return refuse(ProblemBadTransport, err)
+		}
+		for _, d := range rw.dropped {
+			c.f.obs.Problem(DirClientToServer, d.Problem, d)
+			c.log.Warn("rtsp: transport dropped from SETUP", "client", c.conn.Client, "server", c.conn.Target, "problem", d.Problem.String(), "err", d)
+		}
+		for a := range NumTransportActions {
+			for range rw.actions[a] {
+				c.f.obs.Transport(a)
+			}
+		}
+		for range rw.destinations {
+			c.f.obs.DestinationRewritten()
+		}
+		if rw.kept == 0 {
+			return refuse(ProblemUnsupportedTransport, fmt.Errorf("rtspfilter: no transport of %q can pass the proxy", clip([]byte(f.value))))
+		}
+		p.leased = append(p.leased, rw.leased...)
+		if rw.actions[TransportRewritten] > 0 || rw.actions[TransportDropped] > 0 {
+			repl = append(repl, replacement{index: i, value: rw.value})
+		}
+	}
+	if len(p.groups) > 0 {
+		p.mode = SetupJoined
+		for _, g := range p.groups {
+			if g.Mode() != expect.Joined {
+				p.mode = SetupAnnounced
+			}
+		}
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		p.release()
+		return h.raw, nil // the connection is going; nothing will be sent
+	}
+	c.pending = append(c.pending, p)
+	c.mu.Unlock()
+	if len(repl) == 0 {
+		return h.raw, nil
+	}
+	return appendHeadWith(nil, h, repl), nil
+}
+
+// lease takes the group for one spec's announced ports, within
+// MaxGroups.
+func (c *Connection) lease(ctx context.Context, announced []uint16) (*expect.UDPGroup, error) {
+	c.mu.Lock()
+	if c.groups >= c.f.cfg.MaxGroups {
+		c.mu.Unlock()
+		return nil, &SpecError{Problem: ProblemGroupLimit, Err: fmt.Errorf("rtspfilter: %d lease groups on one connection", c.f.cfg.MaxGroups)}
+	}
+	c.groups++
+	c.mu.Unlock()
+	actx, cancel := context.WithTimeout(ctx, c.f.cfg.AcquireTimeout)
+	defer cancel()
+	// The server may send from any source port (server_port is only
+	// its intent), so its IP is what is permitted; a source it names
+	// in the reply is added then.
+	g, err := expect.ExpectGroup(actx, c.f.leases, expect.GroupWant{
+		Client: c.conn.Client.Addr(), User: c.conn.User, Session: c.conn.Session,
+		Ports: announced, Peers: []netip.Addr{c.conn.Target.Addr()},
+	})
+	if err != nil {
+		c.unreserve(1)
+		return nil, &SpecError{Problem: ProblemLeaseFailed, Err: err}
+	}
+	return g, nil
+}
+
+func (c *Connection) unreserve(n int) {
+	c.mu.Lock()
+	c.groups -= n
+	c.mu.Unlock()
+}
+
+// onResponse acts on a server response: a SETUP's answer gets the
+// client's ports back. It returns the head to forward.
+func (c *Connection) onResponse(h *head) []byte {
+	cseq, _ := h.get("CSeq")
+	p := c.takePending(cseq)
+	if p == nil {
+		return h.raw
+	}
+	if h.code < 200 || h.code > 299 {
+		p.release()
+		c.unreserve(len(p.groups))
+		c.f.obs.Setup(p.mode, OutcomeServerRefused)
+		return h.raw
+	}
+	var repl []replacement
+	chosen := -1
+	var source netip.Addr
+	for i, f := range h.fields {
+		if !equalFold(f.name, "Transport") || len(p.leased) == 0 {
+			continue
+		}
+		rt, err := restoreTransport(f.value, p.leased)
+		if err != nil || rt.unmatched {
+			c.f.obs.Problem(DirServerToClient, ProblemReplyUnmatched, fmt.Errorf("rtspfilter: SETUP reply transport %q: %v", clip([]byte(f.value)), err))
+		}
+		if err != nil {
+			continue
+		}
+		if rt.chosen >= 0 && chosen < 0 {
+			chosen, source = rt.chosen, rt.source
+		}
+		repl = append(repl, replacement{index: i, value: rt.value})
+	}
+	id := p.session
+	if v, ok := h.get("Session"); ok {
+		id = sessionID(v)
+	}
+	mode := p.mode
+	var keep *expect.UDPGroup
+	for i, g := range p.groups {
+		if i == chosen {
+			keep = g
+			continue
+		}
+		g.Release()
+	}
+	if keep == nil {
+		mode = SetupUnfiltered
+	}
+	c.mu.Lock()
+	c.groups -= len(p.groups)
+	if keep != nil && !c.closed {
+		c.groups++
+		c.sessions[id] = c.replaceLocked(c.sessions[id], keep)
+		keep = nil
+	}
+	c.mu.Unlock()
+	if keep != nil {
+		keep.Release() // closed meanwhile
+	}
+	c.f.obs.Setup(mode, OutcomeAccepted)
+	if chosen >= 0 {
+		l := p.leased[chosen]
+		g := p.groups[chosen]
+		if source.IsValid() {
+			g.AllowPeer(source)
+		}
+		c.log.Info("rtsp setup", "client", c.conn.Client, "server", c.conn.Target, "session", id,
+			"client_ports", l.announced, "external_ports", l.external, "mode", mode.String())
+	}
+	if len(repl) == 0 {
+		return h.raw
+	}
+	return appendHeadWith(nil, h, repl)
+}
+
+// replaceLocked adds g to a session's groups, releasing an older group of
+// the same ports (a SETUP again for the same stream): the lease is shared,
+// so the new holder carries on.
+func (c *Connection) replaceLocked(gs []*expect.UDPGroup, g *expect.UDPGroup) []*expect.UDPGroup {
+	keys := g.Keys()
+	out := gs[:0]
+	for _, old := range gs {
+		if slices.Equal(old.Keys(), keys) {
+			old.Release()
+			c.groups--
+			continue
+		}
+		out = append(out, old)
+	}
+	return append(out, g)
+}
+
+// takePending removes the SETUP a response with cseq answers: the one
+// with that CSeq, or the oldest when the server sends none.
+func (c *Connection) takePending(cseq string) *pendingSetup {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.pending) == 0 {
+		return nil
+	}
+	i := 0
+	if cseq != "" {
+		i = slices.IndexFunc(c.pending, func(p *pendingSetup) bool { return p.cseq == cseq })
+		if i < 0 {
+			return nil
+		}
+	}
+	p := c.pending[i]
+	c.pending = slices.Delete(c.pending, i, i+1)
+	return p
+}

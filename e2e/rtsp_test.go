@@ -268,6 +268,9 @@ func TestRTSPFFmpegReadsTone(t *testing.T) {
 				}
 				assert.Equal(t, got.ClientPorts[0]+1, got.ClientPorts[1], "an RTP/RTCP pair")
 				assert.Zero(t, got.ClientPorts[0]%2, "RTP on an even port")
+				m := settledMetrics(t, p)
+				assert.Equal(t, 1.0, m.sum("fwproxy_rtsp_setups_total", `mode="announced"`, `outcome="accepted"`), "one SETUP, announced mode")
+				assert.Equal(t, 1.0, m.sum("fwproxy_rtsp_transports_total", `action="rewritten"`), "its transport rewritten")
 			})
 		}
 	})

@@ -246,7 +246,7 @@ func TestRTSPPlaylist(t *testing.T) {
 		{"announced, players' ports held on the external address", 0, 8, true, ""},
 		{"firewall clients, players' ports held on the external address", 8, 0, true, bugFirewallPortsTaken},
 	}
-	forEachNet(t, false, func(t *testing.T, n *testNet) {
+	forEachNet(t, true, func(t *testing.T, n *testNet) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				if tt.bug != "" {

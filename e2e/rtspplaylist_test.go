@@ -123,6 +123,10 @@ func rtspPlayers(t *testing.T, n *testNet, srv *rtspserver.Server, proxy string,
 			Server: srv.Addr(), Tag: fmt.Sprintf("p%d", i), Proxy: proxy, Mode: mode,
 			LocalIP: n.playerIP(), Port: ports[i], Items: s.items, Packets: s.packets,
 			StepTimeout: 10 * time.Second, LossWait: s.lossWait, Sockets: n.sockets(),
+			// Every other player plays its odd items on the previous
+			// item's control connection: the next item's SETUP comes after
+			// a TEARDOWN on the same connection, not after its close.
+			KeepConnection: i%2 == 1,
 		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -263,6 +267,15 @@ func TestRTSPPlaylist(t *testing.T) {
 					requireRTSPClean(t, fmt.Sprintf("player %d (%v)", i, r.Mode), r, s)
 				}
 				requireSequencesSent(t, srv, s)
+				same := 0
+				for _, r := range reports {
+					for _, it := range r.Items {
+						if it.SameConnection {
+							same++
+						}
+					}
+				}
+				assert.Equal(t, len(reports)/2*s.items/2, same, "half the players played half their items on the previous item's connection")
 				for i, r := range reports {
 					ext := externalPorts(t, n, srv, i, s.items)
 					own := [2]int{int(r.Port), int(r.Port) + 1}

@@ -86,6 +86,10 @@ type Config struct {
 	// Sockets, when set, runs each call that opens a socket (a network
 	// namespace's Do).
 	Sockets func(open func() error) error
+	// KeepConnection plays every odd item on the previous item's control
+	// connection (after its TEARDOWN) instead of a new one; the UDP
+	// sockets and associations are closed and bound again all the same.
+	KeepConnection bool
 }
 
 // FailKind is what failed.
@@ -122,6 +126,9 @@ type Item struct {
 	// ReplyPorts is client_port in the SETUP reply; ServerPorts is
 	// server_port.
 	ReplyPorts, ServerPorts [2]int
+	// SameConnection: the item was played on the previous item's control
+	// connection.
+	SameConnection bool
 }
 
 // Report is a player's whole run.
@@ -171,8 +178,18 @@ func Play(ctx context.Context, cfg Config) *Report {
 		r.Err = err
 		return r
 	}
+	var ctl *control
+	defer func() {
+		if ctl != nil {
+			ctl.conn.Close()
+		}
+	}()
 	for i := range cfg.Items {
-		it, f := playItem(ctx, cfg, i)
+		if ctl != nil && !(cfg.KeepConnection && i%2 == 1) {
+			ctl.conn.Close()
+			ctl = nil
+		}
+		it, f := playItem(ctx, cfg, i, &ctl)
 		r.Items = append(r.Items, it)
 		if f != nil {
 			r.Failures = append(r.Failures, *f)
@@ -249,23 +266,26 @@ func (a association) read(b []byte) (int, netip.Addr, error) {
 	return n, from.IP.Unmap(), err
 }
 
+// control is an RTSP control connection; Play owns it and closes it.
+type control struct {
+	conn net.Conn
+	br   *bufio.Reader
+	cseq int
+}
+
 // item is the state of one item while it plays.
 type item struct {
-	cfg        Config
-	rtp, rtcp  packetReader
-	rtcpAssoc  *socksclient.PacketConn // firewall mode: where the receiver report goes
-	conn       net.Conn
-	br         *bufio.Reader
-	cseq       int
+	cfg       Config
+	rtp, rtcp packetReader
+	rtcpAssoc *socksclient.PacketConn // firewall mode: where the receiver report goes
+	*control
 	session    string
 	url        string
 	serverHost netip.Addr
 }
 
+// close closes the item's sockets (the control connection is Play's).
 func (it *item) close() {
-	if it.conn != nil {
-		it.conn.Close()
-	}
 	if it.rtp != nil {
 		it.rtp.Close()
 	}
@@ -274,7 +294,9 @@ func (it *item) close() {
 	}
 }
 
-func playItem(ctx context.Context, cfg Config, index int) (Item, *Failure) {
+// playItem plays item index on *ctl, or on a new control connection it
+// stores there when *ctl is nil.
+func playItem(ctx context.Context, cfg Config, index int, ctl **control) (Item, *Failure) {
 	res := Item{Index: index}
 	fail := func(kind FailKind, err error) (Item, *Failure) {
 		return res, &Failure{Item: index, Kind: kind, Err: err}
@@ -316,19 +338,24 @@ func playItem(ctx context.Context, cfg Config, index int) (Item, *Failure) {
 		it.rtp, it.rtcp = plainSocket{rtpConn}, plainSocket{rtcpConn}
 	}
 
-	if cfg.Proxy == "" {
-		nd := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(cfg.LocalIP, 0))}
-		err = cfg.open(func() (err error) {
-			it.conn, err = nd.DialContext(ctx, "tcp", cfg.Server.String())
-			return err
-		})
-	} else {
-		it.conn, err = cfg.dialer().Connect(ctx, socksclient.AddrFromAddrPort(cfg.Server))
+	res.SameConnection = *ctl != nil
+	if *ctl == nil {
+		var conn net.Conn
+		if cfg.Proxy == "" {
+			nd := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(cfg.LocalIP, 0))}
+			err = cfg.open(func() (err error) {
+				conn, err = nd.DialContext(ctx, "tcp", cfg.Server.String())
+				return err
+			})
+		} else {
+			conn, err = cfg.dialer().Connect(ctx, socksclient.AddrFromAddrPort(cfg.Server))
+		}
+		if err != nil {
+			return fail(FailConnect, err)
+		}
+		*ctl = &control{conn: conn, br: bufio.NewReader(conn)}
 	}
-	if err != nil {
-		return fail(FailConnect, err)
-	}
-	it.br = bufio.NewReader(it.conn)
+	it.control = *ctl
 	stop := context.AfterFunc(ctx, func() { it.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 

@@ -114,6 +114,9 @@ func TestPlayDirect(t *testing.T) {
 			}
 		})
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	require.NoError(t, srv.WaitSequences(ctx))
 	for _, p := range srv.Plays() {
 		assert.Equal(t, cfg.Packets, p.Sent, p.Path)
 		assert.Zero(t, p.Failed, p.Path)

@@ -104,6 +104,9 @@ type playState struct {
 	path         string
 	sent, failed int
 	rtcp         atomic.Int64
+	// done is closed when the sequence's writer has returned (or never
+	// started: the PLAY was not answered 200).
+	done chan struct{}
 }
 
 // Listen starts the server on cfg.IP: the RTSP port is picked by the
@@ -230,6 +233,26 @@ func (s *Server) Plays() []Play {
 	return out
 }
 
+// WaitSequences waits until every sequence started so far has been
+// written out: a player may have read a packet before its writer counted
+// it as sent.
+func (s *Server) WaitSequences(ctx context.Context) error {
+	s.mu.Lock()
+	var done []chan struct{}
+	for _, p := range s.plays {
+		done = append(done, p.done)
+	}
+	s.mu.Unlock()
+	for _, d := range done {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			return fmt.Errorf("rtspserver: wait for the sequences: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
 // WaitPublished waits until a publisher has announced path.
 func (s *Server) WaitPublished(ctx context.Context, path string) error {
 	for {
@@ -343,7 +366,7 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	if ss.play != nil {
 		return &base.Response{StatusCode: base.StatusOK}, nil // a second PLAY: playing already
 	}
-	ss.play = &playState{path: strings.TrimPrefix(ctx.Path, "/")}
+	ss.play = &playState{path: strings.TrimPrefix(ctx.Path, "/"), done: make(chan struct{})}
 	s.plays = append(s.plays, ss.play)
 	play := ss.play
 	ctx.Session.OnPacketRTCPAny(func(*description.Media, rtcp.Packet) { play.rtcp.Add(1) })
@@ -359,12 +382,17 @@ func (s *Server) OnResponse(sc *gortsplib.ServerConn, res *base.Response) {
 	ss, ok := s.pendingPlay[sc]
 	delete(s.pendingPlay, sc)
 	s.mu.Unlock()
-	if !ok || res.StatusCode != base.StatusOK {
+	if !ok {
+		return
+	}
+	if res.StatusCode != base.StatusOK {
+		close(ss.play.done)
 		return
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer close(ss.play.done)
 		s.writeSequence(ss)
 	}()
 }
@@ -444,7 +472,10 @@ func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 func (s *Server) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.pendingPlay, ctx.Conn)
+	if ss, ok := s.pendingPlay[ctx.Conn]; ok {
+		delete(s.pendingPlay, ctx.Conn)
+		close(ss.play.done)
+	}
 }
 
 // SeqPayload is packet i's payload: i as 4 bytes, then bytes that follow

@@ -339,6 +339,8 @@ func TestRTSPPlaylistDirect(t *testing.T) {
 // rewritten, no problem, no control connection left.
 func requireRTSPMetrics(t *testing.T, p *proxyProc, s rtspSetup) {
 	t.Helper()
+	// The proxy ends a session a moment after the player closes its end.
+	p.waitMetric(t, "fwproxy_rtsp_connections_active 0")
 	m := settledMetrics(t, p)
 	items := float64((s.firewall + s.announced) * s.items)
 	for _, method := range []string{"DESCRIBE", "SETUP", "PLAY", "TEARDOWN"} {
@@ -353,7 +355,6 @@ func requireRTSPMetrics(t *testing.T, p *proxyProc, s rtspSetup) {
 	assert.Equal(t, items, m.sum("fwproxy_rtsp_transports_total"), "none passed or dropped")
 	assert.Zero(t, m.sum("fwproxy_rtsp_problems_total"), "no problem")
 	assert.Zero(t, m.sum("fwproxy_rtsp_destination_rewrites_total"), "no destination= to rewrite")
-	assert.Zero(t, m.sum("fwproxy_rtsp_connections_active"), "every control connection ended")
 	assert.Zero(t, m.sum("fwproxy_leases_datagrams_total", `outcome="dropped"`), "no datagram dropped")
 }
 

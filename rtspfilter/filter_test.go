@@ -45,7 +45,10 @@ type filterEnv struct {
 
 type envOptions struct {
 	linger time.Duration
+	tracks int // the server's stream; 0: one
 	cfg    func(*Config)
+	// leasePorts narrows the leases' range; zero: testLeasePortMin-Max.
+	leasePorts [2]uint16
 }
 
 func newFilterEnv(t *testing.T, o envOptions) *filterEnv {
@@ -54,11 +57,14 @@ func newFilterEnv(t *testing.T, o envOptions) *filterEnv {
 	lcfg.ListenIP = external
 	lcfg.Linger = o.linger
 	lcfg.PortMin, lcfg.PortMax = testLeasePortMin, testLeasePortMax
+	if o.leasePorts[0] != 0 {
+		lcfg.PortMin, lcfg.PortMax = o.leasePorts[0], o.leasePorts[1]
+	}
 	lm, err := leases.New(lcfg, leases.Deps{})
 	require.NoError(t, err)
 	t.Cleanup(func() { lm.Close() })
 
-	srv := newRealServer(t)
+	srv := newRealServerWith(t, max(o.tracks, 1))
 	cfg := DefaultConfig()
 	cfg.ExternalIP = external
 	cfg.AcquireTimeout = testTimeout
@@ -229,6 +235,18 @@ func TestFilterTeardownThenSetupReclaimsThePorts(t *testing.T) {
 			first := serverSaw(t, env.server.lastSetup())
 			c.play(sess)
 			c.teardown(sess)
+			// The tail of the item, still in flight after the
+			// TEARDOWN (the server's address, another port): it waits
+			// in the lingering group for the next SETUP.
+			tail := udpFrom(t, clientIP)
+			for i := range 3 {
+				pkt := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(900 + i), SSRC: 0x0badcafe}, Payload: []byte("tail")}
+				b, err := pkt.Marshal()
+				require.NoError(t, err)
+				_, err = tail.WriteToUDPAddrPort(b, netip.AddrPortFrom(external, uint16(first[0])))
+				require.NoError(t, err)
+			}
+			require.Eventually(t, func() bool { return env.leases.Stats().BufferedDatagrams == 3 }, testTimeout, time.Millisecond, "the lingering group buffers the tail")
 			if !sameConn {
 				c.conn.Close()
 				c = env.dial(t)
@@ -238,8 +256,61 @@ func TestFilterTeardownThenSetupReclaimsThePorts(t *testing.T) {
 			require.Equal(t, base.StatusOK, res.StatusCode)
 			assert.Equal(t, [2]int{int(pa), int(pb)}, *th.ClientPorts)
 			assert.Equal(t, first, serverSaw(t, env.server.lastSetup()), "the next item gets the same external ports")
+			for i := range 3 {
+				assert.Equal(t, uint16(900+i), readRTP(t, a, false).SequenceNumber, "and what waited, in order")
+			}
 		})
 	}
+}
+
+// udpFrom is a UDP socket on ip, closed with the test.
+func udpFrom(t *testing.T, ip netip.Addr) *net.UDPConn {
+	t.Helper()
+	u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+	require.NoError(t, err)
+	t.Cleanup(func() { u.Close() })
+	return u
+}
+
+// TestFilterSessionTiesSetups: two tracks set up in one session (the
+// second SETUP names the session) are released together by its TEARDOWN.
+func TestFilterSessionTiesSetups(t *testing.T) {
+	env := newFilterEnv(t, envOptions{linger: testTimeout, tracks: 2})
+	c := env.dial(t)
+	us := c.describeAll()
+	require.Len(t, us, 2)
+	a1, b1 := rtpPorts(t)
+	a2, b2 := rtpPorts(t)
+	res, _, sess := c.setup(us[0], fmt.Sprintf("RTP/AVP;unicast;client_port=%d-%d", portOf(a1), portOf(b1)), "")
+	require.Equal(t, base.StatusOK, res.StatusCode)
+	res, th, sess2 := c.setup(us[1], fmt.Sprintf("RTP/AVP;unicast;client_port=%d-%d", portOf(a2), portOf(b2)), sess)
+	require.Equal(t, base.StatusOK, res.StatusCode)
+	assert.Equal(t, sess, sess2)
+	assert.Equal(t, [2]int{int(portOf(a2)), int(portOf(b2))}, *th.ClientPorts)
+	assert.Equal(t, 4, env.leases.Stats().Active)
+	c.play(sess)
+	c.teardown(sess)
+	require.Eventually(t, func() bool {
+		s := env.leases.Stats()
+		return s.Active == 0 && s.Lingering == 4
+	}, testTimeout, time.Millisecond, "the session's TEARDOWN released both tracks' groups; they linger")
+}
+
+func TestFilterSessionLimit(t *testing.T) {
+	env := newFilterEnv(t, envOptions{linger: testTimeout, cfg: func(c *Config) { c.MaxSessions = 1 }})
+	c := env.dial(t)
+	u := c.describe()
+	res, _, _ := c.setup(u, "RTP/AVP;unicast;client_port=40100-40101", "")
+	require.Equal(t, base.StatusOK, res.StatusCode)
+	c2 := env.dial(t)
+	// A second session on the same connection is refused; on another
+	// connection it is not.
+	res, _, _ = c.setup(u, "RTP/AVP;unicast;client_port=40102-40103", "")
+	assert.Equal(t, base.StatusUnsupportedTransport, res.StatusCode)
+	assert.Equal(t, int64(1), env.obs.problems[DirClientToServer][ProblemSessionLimit].Load())
+	u2 := c2.describe()
+	res, _, _ = c2.setup(u2, "RTP/AVP;unicast;client_port=40102-40103", "")
+	assert.Equal(t, base.StatusOK, res.StatusCode)
 }
 
 // countingObserver counts what tests check.

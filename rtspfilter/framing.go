@@ -65,7 +65,7 @@ func (h *head) get(name string) (string, bool) {
 var errNotStartLine = errors.New("not an RTSP request or status line")
 
 // readHead reads one head from br into buf (reused; grown up to
-// MaxHeadBytes) and parses it. On error it returns what it read (for a
+// MaxHeadBytes plus one read buffer) and parses it. On error it returns what it read (for a
 // pass-through) and a *HeadError wrapping a sentinel.
 func readHead(br *bufio.Reader, buf []byte) (head, error) {
 	buf = buf[:0]
@@ -73,7 +73,13 @@ func readHead(br *bufio.Reader, buf []byte) (head, error) {
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(buf)+len(line) > MaxHeadBytes {
-			buf = append(buf, line[:MaxHeadBytes-len(buf)]...)
+			// Keep the whole read (at most one read buffer more): it
+			// is consumed, and a pass-through must forward it.
+			buf = append(buf, line...)
+			if lines == 0 {
+				// No start line is that long: not RTSP.
+				return head{raw: buf}, &HeadError{Problem: ProblemBadStartLine, Err: fmt.Errorf("%w: first line above %d bytes", errNotStartLine, MaxHeadBytes)}
+			}
 			return head{raw: buf}, &HeadError{Problem: ProblemHeaderTooLarge, Err: ErrHeaderTooLarge}
 		}
 		buf = append(buf, line...)
@@ -104,6 +110,28 @@ func readHead(br *bufio.Reader, buf []byte) (head, error) {
 	h, err := parseHead(buf)
 	h.raw = buf
 	return h, err
+}
+
+// plausibleStart reports whether b, the first bytes of a message, can
+// begin a request or status line: a token then a space (a method, or
+// "RTSP/x.y"), in printable ASCII up to the line's end. A stream that
+// fails it is not RTSP and is passed on at once, never held back waiting
+// for a line end that another protocol may never send.
+func plausibleStart(b []byte) bool {
+	inToken := true
+	for _, c := range b {
+		switch {
+		case c == '\r' || c == '\n':
+			return !inToken
+		case c == ' ':
+			inToken = false
+		case c < 0x20 || c >= 0x7f:
+			return false
+		case inToken && c != '/' && c != '.' && !isToken([]byte{c}):
+			return false
+		}
+	}
+	return true
 }
 
 func isBlank(line []byte) bool { return len(trimEOL(line)) == 0 }
@@ -271,6 +299,13 @@ const interleavedHeaderLen = 4
 func copyInterleaved(dst io.Writer, br *bufio.Reader, buf []byte) error {
 	hdr, err := br.Peek(interleavedHeaderLen)
 	if err != nil {
+		// The stream ended inside the frame header: forward what
+		// there is.
+		rest, _ := br.Peek(br.Buffered())
+		if _, werr := dst.Write(rest); werr != nil {
+			return werr
+		}
+		br.Discard(len(rest))
 		return fmt.Errorf("%w: interleaved frame header: %w", ErrTruncated, err)
 	}
 	n := int64(hdr[2])<<8 | int64(hdr[3])

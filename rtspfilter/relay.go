@@ -2,11 +2,13 @@ package rtspfilter
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 )
 
 // stream is one direction's reader state; its memory is bounded by
@@ -70,7 +72,7 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 		c.lockWrite(s.dir)
 		err := copyInterleaved(dst, s.br, s.copy)
 		c.unlockWrite(s.dir)
-		return false, c.copyErr(s, err)
+		return err != nil, c.copyErr(s, err)
 	case '\r', '\n':
 		// Between messages (a keep-alive CRLF, RFC 7826 §20.1 allows
 		// them): forwarded one at a time, never held.
@@ -79,6 +81,12 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 		_, err := dst.Write(b[:1:1])
 		c.unlockWrite(s.dir)
 		return false, err
+	}
+	if !s.seen {
+		if first, _ := s.br.Peek(s.br.Buffered()); !plausibleStart(first) {
+			err := fmt.Errorf("%w: starts %q", errNotStartLine, clip(first))
+			return c.badHead(ctx, s, dst, nil, &HeadError{Problem: ProblemBadStartLine, Err: err})
+		}
 	}
 	h, err := readHead(s.br, s.head)
 	s.head = h.raw[:0]
@@ -115,7 +123,8 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 	if s.dir == DirServerToClient && !h.request {
 		c.responded()
 	}
-	return false, c.copyErr(s, copyN(dst, s.br, h.bodyLen, s.copy))
+	err = copyN(dst, s.br, h.bodyLen, s.copy)
+	return err != nil, c.copyErr(s, err)
 }
 
 // copyErr counts a stream that ended inside a frame or body; the proxy
@@ -158,7 +167,7 @@ func (c *Connection) badHead(ctx context.Context, s *stream, dst io.Writer, raw 
 	if s.dir == DirServerToClient {
 		return true, c.raw(s, dst, raw)
 	}
-	if aerr := c.answer(ctx, statusMessage("RTSP/1.0", 400, "Bad Request", "")); aerr != nil {
+	if aerr := c.answer(ctx, statusMessage("RTSP/1.0", 400, "Bad Request", cseqIn(raw))); aerr != nil {
 		return true, aerr
 	}
 	return true, fmt.Errorf("rtspfilter: client message: %w", err)
@@ -259,6 +268,21 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// cseqIn finds the CSeq of a head that did not parse, so that the
+// client can tell which request the proxy answers; "" when there is none
+// that is a plain number.
+func cseqIn(raw []byte) string {
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		name, value, ok := bytes.Cut(trimEOL(line), []byte(":"))
+		if ok && equalFold(string(name), "CSeq") {
+			if v := strings.TrimSpace(string(value)); isDigits(v) && len(v) <= 10 {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // statusMessage is a response of the proxy's own, with the request's

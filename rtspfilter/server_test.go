@@ -2,7 +2,6 @@ package rtspfilter
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -109,10 +108,17 @@ func (s *realServer) pump(t *testing.T) (stop func()) {
 
 // newRealServer starts the server on 127.0.0.1 with its UDP pair outside
 // the leases' range (see testLeaseRange).
-func newRealServer(t *testing.T) *realServer {
+func newRealServer(t *testing.T) *realServer { return newRealServerWith(t, 1) }
+
+// newRealServerWith serves a stream of n G.711 tracks (trackID=0…n-1).
+func newRealServerWith(t *testing.T, n int) *realServer {
 	t.Helper()
 	s := &realServer{t: t}
-	s.media = &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{&format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}}}
+	var medias []*description.Media
+	for range n {
+		medias = append(medias, &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{&format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}}})
+	}
+	s.media = medias[0]
 	var err error
 	for range 20 {
 		rtpPort := 30000 + 2*rand.IntN(4000)
@@ -135,7 +141,7 @@ func newRealServer(t *testing.T) *realServer {
 		}
 	}
 	require.NoError(t, err, "start the RTSP server")
-	s.stream = gortsplib.NewServerStream(s.srv, &description.Session{Medias: []*description.Media{s.media}})
+	s.stream = gortsplib.NewServerStream(s.srv, &description.Session{Medias: medias})
 	t.Cleanup(func() {
 		s.stream.Close()
 		s.srv.Close()
@@ -193,16 +199,27 @@ func (c *rtspClient) do(method base.Method, u *base.URL, h base.Header) *base.Re
 // describe returns the URL to SETUP the stream's one media at.
 func (c *rtspClient) describe() *base.URL {
 	c.t.Helper()
+	us := c.describeAll()
+	require.Len(c.t, us, 1)
+	return us[0]
+}
+
+// describeAll returns the SETUP URL of each media, in order.
+func (c *rtspClient) describeAll() []*base.URL {
+	c.t.Helper()
 	res := c.do(base.Describe, c.base, base.Header{"Accept": base.HeaderValue{"application/sdp"}})
 	require.Equal(c.t, base.StatusOK, res.StatusCode)
 	var sd sdp.SessionDescription
 	require.NoError(c.t, sd.Unmarshal(res.Body))
 	var desc description.Session
 	require.NoError(c.t, desc.Unmarshal(&sd))
-	require.Len(c.t, desc.Medias, 1)
-	u, err := desc.Medias[0].URL(c.base)
-	require.NoError(c.t, err)
-	return u
+	var out []*base.URL
+	for _, m := range desc.Medias {
+		u, err := m.URL(c.base)
+		require.NoError(c.t, err)
+		out = append(out, u)
+	}
+	return out
 }
 
 // setup asks for UDP at ports and returns the reply, its transport and
@@ -243,5 +260,3 @@ func serverSaw(t *testing.T, s serverSetup) [2]int {
 	require.NotNil(t, th.ClientPorts, "client_port in %q", s.transport)
 	return *th.ClientPorts
 }
-
-var _ = context.Background

@@ -69,16 +69,20 @@ func (c *Connection) teardown(id string) {
 
 // onSetup rewrites a SETUP's Transport. A SETUP that would leave the
 // server nothing the proxy can carry is answered 461 Unsupported
-// Transport by the proxy and never forwarded: players (ffmpeg, VLC's
-// live555, gortsplib) take 461 as "try TCP interleaved", which the proxy
-// carries on the control connection; forwarding it unrewritten would make
-// the server send UDP to a port the client does not hold.
+// Transport by the proxy and never forwarded: players (ffmpeg, gortsplib's
+// client) take 461 as "try TCP interleaved", which the proxy carries on
+// the control connection; forwarding it unrewritten would make the server
+// send UDP to a port the client does not hold.
 func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) {
 	cseq, _ := h.get("CSeq")
 	sess, _ := h.get("Session")
 	p := &pendingSetup{cseq: cseq, session: sessionID(sess), mode: SetupUnfiltered}
+	// refuse answers 461; pr is counted unless it is NumProblems (the
+	// dropped specs were counted already).
 	refuse := func(pr Problem, err error) ([]byte, []byte) {
-		c.f.obs.Problem(DirClientToServer, pr, err)
+		if pr < NumProblems {
+			c.f.obs.Problem(DirClientToServer, pr, err)
+		}
 		p.release()
 		c.unreserve(len(p.groups))
 		c.f.obs.Setup(SetupNone, OutcomeProxyRefused)
@@ -133,7 +137,7 @@ func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) 
 			c.f.obs.DestinationRewritten()
 		}
 		if rw.kept == 0 {
-			return refuse(ProblemUnsupportedTransport, fmt.Errorf("rtspfilter: no transport of %q can pass the proxy", clip([]byte(f.value))))
+			return refuse(NumProblems, fmt.Errorf("rtspfilter: no transport of %q can pass the proxy", clip([]byte(f.value))))
 		}
 		p.leased = append(p.leased, rw.leased...)
 		if rw.actions[TransportRewritten] > 0 || rw.actions[TransportDropped] > 0 {

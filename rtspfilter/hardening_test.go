@@ -1,0 +1,158 @@
+package rtspfilter
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/headers"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/leakcheck"
+)
+
+// TestHostileClient sends what a hostile (or broken) client on the same
+// machine can: each gets an RTSP error and a counted problem, the server
+// never sees the bad message, and nothing is left behind.
+func TestHostileClient(t *testing.T) {
+	setup := "SETUP rtsp://%s/stream/trackID=0 RTSP/1.0\r\nCSeq: 7\r\nTransport: %s\r\n\r\n"
+	tests := []struct {
+		name    string
+		msg     func(server string) string
+		status  base.StatusCode
+		closed  bool // the proxy ends the connection after its answer
+		problem Problem
+	}{
+		{"a huge header", func(string) string {
+			return "OPTIONS * RTSP/1.0\r\nCSeq: 7\r\nX-Pad: " + strings.Repeat("a", 2*MaxHeadBytes) + "\r\n\r\n"
+		}, base.StatusBadRequest, true, ProblemHeaderTooLarge},
+		{"too many headers", func(string) string {
+			return "OPTIONS * RTSP/1.0\r\nCSeq: 7\r\n" + strings.Repeat("X-A: b\r\n", 10*MaxHeaders) + "\r\n"
+		}, base.StatusBadRequest, true, ProblemTooManyHeaders},
+		{"a bad length", func(string) string {
+			return "ANNOUNCE rtsp://x/ RTSP/1.0\r\nCSeq: 7\r\nContent-Length: -5\r\n\r\n"
+		}, base.StatusBadRequest, true, ProblemBadHeader},
+		{"two lengths", func(string) string {
+			return "ANNOUNCE rtsp://x/ RTSP/1.0\r\nCSeq: 7\r\nContent-Length: 5\r\nContent-Length: 500000\r\n\r\nhello"
+		}, base.StatusBadRequest, true, ProblemBadHeader},
+		{"1000 transports", func(s string) string {
+			return fmt.Sprintf(setup, s, strings.TrimSuffix(strings.Repeat("RTP/AVP;unicast;client_port=40000-40001,", 1000), ","))
+		}, base.StatusBadRequest, true, ProblemHeaderTooLarge},
+		{"300 transports", func(s string) string {
+			return fmt.Sprintf(setup, s, strings.TrimSuffix(strings.Repeat("RTP/AVP;unicast;client_port=40000-40001,", 300), ","))
+		}, base.StatusUnsupportedTransport, false, ProblemBadTransport},
+		{"a transport that does not parse", func(s string) string {
+			return fmt.Sprintf(setup, s, `RTP/AVP;unicast;client_port=40000-40001;x="unterminated`)
+		}, base.StatusUnsupportedTransport, false, ProblemBadTransport},
+		{"only ports that are not ports", func(s string) string {
+			return fmt.Sprintf(setup, s, "RTP/AVP;unicast;client_port=0-1")
+		}, base.StatusUnsupportedTransport, false, ProblemUnsupportedTransport},
+		{"RTSP 2.0 dest_addr", func(s string) string {
+			return fmt.Sprintf(setup, s, `RTP/AVP;unicast;dest_addr=":40000"/":40001"`)
+		}, base.StatusUnsupportedTransport, false, ProblemUnsupportedTransport},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newFilterEnv(t, envOptions{linger: testTimeout})
+			c := env.dial(t)
+			_, err := io.WriteString(c.conn, tt.msg(env.server.addr.String()))
+			require.NoError(t, err)
+			res := c.recv()
+			assert.Equal(t, tt.status, res.StatusCode)
+			assert.Equal(t, base.HeaderValue{"7"}, res.Header["CSeq"], "the answer names the request")
+			assert.Equal(t, int64(1), env.obs.problems[DirClientToServer][tt.problem].Load(), "counted")
+			if tt.closed {
+				// EOF, or a reset when the proxy closed with the
+				// rest of the message unread.
+				_, err := c.br.ReadByte()
+				assert.Error(t, err, "the connection ends: its framing is lost")
+			} else {
+				// The connection goes on: the next request is served.
+				res := c.do(base.Options, c.base, nil)
+				assert.Equal(t, base.StatusOK, res.StatusCode)
+				assert.Equal(t, int64(1), env.obs.setups[SetupNone][OutcomeProxyRefused].Load())
+			}
+			env.server.mu.Lock()
+			assert.Empty(t, env.server.setups, "the server never saw the SETUP")
+			env.server.mu.Unlock()
+
+			c.conn.Close()
+			leakcheck.Require(t, testTimeout, leakcheck.Filter{Frames: []string{"fwproxy/rtspfilter.("}})
+			assert.Zero(t, env.leases.Stats().Active, "no lease held")
+			require.Eventually(t, func() bool { return env.obs.conns.Load() == 0 }, testTimeout, time.Millisecond, "the connection is closed")
+		})
+	}
+}
+
+// TestFilterRefusesWhatCannotPass: when no lease can be had, a SETUP that
+// offers only UDP is answered 461 by the proxy and never reaches the
+// server (it would send to a port nobody holds); one that also offers TCP
+// reaches the server with TCP only, and the media flows interleaved.
+func TestFilterRefusesWhatCannotPass(t *testing.T) {
+	// The leases' whole range is taken by someone else.
+	const lo = 47000
+	env := newFilterEnv(t, envOptions{linger: testTimeout, leasePorts: [2]uint16{lo, lo + 1}})
+	holdBusy(t, lo, lo+1)
+
+	c := env.dial(t)
+	u := c.describe()
+	res, _, _ := c.setup(u, "RTP/AVP;unicast;client_port=40000-40001", "")
+	assert.Equal(t, base.StatusUnsupportedTransport, res.StatusCode, "461: players fall back to TCP on it")
+	env.server.mu.Lock()
+	assert.Empty(t, env.server.setups, "the server never saw the SETUP")
+	env.server.mu.Unlock()
+	assert.Equal(t, int64(1), env.obs.problems[DirClientToServer][ProblemLeaseFailed].Load())
+
+	res, th, sess := c.setup(u, "RTP/AVP;unicast;client_port=40000-40001,RTP/AVP/TCP;unicast;interleaved=0-1", "")
+	require.Equal(t, base.StatusOK, res.StatusCode)
+	assert.Equal(t, "RTP/AVP/TCP;unicast;interleaved=0-1", env.server.lastSetup().transport, "only what can pass is offered")
+	assert.Equal(t, headers.TransportProtocolTCP, th.Protocol)
+	c.play(sess)
+	env.server.pump(t)
+	b := make([]byte, 4)
+	_, err := io.ReadFull(c.br, b)
+	require.NoError(t, err)
+	assert.Equal(t, byte('$'), b[0], "RTP interleaved on the control connection")
+	assert.Equal(t, int64(1), env.obs.setups[SetupUnfiltered][OutcomeAccepted].Load())
+	assert.Equal(t, int64(1), env.obs.setups[SetupNone][OutcomeProxyRefused].Load())
+}
+
+func TestFilterGroupLimit(t *testing.T) {
+	env := newFilterEnv(t, envOptions{linger: testTimeout, cfg: func(c *Config) { c.MaxGroups = 1 }})
+	c := env.dial(t)
+	u := c.describe()
+	a, b := rtpPorts(t)
+	res, _, sess := c.setup(u, fmt.Sprintf("RTP/AVP;unicast;client_port=%d-%d", portOf(a), portOf(b)), "")
+	require.Equal(t, base.StatusOK, res.StatusCode)
+	// A second stream on the same connection needs a second group.
+	res, _, _ = c.setup(u, "RTP/AVP;unicast;client_port=40010-40011", sess)
+	assert.Equal(t, base.StatusUnsupportedTransport, res.StatusCode)
+	assert.Equal(t, int64(1), env.obs.problems[DirClientToServer][ProblemGroupLimit].Load())
+	assert.Len(t, env.server.setups, 1, "the server saw only the first")
+
+	// TEARDOWN frees the group: the next SETUP gets one.
+	c.teardown(sess)
+	res, _, _ = c.setup(u, "RTP/AVP;unicast;client_port=40010-40011", "")
+	assert.Equal(t, base.StatusOK, res.StatusCode)
+}
+
+// TestFilterSessionEndsReleaseEverything: closing the control connection
+// releases its groups (they linger for the client's next connection).
+func TestFilterConnectionCloseReleases(t *testing.T) {
+	env := newFilterEnv(t, envOptions{linger: testTimeout})
+	c := env.dial(t)
+	u := c.describe()
+	a, b := rtpPorts(t)
+	res, _, _ := c.setup(u, fmt.Sprintf("RTP/AVP;unicast;client_port=%d-%d", portOf(a), portOf(b)), "")
+	require.Equal(t, base.StatusOK, res.StatusCode)
+	assert.Equal(t, 2, env.leases.Stats().Active)
+	c.conn.Close()
+	require.Eventually(t, func() bool {
+		s := env.leases.Stats()
+		return s.Active == 0 && s.Lingering == 2
+	}, testTimeout, time.Millisecond, "released: lingering, not closed")
+}

@@ -256,6 +256,8 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 		ck.bad("log_format", "%s is not a log format (text, json)", quote(c.LogFormat))
 	}
 
+	checkFilterPorts(ck, c)
+
 	p := &s.proxy
 	positive(ck, "handshake_timeout", c.HandshakeTimeout)
 	positive(ck, "dial_timeout", c.DialTimeout)
@@ -378,6 +380,28 @@ func resolve(c Config, origin origins) (settings, configErrors, configErrors) {
 		ck.warn("external_ip", "%s is a loopback address: UDP relays cannot reach media servers elsewhere", l.ListenIP)
 	}
 	return s, ck.errs, ck.warns
+}
+
+// checkFilterPorts refuses a port that two filters' keys list, or one key
+// twice: a port has at most one filter. -check-config says so before a
+// start would fail on it (the filter table refuses it too).
+func checkFilterPorts(ck *checker, c Config) {
+	owner := map[uint16]string{}
+	for _, f := range []struct {
+		key   string
+		ports []uint16
+	}{{"mms_ports", c.MMSPorts}, {"rtsp_ports", c.RTSPPorts}} {
+		for _, p := range f.ports {
+			switch prev, ok := owner[p]; {
+			case ok && prev == f.key:
+				ck.bad(f.key, "port %d is listed twice", p)
+			case ok:
+				ck.bad(f.key, "port %d is also in %s; a port has at most one filter", p, prev)
+			default:
+				owner[p] = f.key
+			}
+		}
+	}
 }
 
 // checkListen checks a listen address: HOST:PORT with a numeric port

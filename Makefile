@@ -137,8 +137,8 @@ clean:
 
 ## demo: the emulated media server, fwproxy and a few emulated players
 ## (firewall clients rebinding at every playlist entry, a SOCKS player, an
-## MMST player), with lingering leases and then with -lease-linger 0;
-## prints a summary table.
+## MMST player, and two RTSP players against gortsplib's server), with
+## lingering leases and then with -lease-linger 0; prints a summary table.
 .PHONY: demo
 demo: build
 	$(GO) run ./cmd/mmsdemo -fwproxy $(BIN)/fwproxy

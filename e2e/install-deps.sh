@@ -16,6 +16,9 @@ need dante-client command -v socksify
 need vlc-bin command -v vlc
 need vlc-plugin-base dpkg -s vlc-plugin-base
 need util-linux command -v setpriv
+# ffmpeg as the real RTSP player (and the tone's publisher) in
+# e2e/rtsp_test.go; VLC's RTSP output is the second RTSP server there.
+need ffmpeg command -v ffmpeg
 # fail2ban-regex checks the shipped fail2ban filter against fwproxy's real
 # log lines (e2e/fail2ban_test.go).
 need fail2ban command -v fail2ban-regex

@@ -538,4 +538,9 @@ func TestMMSDemo(t *testing.T) {
 	assert.Positive(t, lost(old, "firewall client, close then bind"), "without lingering the close-first firewall client loses its tails")
 	assert.Positive(t, lost(old, "SOCKS player, UDP announced"), "without lingering the announced player loses its tails")
 	assert.Zero(t, lost(old, "MMST player"), "MMST has no UDP to lose")
+	for _, row := range []string{"RTSP firewall client", "RTSP SOCKS player, UDP announced"} {
+		assert.Zero(t, lost(lingering, row), "%s with lingering leases", row)
+		assert.Zero(t, lost(old, row), "%s: each item's data comes after its own PLAY", row)
+	}
+	assert.Equal(t, 2, strings.Count(text, "rtsp: setups association 3, announced 3;"), "every RTSP SETUP went through the filter, in both rounds")
 }

@@ -3,8 +3,11 @@
 // and a few emulated players: firewall clients that close their UDP port
 // and bind it again at every playlist entry (closing first, racing the new
 // association ahead of the old close, or both at once), a plain SOCKS
-// player with its UDP port announced, and an MMST player. It prints what
-// each player received, entry by entry summed up, and the proxy's view.
+// player with its UDP port announced, and an MMST player. Beside them, two
+// RTSP players (a firewall client and a plain SOCKS client) play as many
+// items from gortsplib's RTSP server through the same fwproxy's RTSP
+// filter, on the same client ports at every item. It prints what each
+// player received, entry by entry summed up, and the proxy's view.
 //
 // Then it does the same against fwproxy with -lease-linger 0, the old
 // behaviour, where the players that rebind lose the packets that reach the
@@ -41,6 +44,7 @@ import (
 	"fwproxy/e2e/asf"
 	"fwproxy/e2e/mmsplayer"
 	"fwproxy/e2e/mmsserver"
+	"fwproxy/e2e/rtspplayer"
 	"fwproxy/internal/fwproc"
 )
 
@@ -60,6 +64,7 @@ type options struct {
 	compare    bool
 	verbose    bool
 	local      netip.Addr // playerIP parsed
+	rtsp       *rtspDemo
 }
 
 func main() {
@@ -126,6 +131,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (bool, er
 	fmt.Fprintf(stdout, "media server %v: playlist of %d entries x %d packets of %d bytes, the last %d of each still in flight at the change\n\n",
 		srv.Addr(), o.entries, len(entry.Packets), entry.Info.PacketSize, o.tail)
 
+	if o.rtsp, err = startRTSPDemo(o); err != nil {
+		return false, err
+	}
+	defer o.rtsp.close()
+	fmt.Fprintf(stdout, "RTSP server %v: each of %d items a sequence of %d packets\n\n", o.rtsp.srv.Addr(), o.entries, o.rtsp.packets)
+
 	ports := mmsplayer.NewPorts(20000, 32767)
 	ok, err := round(ctx, o, srv, ports, "fwproxy (lingering leases, the default)", nil, stdout, stderr)
 	if err != nil || !o.compare {
@@ -137,6 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (bool, er
 	}
 	fmt.Fprintln(stdout, "\nWith lingering leases the players that close their UDP port and bind it again lose nothing;")
 	fmt.Fprintln(stdout, "without, they lose what reaches the proxy between their close and their bind.")
+	fmt.Fprintln(stdout, "The RTSP players lose nothing either way: each item's data starts after its own SETUP and PLAY.")
 	return ok, nil
 }
 
@@ -188,6 +200,13 @@ func round(ctx context.Context, o options, srv *mmsserver.Server, ports *mmsplay
 	defer cancel()
 	reports := make([]*mmsplayer.Report, len(players))
 	var wg sync.WaitGroup
+	var rtspReports []*rtspplayer.Report
+	rtspRound := len(extra) // the rounds differ in their extra flags
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rtspReports = o.rtsp.play(pctx, o, p, rtspRound)
+	}()
 	for i, pl := range players {
 		wg.Add(1)
 		go func() {
@@ -219,6 +238,9 @@ func round(ctx context.Context, o options, srv *mmsserver.Server, ports *mmsplay
 			ok = false
 		}
 	}
+	if !o.rtsp.rows(tw, o, rtspReports) {
+		ok = false
+	}
 	tw.Flush()
 
 	m, err := p.metrics(ctx)
@@ -229,6 +251,8 @@ func round(ctx context.Context, o options, srv *mmsserver.Server, ports *mmsplay
 		m.get(`fwproxy_mms_transitions_total{transition="stream_change"}`),
 		m.list("fwproxy_leases_events_total", "event", "acquire", "join", "handover", "reclaim", "release"),
 		m.list("fwproxy_leases_datagrams_total", "outcome", "delivered", "buffered", "flushed", "dropped"))
+	fmt.Fprintf(stdout, "rtsp: setups %s; external ports the server was asked for: %s\n",
+		m.list("fwproxy_rtsp_setups_total", "mode", "association", "announced"), o.rtsp.externalPorts(rtspRound))
 	return ok, nil
 }
 
@@ -268,7 +292,7 @@ func startFwproxy(ctx context.Context, o options, srv *mmsserver.Server, extra [
 			"-mms-ports", strconv.Itoa(int(srv.Addr().Port())), "-external-ip", o.externalIP,
 			// The emulated server is on loopback, which is the proxy's host:
 			// not a destination unless a rule names it.
-			"-allow", "127.0.0.0/8"}, extra...),
+			"-allow", "127.0.0.0/8"}, append(o.rtsp.proxyArgs(), extra...)...),
 		StartTimeout: stepTimeout,
 		// The demo runs for minutes at most: a small log is enough for
 		// an error message.

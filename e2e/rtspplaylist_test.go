@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -218,23 +217,6 @@ func requireSequencesSent(t *testing.T, srv *rtspserver.Server, s rtspSetup) {
 // so that a dozen players finish in seconds under the race detector.
 var rtspManySetup = rtspSetup{items: 20, packets: 30}
 
-// knownFilterBug skips t, naming the filter bug that fails it, unless
-// E2E_KNOWN_BUGS=1 asks to see it fail.
-func knownFilterBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("E2E_KNOWN_BUGS") != "1" {
-		t.Skipf("known rtspfilter bug, E2E_KNOWN_BUGS=1 runs it: %s", bug)
-	}
-}
-
-// bugFirewallPortsTaken: a firewall client's associations lease whatever
-// port is free when its own are taken on the external address, so the
-// SETUP goes out with client_port=R1-R2 where R2 is not R1+1 and may be
-// below R1; restoreTransport (parsePortRange refuses R2 <= R1) then leaves
-// the reply's client_port at the external ports, and the client, which
-// compares it, refuses the SETUP.
-const bugFirewallPortsTaken = "firewall client whose ports are taken on the external address: the SETUP reply is not restored to its own client_port (rtspfilter/rewrite.go restoreTransport, transport.go parsePortRange)"
-
 // TestRTSPPlaylist: many players at once, 20 items each on the same client
 // ports, in both modes, with their ports free on the proxy's external
 // address and with them held there: zero packets lost, zero bind or SETUP
@@ -247,18 +229,14 @@ func TestRTSPPlaylist(t *testing.T) {
 		name                string
 		firewall, announced int
 		busy                bool
-		bug                 string
 	}{
-		{"both modes, players' ports free on the external address", 8, 4, false, ""},
-		{"announced, players' ports held on the external address", 0, 8, true, ""},
-		{"firewall clients, players' ports held on the external address", 8, 0, true, bugFirewallPortsTaken},
+		{"both modes, players' ports free on the external address", 8, 4, false},
+		{"announced, players' ports held on the external address", 0, 8, true},
+		{"firewall clients, players' ports held on the external address", 8, 0, true},
 	}
 	forEachNet(t, true, func(t *testing.T, n *testNet) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				if tt.bug != "" {
-					knownFilterBug(t, tt.bug)
-				}
 				s := rtspManySetup
 				s.firewall, s.announced, s.busy = tt.firewall, tt.announced, tt.busy
 				cfg := rtspserver.DefaultConfig()
@@ -285,12 +263,11 @@ func TestRTSPPlaylist(t *testing.T) {
 					for k, e := range ext {
 						assert.Equal(t, ext[0], e, "player %d (%v) item %d: the same external ports as item 0", i, r.Mode, k)
 					}
-					if r.Mode == rtspplayer.ModeAnnounced {
-						// The filter leases the group itself; a firewall
-						// client's ports are its associations' leases.
-						assert.Equal(t, ext[0][0]+1, ext[0][1], "player %d: an RTP/RTCP pair", i)
-						assert.Zero(t, ext[0][0]%2, "player %d: RTP on an even port", i)
-					}
+					// The filter leases an announced player's group itself;
+					// a firewall client's ports are its associations'
+					// leases, which keep the pair too (leases pairPort).
+					assert.Equal(t, ext[0][0]+1, ext[0][1], "player %d (%v): an RTP/RTCP pair", i, r.Mode)
+					assert.Zero(t, ext[0][0]%2, "player %d (%v): RTP on an even port", i, r.Mode)
 					if s.busy {
 						assert.NotEqual(t, own, ext[0], "player %d: its ports are held on the external address, so the lease has others", i)
 					} else {
@@ -366,17 +343,13 @@ func TestRTSPWithoutLinger(t *testing.T) {
 	tests := []struct {
 		name                string
 		firewall, announced int
-		bug                 string
 	}{
-		{"announced", 0, 3, ""},
-		{"firewall clients", 3, 0, bugFirewallPortsTaken},
+		{"announced", 0, 3},
+		{"firewall clients", 3, 0},
 	}
 	forEachNet(t, false, func(t *testing.T, n *testNet) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				if tt.bug != "" {
-					knownFilterBug(t, tt.bug)
-				}
 				s := rtspSetup{firewall: tt.firewall, announced: tt.announced, items: 5, packets: 30, busy: true}
 				cfg := rtspserver.DefaultConfig()
 				cfg.Packets = s.packets

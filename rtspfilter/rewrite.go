@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // A rewrite changes header values only: the head is copied byte for byte
@@ -187,12 +188,16 @@ func restoreTransport(value string, leased []leasedSpec) (replyTransport, error)
 		if !ok || s.kind() == kindTCP {
 			continue
 		}
-		a, _, _, err := parsePortRange(cp.value)
+		// The server echoes what it was sent, which is not always an
+		// ascending range: a firewall client's associations may sit on
+		// ports that are not a pair (see ExpectGroup). Match it as the
+		// ports the filter wrote, not as a range.
+		got, err := parsePortList(cp.value)
 		if err != nil {
 			rt.unmatched = true
 			continue
 		}
-		j := slices.IndexFunc(leased, func(l leasedSpec) bool { return l.external[0] == a })
+		j := slices.IndexFunc(leased, func(l leasedSpec) bool { return sentAs(l.external, got) })
 		if j < 0 {
 			rt.unmatched = true
 			continue
@@ -212,6 +217,32 @@ func restoreTransport(value string, leased []leasedSpec) (replyTransport, error)
 	}
 	rt.value = string(appendTransport(nil, specs))
 	return rt, nil
+}
+
+// parsePortList parses "A" or "A-B" as one or two ports, in any order.
+func parsePortList(v string) ([]uint16, error) {
+	lo, hi, two := strings.Cut(v, "-")
+	a, err := parsePort(lo)
+	if err != nil {
+		return nil, err
+	}
+	if !two {
+		return []uint16{a}, nil
+	}
+	b, err := parsePort(hi)
+	if err != nil {
+		return nil, err
+	}
+	return []uint16{a, b}, nil
+}
+
+// sentAs says whether got is how formatPorts wrote external (a server may
+// echo only the first port of a range).
+func sentAs(external, got []uint16) bool {
+	if len(external) == 0 || got[0] != external[0] {
+		return false
+	}
+	return len(got) == 1 || got[1] == external[len(external)-1]
 }
 
 func trimQuotes(s string) string {

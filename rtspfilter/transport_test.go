@@ -172,6 +172,8 @@ func TestRestoreTransport(t *testing.T) {
 	leased := []leasedSpec{
 		{announced: []uint16{4588, 4589}, external: []uint16{5588, 5589}, portText: "4588-4589", dest: "192.0.2.99", hasDest: true},
 		{announced: []uint16{6000, 6001}, external: []uint16{7000, 7001}, portText: "6000"},
+		// A firewall client's associations on ports that are not a pair.
+		{announced: []uint16{8000, 8001}, external: []uint16{50881, 11382}, portText: "8000-8001"},
 	}
 	tests := []struct {
 		name      string
@@ -186,6 +188,10 @@ func TestRestoreTransport(t *testing.T) {
 			"RTP/AVP;unicast;destination=192.0.2.99;source=198.51.100.20;client_port=4588-4589;server_port=30000-30001", 0, "198.51.100.20", false},
 		{"second spec, as the client wrote it", "RTP/AVP;unicast;client_port=7000-7001", "RTP/AVP;unicast;client_port=6000", 1, "", false},
 		{"TCP chosen", "RTP/AVP/TCP;unicast;interleaved=0-1", "RTP/AVP/TCP;unicast;interleaved=0-1", -1, "", false},
+		{"ports that are not a range, echoed", "RTP/AVP;unicast;client_port=50881-11382;server_port=30000-30001",
+			"RTP/AVP;unicast;client_port=8000-8001;server_port=30000-30001", 2, "", false},
+		{"only the first port echoed", "RTP/AVP;unicast;client_port=5588", "RTP/AVP;unicast;client_port=4588-4589", 0, "", false},
+		{"first port leased, second not", "RTP/AVP;unicast;client_port=5588-9999", "RTP/AVP;unicast;client_port=5588-9999", -1, "", true},
 		{"ports never leased", "RTP/AVP;unicast;client_port=9000-9001", "RTP/AVP;unicast;client_port=9000-9001", -1, "", true},
 		{"source is a name", "RTP/AVP;unicast;client_port=5588-5589;source=media.example", "RTP/AVP;unicast;client_port=4588-4589;source=media.example", 0, "", false},
 	}

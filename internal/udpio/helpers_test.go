@@ -77,6 +77,19 @@ func (d *drainLog) drained() {
 	}
 }
 
+// forget drops the parks logged so far, so that a later waitHeld sees
+// only the parks after this point (a park before a datagram arrived would
+// otherwise answer it).
+func (d *drainLog) forget() {
+	for {
+		select {
+		case <-d.ch:
+		default:
+			return
+		}
+	}
+}
+
 // waitHeld waits until the reader parks holding want buffers.
 func (d *drainLog) waitHeld(t *testing.T, want int64) {
 	t.Helper()

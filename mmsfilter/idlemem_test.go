@@ -1,7 +1,6 @@
 package mmsfilter
 
 import (
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -48,20 +47,9 @@ func idleMMS(tb testing.TB, n int) idlemem.Footprint {
 		conns = append(conns, c)
 		return c
 	}, func(tb testing.TB, client, server net.Conn) {
-		pass(tb, client, server, request)
-		pass(tb, server, client, answer)
+		idlemem.Pass(tb, client, server, request)
+		idlemem.Pass(tb, server, client, answer)
 	})
-}
-
-// pass writes b to from and reads it back, unchanged, at to.
-func pass(tb testing.TB, from, to net.Conn, b []byte) {
-	tb.Helper()
-	_, err := from.Write(b)
-	require.NoError(tb, err)
-	got := make([]byte, len(b))
-	_, err = io.ReadFull(to, got)
-	require.NoError(tb, err)
-	require.Equal(tb, b, got)
 }
 
 // BenchmarkIdleConnectionMemory reports what one MMS control connection

@@ -1,12 +1,10 @@
 package rtspfilter
 
 import (
-	"io"
 	"net"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"fwproxy/internal/idlemem"
 )
@@ -34,20 +32,9 @@ func idleRTSP(tb testing.TB, n int) idlemem.Footprint {
 		conns = append(conns, c)
 		return c
 	}, func(tb testing.TB, client, server net.Conn) {
-		pass(tb, client, server, request)
-		pass(tb, server, client, answer)
+		idlemem.Pass(tb, client, server, request)
+		idlemem.Pass(tb, server, client, answer)
 	})
-}
-
-// pass writes b to from and reads it back, unchanged, at to.
-func pass(tb testing.TB, from, to net.Conn, b []byte) {
-	tb.Helper()
-	_, err := from.Write(b)
-	require.NoError(tb, err)
-	got := make([]byte, len(b))
-	_, err = io.ReadFull(to, got)
-	require.NoError(tb, err)
-	require.Equal(tb, b, got)
 }
 
 // BenchmarkIdleConnectionMemory reports what one RTSP control connection

@@ -6,6 +6,7 @@
 package idlemem
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -27,6 +28,22 @@ type Relay interface {
 // through a running relay and reads both at their far ends, so that each
 // direction has read once and then waits for more.
 type Exchange func(tb testing.TB, client, server net.Conn)
+
+// Pass writes b to from and reads it back, unchanged, at to: one message
+// of an Exchange through the relay.
+func Pass(tb testing.TB, from, to net.Conn, b []byte) {
+	tb.Helper()
+	if _, err := from.Write(b); err != nil {
+		tb.Fatalf("idlemem: write: %v", err)
+	}
+	got := make([]byte, len(b))
+	if _, err := io.ReadFull(to, got); err != nil {
+		tb.Fatalf("idlemem: read: %v", err)
+	}
+	if !bytes.Equal(b, got) {
+		tb.Fatalf("idlemem: relayed %q, want %q", got, b)
+	}
+}
 
 // Footprint is the cost of one idle connection.
 type Footprint struct {

@@ -6,7 +6,17 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sync"
 )
+
+// idleReadLen is a direction's own read buffer: a command fits (Connect,
+// its answer, a funnel are a few hundred bytes), and a wait between
+// packets holds nothing more.
+const idleReadLen = 2 << 10
+
+// commandBufs holds the MaxCommandLen buffers directions borrow while
+// bytes flow or a command is incomplete.
+var commandBufs = sync.Pool{New: func() any { return new([MaxCommandLen]byte) }}
 
 // FunnelFunc decides where the server must send UDP data for a client's UDP
 // funnel. It gets the funnel as announced and returns the address to write
@@ -33,9 +43,12 @@ type FunnelFunc func(ctx context.Context, announced Funnel, fits func(netip.Addr
 // one Session. Neither closes anything: when one returns, the caller
 // half-closes (CloseWrite on dst) and waits for the other.
 //
-// A Streams holds two fixed buffers of MaxCommandLen bytes, allocated on
-// the first call of each direction; that is its whole memory, whatever
-// the input.
+// Each direction waits for bytes in a small buffer of its own
+// (idleReadLen). It takes a buffer of MaxCommandLen bytes from a pool only
+// while it needs one: an incomplete command is pending, or the last read
+// filled its buffer (more is waiting). So a connection waiting between
+// packets holds 2×idleReadLen, and a direction never more than
+// idleReadLen plus one MaxCommandLen buffer, whatever the input.
 type Streams struct {
 	session *Session
 	client  stream
@@ -108,8 +121,10 @@ type stream struct {
 	onFunnel FunnelFunc    // client side only
 	logging  LoggingPolicy // client side only
 
-	buf         []byte // len MaxCommandLen once allocated
+	buf         []byte // small or big, the one the next read goes to
 	start, end  int    // buf[start:end] is read but not yet processed
+	small       [idleReadLen]byte
+	big         *[MaxCommandLen]byte // borrowed from commandBufs, or nil
 	mode        streamMode
 	dataLeft    int
 	seenCommand bool
@@ -117,19 +132,20 @@ type stream struct {
 }
 
 func (s *stream) copy(ctx context.Context, dst io.Writer, src io.Reader) error {
-	if s.buf == nil {
-		s.buf = make([]byte, MaxCommandLen)
-	}
 	// A connection calls each direction once; resetting anyway lets tests
 	// and benchmarks reuse one Streams without allocating again.
-	s.start, s.end, s.mode, s.dataLeft, s.seenCommand = 0, 0, modeFrame, 0, false
+	s.buf, s.start, s.end, s.mode, s.dataLeft, s.seenCommand = s.small[:], 0, 0, modeFrame, 0, false
+	defer s.returnBig()
+	filled := false
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		s.compact()
+		s.chooseBuffer(filled)
 		n, rerr := src.Read(s.buf[s.end:])
 		s.end += n
+		filled = s.end == len(s.buf)
 		if err := s.drain(ctx, dst); err != nil {
 			return err
 		}
@@ -139,9 +155,54 @@ func (s *stream) copy(ctx context.Context, dst io.Writer, src io.Reader) error {
 	}
 }
 
-// compact moves the unprocessed bytes to the front of buf. They are at most
-// an incomplete command, shorter than the MaxCommandLen it announced, so
-// there is always room to read after them.
+// chooseBuffer picks the buffer of the next read. Pending bytes (an
+// incomplete command, shorter than the MaxCommandLen it announced) that
+// may not fit the small buffer need the big one: there is always room to
+// read after them there. So does a read after one that filled its buffer:
+// more is likely queued, and is read in one call. Otherwise the direction
+// is likely to wait, and waits on its small buffer, the big one back in
+// the pool.
+func (s *stream) chooseBuffer(lastFilled bool) {
+	if lastFilled || !s.fitsSmall() {
+		if s.big == nil {
+			s.big = commandBufs.Get().(*[MaxCommandLen]byte)
+			s.end = copy(s.big[:], s.buf[:s.end])
+			s.buf = s.big[:]
+		}
+		return
+	}
+	if s.big != nil {
+		copy(s.small[:], s.buf[:s.end])
+		s.returnBig()
+	}
+}
+
+// fitsSmall says whether the pending bytes and the rest of their packet
+// fit the small buffer, with room to read more.
+func (s *stream) fitsSmall() bool {
+	if s.end == 0 {
+		return true
+	}
+	if s.end >= len(s.small) {
+		return false
+	}
+	// Only a packet's start is ever pending (Data and raw bytes are
+	// forwarded as they come), and its length is known once its header
+	// is; until then there is room to read it.
+	kind, n, err := s.frame(s.buf[:s.end])
+	return err != nil || kind == unitData || n <= len(s.small)
+}
+
+// returnBig gives the big buffer back; nothing is left pending in it.
+func (s *stream) returnBig() {
+	if s.big != nil {
+		commandBufs.Put(s.big)
+		s.big = nil
+		s.buf = s.small[:]
+	}
+}
+
+// compact moves the unprocessed bytes to the front of buf.
 func (s *stream) compact() {
 	if s.start == s.end {
 		s.start, s.end = 0, 0

@@ -591,12 +591,13 @@ func TestStreamMemoryBounded(t *testing.T) {
 	var maxWrite int
 	cw := writerFunc(func(p []byte) (int, error) { maxWrite = max(maxWrite, len(p)); return len(p), nil })
 	require.NoError(t, s.ServerToClient(context.Background(), cw, bytes.NewReader(w.buf)))
-	assert.Len(t, s.server.buf, MaxCommandLen)
+	assert.Nil(t, s.server.big, "the borrowed buffer is back in the pool")
+	assert.Len(t, s.server.buf, idleReadLen)
 	assert.LessOrEqual(t, maxWrite, MaxCommandLen)
 
 	raw := bytes.Repeat([]byte("x"), 8<<20)
 	require.NoError(t, s.ClientToServer(context.Background(), io.Discard, bytes.NewReader(raw)))
-	assert.Len(t, s.client.buf, MaxCommandLen)
+	assert.Nil(t, s.client.big, "the borrowed buffer is back in the pool")
 
 	var many []byte
 	for i := range 1000 {

@@ -118,7 +118,7 @@ func (ss *session) judgeDestination(ctx context.Context, req *socks5.Request, ds
 func (ss *session) dialFirst(ctx context.Context, cands []netip.AddrPort) (net.Conn, netip.AddrPort, error) {
 	var lastErr error
 	for _, dst := range cands {
-		conn, err := ss.srv.dial(ctx, "tcp", dst.String())
+		conn, err := ss.srv.dial(withoutDeadline{ctx}, "tcp", dst.String())
 		if err == nil {
 			return conn, dst, nil
 		}
@@ -129,6 +129,16 @@ func (ss *session) dialFirst(ctx context.Context, cands []netip.AddrPort) (net.C
 	}
 	return nil, netip.AddrPort{}, lastErr
 }
+
+// withoutDeadline is a context whose Deadline is hidden; Done, Err and
+// values are its own. Dialled with it, the net package still ends the dial
+// when the context ends (it watches Done), but arms no deadline timer of
+// its own on the socket and no second context timer: arming the socket's
+// woke the Go netpoller (an eventfd write and read, and a thread wake-up)
+// on every CONNECT.
+type withoutDeadline struct{ context.Context }
+
+func (withoutDeadline) Deadline() (time.Time, bool) { return time.Time{}, false }
 
 // filterSession starts the filter that expected this CONNECT, else the
 // one registered for dst's port, else the plain pass-through. An

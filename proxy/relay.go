@@ -37,10 +37,13 @@ func (ss *session) relay(ctx context.Context, target net.Conn, fs FilterSession)
 		r.idleTimer = time.AfterFunc(time.Duration(math.MaxInt64), r.checkIdle)
 		r.idleTimer.Reset(idle)
 	}
+	// The target's direction runs on the session's own goroutine, which
+	// would otherwise only wait: one goroutine start and one hand-off
+	// fewer per session.
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go r.clientToTarget(ctx, &wg)
-	go r.targetToClient(ctx, &wg)
+	r.targetToClient(ctx, &wg)
 	wg.Wait()
 	r.done.Store(true)
 	if r.idleTimer != nil {

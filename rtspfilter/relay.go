@@ -9,28 +9,125 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 )
 
-// stream is one direction's reader state; its memory is bounded by
-// readBufSize, MaxHeadBytes and one copy buffer, whatever the peer sends.
+// waitReadLen is the buffer a direction waits in between messages: most
+// heads fit (an OPTIONS, a SETUP, their answers are a few hundred bytes),
+// so they usually arrive in one read.
+const waitReadLen = 1 << 10
+
+// stream is one direction's reader state. It waits for the next message
+// holding only wait; from the first byte until nothing read is left
+// unprocessed it borrows a work set (read buffer, head buffer, copy
+// buffer) from workSets. So its memory is bounded by waitReadLen,
+// readBufSize, MaxHeadBytes and one copy buffer, whatever the peer sends,
+// and an idle connection holds 2×waitReadLen.
 type stream struct {
 	dir  Direction
-	br   *bufio.Reader
-	head []byte // reused head buffer
-	copy []byte // body and frame copy buffer
+	in   resumed
+	wait [waitReadLen]byte
+	work *workSet // nil while waiting
 	// seen: an RTSP message went by, so later garbage is a framing
 	// error, not a stream that never was RTSP.
 	seen bool
 }
 
+// workSet is what a direction needs while a message is in progress.
+type workSet struct {
+	br   *bufio.Reader
+	head []byte // reused head buffer
+	copy []byte // body and frame copy buffer
+}
+
+// maxPooledHead: a head buffer grown beyond it by a large head is not
+// kept in the pool.
+const maxPooledHead = 2 << 10
+
+var workSets = sync.Pool{New: func() any {
+	return &workSet{br: bufio.NewReaderSize(nil, readBufSize), head: make([]byte, 0, 1024), copy: make([]byte, 8<<10)}
+}}
+
 func newStream(dir Direction, src io.Reader) *stream {
-	return &stream{dir: dir, br: bufio.NewReaderSize(src, readBufSize), head: make([]byte, 0, 1024), copy: make([]byte, 8<<10)}
+	s := &stream{dir: dir}
+	s.in.src = src
+	return s
+}
+
+// await returns once the next bytes (or the end) are in s.work.br: at
+// once when some are buffered, else after a read into s.wait, the work
+// set given back meanwhile. An end met by the wait read itself is
+// returned.
+func (s *stream) await() error {
+	if s.work != nil {
+		if s.work.br.Buffered() > 0 || len(s.in.pending) > 0 {
+			return nil
+		}
+		s.release()
+	}
+	n, err := s.in.readWait(s.wait[:])
+	if n == 0 && err != nil {
+		return err
+	}
+	s.work = workSets.Get().(*workSet)
+	s.work.br.Reset(&s.in)
+	return nil
+}
+
+// release gives the work set back; nothing read is left in it.
+func (s *stream) release() {
+	w := s.work
+	if w == nil {
+		return
+	}
+	s.work = nil
+	w.br.Reset(nil)
+	if cap(w.head) > maxPooledHead {
+		w.head = make([]byte, 0, 1024)
+	}
+	workSets.Put(w)
+}
+
+// resumed is the reader a work set's bufio.Reader reads: what the wait
+// read got, then the source. A read error of the source is kept and
+// returned again, so an end seen by one work set is not lost when the
+// next one asks.
+type resumed struct {
+	src     io.Reader
+	pending []byte
+	err     error
+}
+
+// readWait reads the source into buf (the wait buffer), keeping what it
+// got for the next Read.
+func (r *resumed) readWait(buf []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	n, err := r.src.Read(buf)
+	r.pending, r.err = buf[:n], err
+	return n, err
+}
+
+func (r *resumed) Read(p []byte) (int, error) {
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		return n, nil
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	n, err := r.src.Read(p)
+	r.err = err
+	return n, err
 }
 
 // ClientToServer filters the client's requests: SETUPs are rewritten,
 // TEARDOWNs release, everything else is forwarded as it came.
 func (c *Connection) ClientToServer(ctx context.Context, dst io.Writer, src io.Reader) error {
 	s := newStream(DirClientToServer, src)
+	defer s.release()
 	for {
 		done, err := c.relayOne(ctx, s, dst)
 		if done || err != nil {
@@ -48,6 +145,7 @@ func (c *Connection) ServerToClient(ctx context.Context, dst io.Writer, src io.R
 	c.mu.Unlock()
 	close(c.clientReady)
 	s := newStream(DirServerToClient, src)
+	defer s.release()
 	for {
 		done, err := c.relayOne(ctx, s, dst)
 		if done || err != nil {
@@ -59,7 +157,14 @@ func (c *Connection) ServerToClient(ctx context.Context, dst io.Writer, src io.R
 // relayOne forwards one unit (a message, an interleaved frame or a line
 // break between messages); done at the end of the stream.
 func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (done bool, err error) {
-	b, err := s.br.Peek(1)
+	if err := s.await(); err != nil {
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		return true, err
+	}
+	w := s.work
+	b, err := w.br.Peek(1)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return true, nil
@@ -70,13 +175,13 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 	case '$':
 		c.f.obs.Interleaved(s.dir, 1)
 		c.lockWrite(s.dir)
-		err := copyInterleaved(dst, s.br, s.copy)
+		err := copyInterleaved(dst, w.br, w.copy)
 		c.unlockWrite(s.dir)
 		return err != nil, c.copyErr(s, err)
 	case '\r', '\n':
 		// Between messages (a keep-alive CRLF, RFC 7826 §20.1 allows
 		// them): forwarded as they come, never held.
-		buf, _ := s.br.Peek(s.br.Buffered())
+		buf, _ := w.br.Peek(w.br.Buffered())
 		n := 0
 		for n < len(buf) && (buf[n] == '\r' || buf[n] == '\n') {
 			n++
@@ -84,17 +189,17 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 		c.lockWrite(s.dir)
 		_, err := dst.Write(buf[:n])
 		c.unlockWrite(s.dir)
-		s.br.Discard(n)
+		w.br.Discard(n)
 		return false, err
 	}
 	if !s.seen {
-		if first, _ := s.br.Peek(s.br.Buffered()); !plausibleStart(first) {
+		if first, _ := w.br.Peek(w.br.Buffered()); !plausibleStart(first) {
 			err := fmt.Errorf("%w: starts %q", errNotStartLine, clip(first))
 			return c.badHead(ctx, s, dst, nil, &HeadError{Problem: ProblemBadStartLine, Err: err})
 		}
 	}
-	h, err := readHead(s.br, s.head)
-	s.head = h.raw[:0]
+	h, err := readHead(w.br, w.head)
+	w.head = h.raw[:0]
 	if err != nil {
 		return c.badHead(ctx, s, dst, h.raw, err)
 	}
@@ -106,7 +211,7 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 		var answer []byte
 		out, answer = c.onRequest(ctx, &h)
 		if answer != nil {
-			if err := copyN(io.Discard, s.br, h.bodyLen, s.copy); err != nil {
+			if err := copyN(io.Discard, w.br, h.bodyLen, w.copy); err != nil {
 				return true, c.copyErr(s, err)
 			}
 			return false, c.answer(ctx, answer)
@@ -128,7 +233,7 @@ func (c *Connection) relayOne(ctx context.Context, s *stream, dst io.Writer) (do
 	if s.dir == DirServerToClient && !h.request {
 		c.responded()
 	}
-	err = copyN(dst, s.br, h.bodyLen, s.copy)
+	err = copyN(dst, w.br, h.bodyLen, w.copy)
 	return err != nil, c.copyErr(s, err)
 }
 
@@ -193,7 +298,7 @@ func (c *Connection) raw(s *stream, dst io.Writer, raw []byte) error {
 	}
 	_, err := dst.Write(raw)
 	if err == nil {
-		_, err = io.CopyBuffer(dst, s.br, s.copy)
+		_, err = io.CopyBuffer(dst, s.work.br, s.work.copy)
 	}
 	if errors.Is(err, ErrUnfilteredSetup) {
 		c.f.obs.Problem(s.dir, ProblemUnfilteredSetup, err)

@@ -30,6 +30,7 @@ var transportSeeds = []string{
 	`RTP/AVP/UDP;multicast;dest_addr="232.1.1.1:5000"/"232.1.1.1:5001";ttl=16`,
 	`RTP/AVP/TCP;unicast;dest_addr=":4588";setup=active`,
 	`RTP/AVP;unicast;dest_addr=":4588"/":4589";client_port=4588-4589`,
+	`RTP/AVP;unicast;dest_addr=":4588"/":4589";DEST_ADDR="198.51.100.9:4588"`,
 	`RTP/AVP/UDP;unicast;dest_addr="203.0.113.7:5588"/"203.0.113.7:5589";src_addr="198.51.100.20:30000"/"[2001:db8::20]:30001"`,
 }
 
@@ -117,6 +118,7 @@ func FuzzRewriteTransport(f *testing.F) {
 		for _, s := range out {
 			switch s.kind() {
 			case kindUDP:
+				require.False(t, s.count("client_port") > 1 || s.count("destination") > 1 || s.count("dest_addr") > 1, "%q: an address twice", s.raw)
 				if d, ok := s.get("dest_addr"); ok {
 					require.False(t, s.has("client_port") || s.has("destination"), "%q: two addressings", s.raw)
 					addrs, err := parseAddrList(d.value)

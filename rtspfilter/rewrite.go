@@ -125,6 +125,12 @@ func rewriteTransport(value string, ext, client netip.Addr, lease leaseFunc) (tr
 			out = append(out, s)
 			continue
 		}
+		if name, twice := addressedTwice(&s); twice {
+			// Only the first would be rewritten; a server reading
+			// the other could be sent to anyone.
+			r.drop(&SpecError{Problem: ProblemUnsupportedTransport, Err: fmt.Errorf("rtspfilter: transport %q names %s twice", clip([]byte(s.protocol)), name)})
+			continue
+		}
 		if s.has("dest_addr") {
 			ls, err := leaseDestAddr(&s, ext, client, lease)
 			if err != nil {
@@ -185,6 +191,17 @@ func rewriteTransport(value string, ext, client netip.Addr, lease leaseFunc) (tr
 	r.kept = len(out)
 	r.value = string(appendTransport(nil, out))
 	return r, nil
+}
+
+// addressedTwice names a parameter that says where to send and appears
+// more than once in s.
+func addressedTwice(s *spec) (string, bool) {
+	for _, name := range []string{"client_port", "destination", "dest_addr"} {
+		if s.count(name) > 1 {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // leaseDestAddr leases and rewrites an RTSP 2.0 unicast UDP spec: one

@@ -139,6 +139,17 @@ func (s *spec) has(name string) bool {
 	return ok
 }
 
+// count is how many parameters are called name.
+func (s *spec) count(name string) int {
+	n := 0
+	for _, p := range s.params {
+		if equalFold(p.name, name) {
+			n++
+		}
+	}
+	return n
+}
+
 // set replaces the value of the first parameter called name.
 func (s *spec) set(name, value string) {
 	for i := range s.params {
@@ -179,6 +190,12 @@ func (s *spec) kind() specKind {
 	}
 	switch {
 	case s.has("interleaved"):
+		// Interleaved over a UDP lower transport is how some 1.0
+		// clients write it; with an address to send UDP to, a server
+		// could take it either way.
+		if lower != "TCP" && s.has("dest_addr") {
+			return kindUnsupported
+		}
 		return kindTCP
 	case lower == "TCP":
 		// RTSP 2.0 also has RTP over a TCP connection of its own

@@ -164,12 +164,8 @@ func rewriteTransport(value string, ext, client netip.Addr, lease leaseFunc) (tr
 				announced = append(announced, a+1)
 			}
 		}
-		extPorts, err := lease(announced)
-		if err != nil {
-			var se *SpecError
-			if !errors.As(err, &se) {
-				se = &SpecError{Problem: ProblemLeaseFailed, Err: err}
-			}
+		extPorts, se := leaseFor(lease, announced)
+		if se != nil {
 			r.drop(se)
 			continue
 		}
@@ -191,6 +187,20 @@ func rewriteTransport(value string, ext, client netip.Addr, lease leaseFunc) (tr
 	r.kept = len(out)
 	r.value = string(appendTransport(nil, out))
 	return r, nil
+}
+
+// leaseFor calls lease, its error counted lease_failed unless it says
+// otherwise.
+func leaseFor(lease leaseFunc, announced []uint16) ([]uint16, *SpecError) {
+	ext, err := lease(announced)
+	if err != nil {
+		var se *SpecError
+		if !errors.As(err, &se) {
+			se = &SpecError{Problem: ProblemLeaseFailed, Err: err}
+		}
+		return nil, se
+	}
+	return ext, nil
 }
 
 // addressedTwice names a parameter that says where to send and appears
@@ -239,12 +249,8 @@ func leaseDestAddr(s *spec, ext, client netip.Addr, lease leaseFunc) (leasedSpec
 			third = true
 		}
 	}
-	extPorts, err := lease(announced)
-	if err != nil {
-		var se *SpecError
-		if !errors.As(err, &se) {
-			se = &SpecError{Problem: ProblemLeaseFailed, Err: err}
-		}
+	extPorts, se := leaseFor(lease, announced)
+	if se != nil {
 		return leasedSpec{}, se
 	}
 	s.set("dest_addr", formatAddrList(ext, extPorts))

@@ -85,13 +85,8 @@ func (r *rtsp2Responder) serve(c net.Conn) {
 	c.SetDeadline(time.Now().Add(testTimeout))
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() {
-		select {
-		case <-r.done:
-			c.Close()
-		case <-stop:
-		}
-	}()
+	r.wg.Add(1)
+	go r.closeOnDone(c, stop)
 	tp := textproto.NewReader(bufio.NewReader(c))
 	var dest netip.AddrPort
 	for {
@@ -111,7 +106,11 @@ func (r *rtsp2Responder) serve(c net.Conn) {
 		switch method {
 		case "SETUP":
 			transport := h.Get("Transport")
-			r.setups <- transport
+			select {
+			case r.setups <- transport:
+			case <-r.done:
+				return
+			}
 			dest = r.rtpDestination(transport, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
 			reply += "Session: 2f1e0c\r\nTransport: " + transport +
 				fmt.Sprintf(`;src_addr="%s:%d"/"%s:%d";ssrc=0BADCAFE`, r.mediaIP, 30000, r.mediaIP, 30001) + "\r\n"
@@ -125,6 +124,16 @@ func (r *rtsp2Responder) serve(c net.Conn) {
 		if _, err := c.Write([]byte(reply + "\r\n")); err != nil {
 			return
 		}
+	}
+}
+
+// closeOnDone ends c's reads when the test ends first.
+func (r *rtsp2Responder) closeOnDone(c net.Conn, stop <-chan struct{}) {
+	defer r.wg.Done()
+	select {
+	case <-r.done:
+		c.Close()
+	case <-stop:
 	}
 }
 

@@ -221,6 +221,34 @@ func TestRewriteTransportLeaseFailure(t *testing.T) {
 	assert.Equal(t, ProblemLeaseFailed, rw.dropped[0].Problem)
 }
 
+// restoreCase is a SETUP reply's Transport and what restoreTransport
+// must make of it.
+type restoreCase struct {
+	name      string
+	in, out   string
+	chosen    int
+	sources   []string
+	unmatched bool
+}
+
+func runRestoreCases(t *testing.T, leased []leasedSpec, tests []restoreCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rt, err := restoreTransport(tt.in, leased)
+			require.NoError(t, err)
+			assert.Equal(t, tt.out, rt.value, "byte for byte")
+			assert.Equal(t, tt.chosen, rt.chosen)
+			assert.Equal(t, tt.unmatched, rt.unmatched)
+			var want []netip.Addr
+			for _, s := range tt.sources {
+				want = append(want, netip.MustParseAddr(s))
+			}
+			assert.Equal(t, want, rt.sources)
+		})
+	}
+}
+
 func TestRestoreTransport(t *testing.T) {
 	leased := []leasedSpec{
 		{announced: []uint16{4588, 4589}, external: []uint16{5588, 5589}, portText: "4588-4589", dest: "192.0.2.99", hasDest: true},
@@ -228,42 +256,23 @@ func TestRestoreTransport(t *testing.T) {
 		// A firewall client's associations on ports that are not a pair.
 		{announced: []uint16{8000, 8001}, external: []uint16{50881, 11382}, portText: "8000-8001"},
 	}
-	tests := []struct {
-		name      string
-		in, out   string
-		chosen    int
-		source    string
-		unmatched bool
-	}{
+	tests := []restoreCase{
 		{"a 2.0 reply does not match a 1.0 lease", `RTP/AVP;unicast;dest_addr="203.0.113.7:5588"/"203.0.113.7:5589"`,
-			`RTP/AVP;unicast;dest_addr="203.0.113.7:5588"/"203.0.113.7:5589"`, -1, "", true},
+			`RTP/AVP;unicast;dest_addr="203.0.113.7:5588"/"203.0.113.7:5589"`, -1, nil, true},
 		{"first spec", "RTP/AVP;unicast;client_port=5588-5589;server_port=30000-30001;ssrc=0BADCAFE",
-			"RTP/AVP;unicast;client_port=4588-4589;server_port=30000-30001;ssrc=0BADCAFE", 0, "", false},
+			"RTP/AVP;unicast;client_port=4588-4589;server_port=30000-30001;ssrc=0BADCAFE", 0, nil, false},
 		{"destination and source", "RTP/AVP;unicast;destination=203.0.113.7;source=198.51.100.20;client_port=5588-5589;server_port=30000-30001",
-			"RTP/AVP;unicast;destination=192.0.2.99;source=198.51.100.20;client_port=4588-4589;server_port=30000-30001", 0, "198.51.100.20", false},
-		{"second spec, as the client wrote it", "RTP/AVP;unicast;client_port=7000-7001", "RTP/AVP;unicast;client_port=6000", 1, "", false},
-		{"TCP chosen", "RTP/AVP/TCP;unicast;interleaved=0-1", "RTP/AVP/TCP;unicast;interleaved=0-1", -1, "", false},
+			"RTP/AVP;unicast;destination=192.0.2.99;source=198.51.100.20;client_port=4588-4589;server_port=30000-30001", 0, []string{"198.51.100.20"}, false},
+		{"second spec, as the client wrote it", "RTP/AVP;unicast;client_port=7000-7001", "RTP/AVP;unicast;client_port=6000", 1, nil, false},
+		{"TCP chosen", "RTP/AVP/TCP;unicast;interleaved=0-1", "RTP/AVP/TCP;unicast;interleaved=0-1", -1, nil, false},
 		{"ports that are not a range, echoed", "RTP/AVP;unicast;client_port=50881-11382;server_port=30000-30001",
-			"RTP/AVP;unicast;client_port=8000-8001;server_port=30000-30001", 2, "", false},
-		{"only the first port echoed", "RTP/AVP;unicast;client_port=5588", "RTP/AVP;unicast;client_port=4588-4589", 0, "", false},
-		{"first port leased, second not", "RTP/AVP;unicast;client_port=5588-9999", "RTP/AVP;unicast;client_port=5588-9999", -1, "", true},
-		{"ports never leased", "RTP/AVP;unicast;client_port=9000-9001", "RTP/AVP;unicast;client_port=9000-9001", -1, "", true},
-		{"source is a name", "RTP/AVP;unicast;client_port=5588-5589;source=media.example", "RTP/AVP;unicast;client_port=4588-4589;source=media.example", 0, "", false},
+			"RTP/AVP;unicast;client_port=8000-8001;server_port=30000-30001", 2, nil, false},
+		{"only the first port echoed", "RTP/AVP;unicast;client_port=5588", "RTP/AVP;unicast;client_port=4588-4589", 0, nil, false},
+		{"first port leased, second not", "RTP/AVP;unicast;client_port=5588-9999", "RTP/AVP;unicast;client_port=5588-9999", -1, nil, true},
+		{"ports never leased", "RTP/AVP;unicast;client_port=9000-9001", "RTP/AVP;unicast;client_port=9000-9001", -1, nil, true},
+		{"source is a name", "RTP/AVP;unicast;client_port=5588-5589;source=media.example", "RTP/AVP;unicast;client_port=4588-4589;source=media.example", 0, nil, false},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rt, err := restoreTransport(tt.in, leased)
-			require.NoError(t, err)
-			assert.Equal(t, tt.out, rt.value)
-			assert.Equal(t, tt.chosen, rt.chosen)
-			assert.Equal(t, tt.unmatched, rt.unmatched)
-			if tt.source != "" {
-				assert.Equal(t, []netip.Addr{netip.MustParseAddr(tt.source)}, rt.sources)
-			} else {
-				assert.Empty(t, rt.sources)
-			}
-		})
-	}
+	runRestoreCases(t, leased, tests)
 }
 
 // TestRewriteTransportBadDestAddr: a dest_addr the filter cannot read or
@@ -327,13 +336,7 @@ func TestRestoreTransportV2(t *testing.T) {
 		{announced: []uint16{6000, 6001}, external: []uint16{7000, 7001}, destAddr: `"[2001:db8::1]:6000"/"[2001:db8::1]:6001"`, v2: true, hasDest: true},
 		{announced: []uint16{8000}, external: []uint16{9000}, destAddr: `":8000"`, v2: true},
 	}
-	tests := []struct {
-		name      string
-		in, out   string
-		chosen    int
-		sources   []string
-		unmatched bool
-	}{
+	tests := []restoreCase{
 		{"echoed, with src_addr", `RTP/AVP/UDP;unicast;dest_addr="203.0.113.7:5588"/"203.0.113.7:5589";src_addr="198.51.100.20:30000"/"198.51.100.20:30001";ssrc=0BADCAFE`,
 			`RTP/AVP/UDP;unicast;dest_addr=":4588"/":4589";src_addr="198.51.100.20:30000"/"198.51.100.20:30001";ssrc=0BADCAFE`, 0, []string{"198.51.100.20"}, false},
 		{"ports only, RTP and RTCP from two hosts", `RTP/AVP;unicast;src_addr="[2001:db8::20]:30000"/"198.51.100.21:30001";dest_addr=":7000"/":7001"`,
@@ -348,20 +351,7 @@ func TestRestoreTransportV2(t *testing.T) {
 		{"a 1.0 reply does not match a 2.0 lease", "RTP/AVP;unicast;client_port=5588-5589", "RTP/AVP;unicast;client_port=5588-5589", -1, nil, true},
 		{"TCP chosen", "RTP/AVP/TCP;unicast;interleaved=0-1", "RTP/AVP/TCP;unicast;interleaved=0-1", -1, nil, false},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rt, err := restoreTransport(tt.in, leased)
-			require.NoError(t, err)
-			assert.Equal(t, tt.out, rt.value)
-			assert.Equal(t, tt.chosen, rt.chosen)
-			assert.Equal(t, tt.unmatched, rt.unmatched)
-			var want []netip.Addr
-			for _, s := range tt.sources {
-				want = append(want, netip.MustParseAddr(s))
-			}
-			assert.Equal(t, want, rt.sources)
-		})
-	}
+	runRestoreCases(t, leased, tests)
 }
 
 func TestAppendHeadWith(t *testing.T) {

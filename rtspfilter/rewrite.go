@@ -132,12 +132,12 @@ func rewriteTransport(value string, ext, client netip.Addr, lease leaseFunc) (tr
 			continue
 		}
 		if s.has("dest_addr") {
-			ls, err := leaseDestAddr(&s, ext, client, lease)
+			ls, otherHost, err := leaseDestAddr(&s, ext, client, lease)
 			if err != nil {
 				r.drop(err)
 				continue
 			}
-			if ls.hasDest {
+			if otherHost {
 				r.destinations++
 			}
 			r.leased = append(r.leased, ls)
@@ -216,10 +216,10 @@ func addressedTwice(s *spec) (string, bool) {
 
 // leaseDestAddr leases and rewrites an RTSP 2.0 unicast UDP spec: one
 // address (RTP; RTCP on the next port unless RTCP-mux) or two (RTP, then
-// RTCP). hasDest in the result says a host other than client was named.
-func leaseDestAddr(s *spec, ext, client netip.Addr, lease leaseFunc) (leasedSpec, *SpecError) {
-	unsupported := func(err error) (leasedSpec, *SpecError) {
-		return leasedSpec{}, &SpecError{Problem: ProblemUnsupportedTransport, Err: err}
+// RTCP). otherHost says it named a host other than client.
+func leaseDestAddr(s *spec, ext, client netip.Addr, lease leaseFunc) (_ leasedSpec, otherHost bool, _ *SpecError) {
+	unsupported := func(err error) (leasedSpec, bool, *SpecError) {
+		return leasedSpec{}, false, &SpecError{Problem: ProblemUnsupportedTransport, Err: err}
 	}
 	// Both addressings at once leave it to the server which one wins:
 	// whichever is not rewritten could name a third party.
@@ -243,18 +243,17 @@ func leaseDestAddr(s *spec, ext, client netip.Addr, lease leaseFunc) (leasedSpec
 		// RTCP on the next port, as for a single client_port.
 		announced = append(announced, announced[0]+1)
 	}
-	third := false
 	for _, a := range addrs {
 		if ip, ok := a.ip(); a.host != "" && (!ok || ip != client) {
-			third = true
+			otherHost = true
 		}
 	}
 	extPorts, se := leaseFor(lease, announced)
 	if se != nil {
-		return leasedSpec{}, se
+		return leasedSpec{}, false, se
 	}
 	s.set("dest_addr", formatAddrList(ext, extPorts))
-	return leasedSpec{announced: announced, external: extPorts, destAddr: d.value, v2: true, hasDest: third}, nil
+	return leasedSpec{announced: announced, external: extPorts, destAddr: d.value, v2: true}, otherHost, nil
 }
 
 // multicastOnly refuses a multicast spec that names an address other than

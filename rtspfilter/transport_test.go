@@ -89,9 +89,13 @@ func TestParsePortRange(t *testing.T) {
 	}
 }
 
-// shiftLease "leases" announced ports at +1000, consecutive from the first.
+// shiftLease "leases" announced ports at +1000, consecutive from the first;
+// above the range it has no ports, as a lease manager would have none.
 func shiftLease(calls *[][]uint16) leaseFunc {
 	return func(announced []uint16) ([]uint16, error) {
+		if int(announced[0])+1000+len(announced) > 65536 {
+			return nil, errors.New("no free ports")
+		}
 		*calls = append(*calls, announced)
 		out := make([]uint16, len(announced))
 		for i := range announced {
@@ -333,7 +337,7 @@ func TestRewriteTransportIPv6External(t *testing.T) {
 func TestRestoreTransportV2(t *testing.T) {
 	leased := []leasedSpec{
 		{announced: []uint16{4588, 4589}, external: []uint16{5588, 5589}, destAddr: `":4588"/":4589"`, v2: true},
-		{announced: []uint16{6000, 6001}, external: []uint16{7000, 7001}, destAddr: `"[2001:db8::1]:6000"/"[2001:db8::1]:6001"`, v2: true, hasDest: true},
+		{announced: []uint16{6000, 6001}, external: []uint16{7000, 7001}, destAddr: `"[2001:db8::1]:6000"/"[2001:db8::1]:6001"`, v2: true},
 		{announced: []uint16{8000}, external: []uint16{9000}, destAddr: `":8000"`, v2: true},
 	}
 	tests := []restoreCase{

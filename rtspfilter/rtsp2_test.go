@@ -191,17 +191,20 @@ var setAddr = regexp.MustCompile(`^RTP/AVP/UDP;unicast;dest_addr="([0-9.]+):(\d+
 // The server must see the proxy's external address and leased ports
 // whatever host the client wrote, the client must get its own dest_addr
 // back, and the server's RTP, sent from the src_addr host of its reply,
-// must reach the client's port (announced mode).
+// must reach the client's port (announced mode; and through its
+// associations for a firewall client).
 func TestFilterRTSP2DestAddr(t *testing.T) {
 	tests := []struct {
 		name  string
 		addrs func(a, b uint16) string
 		third bool // counted as a destination rewrite
+		assoc bool // a firewall client holding UDP associations for its ports
 	}{
-		{"ports only", func(a, b uint16) string { return fmt.Sprintf(`":%d"/":%d"`, a, b) }, false},
-		{"the client's own address", func(a, b uint16) string { return fmt.Sprintf(`"127.0.0.1:%d"/"127.0.0.1:%d"`, a, b) }, false},
-		{"a third party", func(a, b uint16) string { return fmt.Sprintf(`"192.0.2.99:%d"/"192.0.2.99:%d"`, a, b) }, true},
-		{"a third party's IPv6 literal", func(a, b uint16) string { return fmt.Sprintf(`"[2001:db8::1]:%d"/"[2001:db8::1]:%d"`, a, b) }, true},
+		{"ports only", func(a, b uint16) string { return fmt.Sprintf(`":%d"/":%d"`, a, b) }, false, false},
+		{"the client's own address", func(a, b uint16) string { return fmt.Sprintf(`"127.0.0.1:%d"/"127.0.0.1:%d"`, a, b) }, false, false},
+		{"a third party", func(a, b uint16) string { return fmt.Sprintf(`"192.0.2.99:%d"/"192.0.2.99:%d"`, a, b) }, true, false},
+		{"a third party's IPv6 literal", func(a, b uint16) string { return fmt.Sprintf(`"[2001:db8::1]:%d"/"[2001:db8::1]:%d"`, a, b) }, true, false},
+		{"firewall-client mode", func(a, b uint16) string { return fmt.Sprintf(`":%d"/":%d"`, a, b) }, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,6 +213,10 @@ func TestFilterRTSP2DestAddr(t *testing.T) {
 			a, b := rtpPorts(t)
 			pa, pb := portOf(a), portOf(b)
 			holdBusy(t, pa, pb) // port preservation cannot hide a missing rewrite
+			if tt.assoc {
+				env.associate(t, a)
+				env.associate(t, b)
+			}
 
 			d := socksclient.Dialer{Proxy: env.proxyAddr, Timeout: testTimeout}
 			conn, err := d.Connect(context.Background(), socksclient.AddrFromAddrPort(srv.addr))
@@ -245,16 +252,16 @@ func TestFilterRTSP2DestAddr(t *testing.T) {
 			assert.Equal(t, external.String(), m[3], "RTCP too")
 			e0, _ := strconv.Atoi(m[2])
 			e1, _ := strconv.Atoi(m[4])
+			assert.NotEqual(t, [2]int{int(pa), int(pb)}, [2]int{e0, e1}, "the client's numbers are busy outside: rewritten")
 			assert.Zero(t, e0%2, "RTP on an even port")
 			assert.Equal(t, e0+1, e1, "RTCP on the next")
-			assert.NotEqual(t, [2]int{int(pa), int(pb)}, [2]int{e0, e1}, "the client's numbers are busy outside: rewritten")
 
 			assert.Equal(t, `RTP/AVP/UDP;unicast;dest_addr=`+sent+`;src_addr="127.0.0.3:30000"/"127.0.0.3:30001";ssrc=0BADCAFE`, h.Get("Transport"),
 				"the client sees its own dest_addr in the reply, the rest as the server sent it")
 			assert.Equal(t, "2f1e0c", h.Get("Session"))
 
 			request("PLAY", "Session: 2f1e0c\r\n", 2)
-			pkt := readRTP(t, a, false)
+			pkt := readRTP(t, a, tt.assoc)
 			assert.Equal(t, "tone 2.0", string(pkt.Payload), "the server's RTP, from its src_addr host, reaches the client's RTP port")
 
 			var third int64
@@ -263,7 +270,11 @@ func TestFilterRTSP2DestAddr(t *testing.T) {
 			}
 			assert.Equal(t, third, env.obs.dests.Load(), "a dest_addr naming another host is counted")
 			assert.Equal(t, int64(1), env.obs.transports[TransportRewritten].Load())
-			assert.Equal(t, int64(1), env.obs.setups[SetupAnnounced][OutcomeAccepted].Load())
+			mode := SetupAnnounced
+			if tt.assoc {
+				mode = SetupJoined
+			}
+			assert.Equal(t, int64(1), env.obs.setups[mode][OutcomeAccepted].Load())
 			assert.Zero(t, env.obs.problems[DirServerToClient][ProblemReplyUnmatched].Load())
 		})
 	}

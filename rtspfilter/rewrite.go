@@ -295,8 +295,8 @@ type replyTransport struct {
 	// sources are the server's source (RTSP 2.0: the src_addr hosts)
 	// when they are addresses, to permit beside the server's own.
 	sources []netip.Addr
-	// unmatched: a UDP spec with a client_port the filter did not
-	// lease for this SETUP.
+	// unmatched: a UDP spec with a client_port (or dest_addr) the
+	// filter did not lease for this SETUP.
 	unmatched bool
 }
 

@@ -53,7 +53,7 @@ func NewRTSP(reg prometheus.Registerer) *RTSP {
 	m := &RTSP{
 		destinations: f.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "destination_rewrites_total",
-			Help: "SETUP destination parameters rewritten to the proxy's external address, so that a server never sends to a third party.",
+			Help: "SETUP destination parameters (and RTSP 2.0 dest_addr naming another host than the client) rewritten to the proxy's external address, so that a server never sends to a third party.",
 		}),
 		connections: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "connections_active",

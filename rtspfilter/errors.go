@@ -23,6 +23,9 @@ var (
 	// ErrClientPort: a client_port that is not "A" or "A-B" with ports
 	// 1-65535, A < B.
 	ErrClientPort = errors.New("rtspfilter: bad client_port")
+	// ErrAddrList: an RTSP 2.0 dest_addr or src_addr that is not a list
+	// of quoted host:port addresses, or one the filter cannot carry.
+	ErrAddrList = errors.New("rtspfilter: bad address list")
 	// ErrUnfilteredSetup: a SETUP request inside a client stream relayed
 	// untouched because it did not start as RTSP.
 	ErrUnfilteredSetup = errors.New("rtspfilter: SETUP in a client stream that did not start as RTSP")

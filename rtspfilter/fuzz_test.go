@@ -23,6 +23,15 @@ var transportSeeds = []string{
 	`RTP/AVP;unicast;client_port=4588-4589;x-note="a,b;c"`,
 	"RTP/SAVPF;unicast;client_port=65534-65535;destination",
 	"RTP/AVP;unicast;client_port=65535",
+	// RTSP 2.0 (RFC 7826 §18.54).
+	`RTP/AVP/UDP;unicast;dest_addr="192.0.2.10:4588"/"192.0.2.10:4589";mode="PLAY"`,
+	`RTP/AVP;unicast;dest_addr="[2001:db8::1]:4588"/"[2001:db8::1]:4589",RTP/AVP/TCP;unicast;interleaved=0-1`,
+	`RTP/AVPF;unicast;RTCP-mux;dest_addr="media.example:4588"`,
+	`RTP/AVP/UDP;multicast;dest_addr="232.1.1.1:5000"/"232.1.1.1:5001";ttl=16`,
+	`RTP/AVP/TCP;unicast;dest_addr=":4588";setup=active`,
+	`RTP/AVP;unicast;dest_addr=":4588"/":4589";client_port=4588-4589`,
+	`RTP/AVP;unicast;dest_addr=":4588"/":4589";DEST_ADDR="198.51.100.9:4588"`,
+	`RTP/AVP/UDP;unicast;dest_addr="203.0.113.7:5588"/"203.0.113.7:5589";src_addr="198.51.100.20:30000"/"[2001:db8::20]:30001"`,
 }
 
 func FuzzReadHead(f *testing.F) {
@@ -90,7 +99,7 @@ func FuzzRewriteTransport(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, v string) {
 		var calls [][]uint16
-		rw, err := rewriteTransport(v, proxyExternal, shiftLease(&calls))
+		rw, err := rewriteTransport(v, proxyExternal, controlClient, shiftLease(&calls))
 		if err != nil {
 			return
 		}
@@ -109,12 +118,31 @@ func FuzzRewriteTransport(f *testing.F) {
 		for _, s := range out {
 			switch s.kind() {
 			case kindUDP:
+				require.False(t, s.count("client_port") > 1 || s.count("destination") > 1 || s.count("dest_addr") > 1, "%q: an address twice", s.raw)
+				if d, ok := s.get("dest_addr"); ok {
+					require.False(t, s.has("client_port") || s.has("destination"), "%q: two addressings", s.raw)
+					addrs, err := parseAddrList(d.value)
+					require.NoError(t, err, "%q", d.value)
+					ports, ok := addrPorts(addrs)
+					require.True(t, ok)
+					require.True(t, leased[formatPorts(ports)], "dest_addr %q was leased", d.value)
+					for _, a := range addrs {
+						ip, ok := a.ip()
+						require.True(t, ok && ip == proxyExternal, "dest_addr %q names the proxy only", d.value)
+					}
+					break
+				}
 				cp, ok := s.get("client_port")
 				require.True(t, ok)
 				require.True(t, leased[cp.value], "client_port %q was leased", cp.value)
 				if d, ok := s.get("destination"); ok {
 					require.Equal(t, proxyExternal.String(), d.value)
 				}
+			case kindMulticast:
+				// Only multicast groups, never a host.
+				require.NoError(t, multicastOnly(&s), "%q", s.raw)
+			case kindTCP:
+				require.True(t, !s.has("dest_addr") || s.has("interleaved"), "%q: RTP over a TCP connection to an address", s.raw)
 			case kindUnsupported:
 				require.False(t, s.has("client_port") || s.has("destination") || s.has("dest_addr"), "%q reaches the server", s.raw)
 			}

@@ -55,8 +55,14 @@ func TestHostileClient(t *testing.T) {
 		{"only ports that are not ports", func(s string) string {
 			return fmt.Sprintf(setup, s, "RTP/AVP;unicast;client_port=0-1")
 		}, base.StatusUnsupportedTransport, false, ProblemUnsupportedTransport},
-		{"RTSP 2.0 dest_addr", func(s string) string {
-			return fmt.Sprintf(setup, s, `RTP/AVP;unicast;dest_addr=":40000"/":40001"`)
+		{"an RTSP 2.0 dest_addr that does not parse", func(s string) string {
+			return fmt.Sprintf(setup, s, `RTP/AVP;unicast;dest_addr=:40000/:40001`)
+		}, base.StatusUnsupportedTransport, false, ProblemUnsupportedTransport},
+		{"an RTSP 2.0 dest_addr with an IPv6 literal unbracketed", func(s string) string {
+			return fmt.Sprintf(setup, s, `RTP/AVP;unicast;dest_addr="2001:db8::1:40000"/"2001:db8::1:40001"`)
+		}, base.StatusUnsupportedTransport, false, ProblemUnsupportedTransport},
+		{"multicast to a unicast host", func(s string) string {
+			return fmt.Sprintf(setup, s, `RTP/AVP/UDP;multicast;dest_addr="198.51.100.9:40000"/"198.51.100.9:40001"`)
 		}, base.StatusUnsupportedTransport, false, ProblemUnsupportedTransport},
 	}
 	for _, tt := range tests {

@@ -225,8 +225,8 @@ const (
 	// or has more than MaxTransportSpecs specs: the SETUP is refused.
 	ProblemBadTransport
 	// ProblemUnsupportedTransport: a UDP spec the filter cannot rewrite
-	// (an unknown profile, RTSP 2.0 dest_addr, client_port 0 or
-	// missing): dropped from the list.
+	// (an unknown profile, client_port 0 or missing, a bad RTSP 2.0
+	// dest_addr, an address named twice): dropped from the list.
 	ProblemUnsupportedTransport
 	// ProblemLeaseFailed: no lease group for a spec's ports: dropped
 	// from the list.

@@ -16,8 +16,9 @@ type Observer interface {
 	Setup(mode SetupMode, outcome SetupOutcome)
 	// Transport counts one transport spec of a SETUP request.
 	Transport(a TransportAction)
-	// DestinationRewritten counts one destination parameter pointed at
-	// the proxy's external address.
+	// DestinationRewritten counts one destination parameter (or RTSP
+	// 2.0 dest_addr naming another host than the client) pointed at the
+	// proxy's external address.
 	DestinationRewritten()
 	// Problem counts what the filter could not handle or refused; err is
 	// the detail for a log line.

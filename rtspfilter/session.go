@@ -138,7 +138,7 @@ func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) 
 		if !equalFold(f.name, "Transport") {
 			continue
 		}
-		rw, err := rewriteTransport(f.value, c.externalIP(), func(announced []uint16) ([]uint16, error) {
+		rw, err := rewriteTransport(f.value, c.externalIP(), c.conn.Client.Addr().Unmap(), func(announced []uint16) ([]uint16, error) {
 			if sessionFull {
 				return nil, &SpecError{Problem: ProblemSessionLimit, Err: fmt.Errorf("rtspfilter: %d sessions holding leases on one connection", c.f.cfg.MaxSessions)}
 			}
@@ -244,7 +244,7 @@ func (c *Connection) onResponse(h *head) []byte {
 	}
 	var repl []replacement
 	chosen := -1
-	var source netip.Addr
+	var sources []netip.Addr
 	for i, f := range h.fields {
 		if !equalFold(f.name, "Transport") || len(p.leased) == 0 {
 			continue
@@ -257,7 +257,7 @@ func (c *Connection) onResponse(h *head) []byte {
 			continue
 		}
 		if rt.chosen >= 0 && chosen < 0 {
-			chosen, source = rt.chosen, rt.source
+			chosen, sources = rt.chosen, rt.sources
 		}
 		repl = append(repl, replacement{index: i, value: rt.value})
 	}
@@ -292,8 +292,8 @@ func (c *Connection) onResponse(h *head) []byte {
 	if chosen >= 0 {
 		l := p.leased[chosen]
 		g := p.groups[chosen]
-		if source.IsValid() {
-			g.AllowPeer(source)
+		for _, ip := range sources {
+			g.AllowPeer(ip)
 		}
 		c.log.Info("rtsp setup", "client", c.conn.Client, "server", c.conn.Target, "session", id,
 			"client_ports", l.announced, "external_ports", l.external, "mode", mode.String())

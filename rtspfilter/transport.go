@@ -2,6 +2,7 @@ package rtspfilter
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -138,6 +139,17 @@ func (s *spec) has(name string) bool {
 	return ok
 }
 
+// count is how many parameters are called name.
+func (s *spec) count(name string) int {
+	n := 0
+	for _, p := range s.params {
+		if equalFold(p.name, name) {
+			n++
+		}
+	}
+	return n
+}
+
 // set replaces the value of the first parameter called name.
 func (s *spec) set(name, value string) {
 	for i := range s.params {
@@ -177,12 +189,26 @@ func (s *spec) kind() specKind {
 		lower = strings.ToUpper(parts[2])
 	}
 	switch {
-	case lower == "TCP" || s.has("interleaved"):
+	case s.has("interleaved"):
+		// Interleaved over a UDP lower transport is how some 1.0
+		// clients write it; with an address to send UDP to, a server
+		// could take it either way.
+		if lower != "TCP" && s.has("dest_addr") {
+			return kindUnsupported
+		}
+		return kindTCP
+	case lower == "TCP":
+		// RTSP 2.0 also has RTP over a TCP connection of its own
+		// (RFC 4571), opened to or from dest_addr: not interleaved,
+		// and not something the proxy carries.
+		if s.has("dest_addr") {
+			return kindUnsupported
+		}
 		return kindTCP
 	case s.has("multicast") && !s.has("unicast"):
 		return kindMulticast
 	}
-	if lower != "UDP" || !equalFold(parts[0], "RTP") || s.has("dest_addr") {
+	if lower != "UDP" || !equalFold(parts[0], "RTP") {
 		return kindUnsupported
 	}
 	for _, p := range rtpProfiles {
@@ -258,4 +284,151 @@ func appendTransport(dst []byte, specs []spec) []byte {
 		dst = appendSpec(dst, s)
 	}
 	return dst
+}
+
+// The RTSP 2.0 address parameters (RFC 7826 §18.54):
+//
+//	dest_addr   = "dest_addr" "=" addr-list
+//	src_addr    = "src_addr" "=" addr-list
+//	addr-list   = quoted-addr *("/" quoted-addr)
+//	quoted-addr = DQUOTE (host [":" port] / ":" port) DQUOTE
+//
+// host is an IPv4 literal, a bracketed IPv6 literal or a name; an empty
+// host is the address the RTSP request came from. For RTP over UDP the
+// first address is RTP's, the second RTCP's.
+
+// maxAddrs bounds an address list; RTP over UDP uses two.
+const maxAddrs = 4
+
+// hostPort is one address of a dest_addr or src_addr list.
+type hostPort struct {
+	// host is "" for ":port", an IPv6 literal without its brackets.
+	host string
+	// port is 0 when the address has none.
+	port uint16
+}
+
+// ip is the host as an address; false for a name or an empty host.
+func (h hostPort) ip() (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(h.host)
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return ip.Unmap(), true
+}
+
+// parseAddrList parses a dest_addr or src_addr value.
+func parseAddrList(v string) ([]hostPort, error) {
+	var out []hostPort
+	rest := strings.TrimSpace(v)
+	for {
+		if len(out) == maxAddrs {
+			return nil, fmt.Errorf("%w: more than %d addresses in %q", ErrAddrList, maxAddrs, clip([]byte(v)))
+		}
+		if !strings.HasPrefix(rest, `"`) {
+			return nil, fmt.Errorf("%w: %q: an address is a quoted string", ErrAddrList, clip([]byte(v)))
+		}
+		end := strings.IndexByte(rest[1:], '"')
+		if end < 0 {
+			return nil, fmt.Errorf("%w: %q: unterminated quoted address", ErrAddrList, clip([]byte(v)))
+		}
+		hp, err := parseHostPort(rest[1 : 1+end])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %v", ErrAddrList, clip([]byte(v)), err)
+		}
+		out = append(out, hp)
+		rest = rest[end+2:]
+		if rest == "" {
+			return out, nil
+		}
+		if rest[0] != '/' {
+			return nil, fmt.Errorf("%w: %q: addresses are separated by '/'", ErrAddrList, clip([]byte(v)))
+		}
+		rest = rest[1:]
+	}
+}
+
+// parseHostPort parses host [":" port] / ":" port.
+func parseHostPort(s string) (hostPort, error) {
+	var hp hostPort
+	var portText string
+	hasPort := false
+	switch {
+	case strings.HasPrefix(s, "["):
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return hp, fmt.Errorf("unterminated IPv6 literal %q", s)
+		}
+		ip, err := netip.ParseAddr(s[1:end])
+		if err != nil || !ip.Is6() || ip.Zone() != "" {
+			return hp, fmt.Errorf("bad IPv6 literal %q", s[:end+1])
+		}
+		hp.host = s[1:end]
+		after := s[end+1:]
+		if after != "" {
+			if after[0] != ':' {
+				return hp, fmt.Errorf("junk after IPv6 literal %q", s)
+			}
+			portText, hasPort = after[1:], true
+		}
+	default:
+		host, port, ok := strings.Cut(s, ":")
+		if strings.Contains(port, ":") {
+			return hp, fmt.Errorf("%q: an IPv6 literal needs brackets", s)
+		}
+		if host != "" && !isHostName(host) {
+			return hp, fmt.Errorf("bad host %q", host)
+		}
+		if host == "" && !ok {
+			return hp, fmt.Errorf("empty address")
+		}
+		hp.host, portText, hasPort = host, port, ok
+	}
+	if hasPort {
+		p, err := parsePort(portText)
+		if err != nil {
+			return hp, err
+		}
+		hp.port = p
+	}
+	return hp, nil
+}
+
+// isHostName is an IPv4 literal or a registered name: letters, digits,
+// '-', '.', '_' and '~' (RFC 3986 §3.2.2, without percent-encoding).
+func isHostName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// formatAddrList writes ip and each port as a dest_addr value.
+func formatAddrList(ip netip.Addr, ports []uint16) string {
+	var b strings.Builder
+	for i, p := range ports {
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		b.WriteByte('"')
+		b.WriteString(netip.AddrPortFrom(ip, p).String())
+		b.WriteByte('"')
+	}
+	return b.String()
+}
+
+// addrPorts are the ports of an address list, in order; false when one
+// has none.
+func addrPorts(addrs []hostPort) ([]uint16, bool) {
+	out := make([]uint16, len(addrs))
+	for i, a := range addrs {
+		if a.port == 0 {
+			return nil, false
+		}
+		out[i] = a.port
+	}
+	return out, true
 }

@@ -151,19 +151,11 @@ func (r *rawReader) readBatch(fd uintptr) bool {
 			// A short batch: the queue was empty when the kernel returned.
 			// A datagram queued since has set the poller's ready mark,
 			// which the wait RawConn.Read now does will find.
-			if r.keep == 0 {
-				r.Close()
-			}
-			r.wait()
-			return false
+			return r.park()
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			if r.keep == 0 {
-				r.Close()
-			}
-			r.wait()
-			return false
+			return r.park()
 		default:
 			r.err = errno
 			return true

@@ -114,16 +114,22 @@ func (r *rawReader) readFD(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			if r.keep == 0 {
-				r.Close()
-			}
-			r.wait()
-			return false
+			return r.park()
 		default:
 			r.err = errno
 			return true
 		}
 	}
+}
+
+// park is the end of a read that found the socket empty: without Keep the
+// buffer goes back at once; false tells RawConn.Read to wait.
+func (r *rawReader) park() bool {
+	if r.keep == 0 {
+		r.Close()
+	}
+	r.wait()
+	return false
 }
 
 // wait runs before the reader parks on an empty socket.

@@ -145,6 +145,12 @@ type Connection struct {
 	serverRaw bool
 	closed    bool
 
+	// refusals counts the SETUPs the proxy answered itself; only the
+	// first is logged at warning level (the rest at debug, all counted),
+	// so a client that loops on a refused SETUP cannot flood the log.
+	// Only the client-to-server goroutine touches it.
+	refusals int
+
 	// toClient is the client's writer, set when ServerToClient starts
 	// (clientReady closed); wmu serialises writes to it from both
 	// directions, whole messages at a time.

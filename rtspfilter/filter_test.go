@@ -3,6 +3,7 @@ package rtspfilter
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -52,6 +53,8 @@ type envOptions struct {
 	leasePorts [2]uint16
 	// extraPorts also run through the filter (a scripted server's).
 	extraPorts []uint16
+	// logger is the filter's; nil discards.
+	logger *slog.Logger
 }
 
 func newFilterEnv(t *testing.T, o envOptions) *filterEnv {
@@ -75,7 +78,7 @@ func newFilterEnv(t *testing.T, o envOptions) *filterEnv {
 		o.cfg(&cfg)
 	}
 	obs := &countingObserver{}
-	f, err := New(cfg, Deps{Leases: lm, Observer: obs})
+	f, err := New(cfg, Deps{Leases: lm, Observer: obs, Logger: o.logger})
 	require.NoError(t, err)
 	pcfg := proxy.DefaultConfig()
 	pcfg.ExternalIP = external

@@ -2,11 +2,14 @@ package rtspfilter
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,6 +132,47 @@ func TestFilterRefusesWhatCannotPass(t *testing.T) {
 	assert.Equal(t, byte('$'), b[0], "RTP interleaved on the control connection")
 	assert.Equal(t, int64(1), env.obs.setups[SetupUnfiltered][OutcomeAccepted].Load())
 	assert.Equal(t, int64(1), env.obs.setups[SetupNone][OutcomeProxyRefused].Load())
+}
+
+// lockedBuffer is a log sink the filter's goroutines write while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRefusalsDoNotFloodTheLog: a client that repeats a SETUP the proxy
+// refuses gets 461 every time, each counted, but only the first refusal
+// of its connection is a warning; the others are debug lines.
+func TestRefusalsDoNotFloodTheLog(t *testing.T) {
+	const lo, refusals = 47010, 5
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	env := newFilterEnv(t, envOptions{linger: testTimeout, leasePorts: [2]uint16{lo, lo + 1}, logger: logger})
+	holdBusy(t, lo, lo+1)
+
+	c := env.dial(t)
+	u := c.describe()
+	for range refusals {
+		res, _, _ := c.setup(u, "RTP/AVP;unicast;client_port=40000-40001", "")
+		require.Equal(t, base.StatusUnsupportedTransport, res.StatusCode)
+	}
+	assert.Equal(t, int64(refusals), env.obs.setups[SetupNone][OutcomeProxyRefused].Load(), "every refusal counted")
+	out := logs.String()
+	assert.Equal(t, refusals, strings.Count(out, "SETUP refused with 461"), "every refusal logged")
+	assert.Equal(t, 1, strings.Count(out, "level=WARN msg=\"rtsp: SETUP refused with 461\""), "one warning per connection:\n%s", out)
 }
 
 func TestFilterGroupLimit(t *testing.T) {

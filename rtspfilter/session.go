@@ -3,6 +3,7 @@ package rtspfilter
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -112,7 +113,11 @@ func (c *Connection) onSetup(ctx context.Context, h *head) (out, answer []byte) 
 		p.release()
 		c.unreserve(len(p.groups))
 		c.f.obs.Setup(SetupNone, OutcomeProxyRefused)
-		c.log.Warn("rtsp: SETUP refused with 461", "client", c.conn.Client, "server", c.conn.Target, "uri", h.uri, "err", err)
+		level := slog.LevelWarn
+		if c.refusals++; c.refusals > 1 {
+			level = slog.LevelDebug
+		}
+		c.log.Log(ctx, level, "rtsp: SETUP refused with 461", "client", c.conn.Client, "server", c.conn.Target, "uri", h.uri, "refusals", c.refusals, "err", err)
 		return nil, statusMessage(h.version, 461, "Unsupported Transport", cseq)
 	}
 	c.mu.Lock()

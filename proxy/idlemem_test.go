@@ -4,13 +4,13 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"fwproxy/internal/idlemem"
 	"fwproxy/internal/leakcheck"
 	"fwproxy/leases"
 )
@@ -35,15 +35,15 @@ func BenchmarkIdleAssociationMemory(b *testing.B) {
 		require.NoError(b, err)
 		go srv.Serve(ln)
 
-		goroutines, stacks, heap := idleFootprint()
+		goroutines, stacks, heap := idlemem.Snapshot()
 		clients := make([]idleClient, 0, idleAssociations)
 		for range idleAssociations {
 			clients = append(clients, openIdleAssociation(b, ln.Addr().String()))
 		}
 		// Every association's goroutines have parked once the count stops
 		// moving; the count is bounded, so is the wait.
-		waitGoroutinesSettle(b, 10*time.Second)
-		g, s, h := idleFootprint()
+		idlemem.Settle(b)
+		g, s, h := idlemem.Snapshot()
 		n := float64(idleAssociations)
 		b.ReportMetric(float64(g-goroutines)/n, "goroutines/assoc")
 		b.ReportMetric(float64(s-stacks)/n, "stack-B/assoc")
@@ -84,36 +84,6 @@ func openIdleAssociation(tb testing.TB, srvAddr string) idleClient {
 	require.NoError(tb, err)
 	require.Equal(tb, byte(ReplySucceeded), reply[3])
 	return idleClient{ctl: ctl, sock: sock}
-}
-
-// waitGoroutinesSettle waits until the number of goroutines has not moved
-// for a few GC cycles' worth of polls, or limit.
-func waitGoroutinesSettle(tb testing.TB, limit time.Duration) {
-	tb.Helper()
-	deadline := time.Now().Add(limit)
-	last, still := -1, 0
-	for still < 5 {
-		if time.Now().After(deadline) {
-			tb.Fatalf("goroutine count still moving after %v", limit)
-		}
-		n := runtime.NumGoroutine()
-		if n == last {
-			still++
-		} else {
-			last, still = n, 0
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// idleFootprint is the process's goroutine count, stack bytes in use and
-// heap bytes in use, after two GCs (the first may leave stacks to shrink).
-func idleFootprint() (goroutines int, stacks, heap uint64) {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return runtime.NumGoroutine(), ms.StackInuse, ms.HeapAlloc
 }
 
 // TestIdleAssociationGoroutines: an established association is its client

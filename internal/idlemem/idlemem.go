@@ -3,6 +3,8 @@
 // copying directions, after one exchange has gone through each, over real
 // loopback TCP connections. It is for tests and benchmarks only: it runs
 // the garbage collector and reads the runtime's memory statistics.
+// Settle and Snapshot are its two steps on their own, for idle-memory
+// tests of other things (the proxy's UDP associations).
 package idlemem
 
 import (
@@ -96,7 +98,7 @@ func Measure(tb testing.TB, n int, newRelay func() Relay, ex Exchange) Footprint
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	g0, s0, h0 := footprint()
+	g0, s0, h0 := Snapshot()
 	var wg sync.WaitGroup
 	relays := make([]Relay, 0, n) // kept reachable until the figure is taken
 	for _, c := range conns {
@@ -111,8 +113,8 @@ func Measure(tb testing.TB, n int, newRelay func() Relay, ex Exchange) Footprint
 		c.server.SetDeadline(deadline)
 		ex(tb, c.client, c.server)
 	}
-	settle(tb)
-	g1, s1, h1 := footprint()
+	Settle(tb)
+	g1, s1, h1 := Snapshot()
 	runtime.KeepAlive(relays)
 
 	closeAll()
@@ -147,9 +149,9 @@ func pair(tb testing.TB, ln net.Listener) (net.Conn, net.Conn) {
 	return d, a.c
 }
 
-// settle waits until the goroutine count has stayed for a few polls: the
-// exchanges are done, so every direction is parked in its read.
-func settle(tb testing.TB) {
+// Settle waits until the goroutine count has stayed for a few polls: the
+// exchanges are done, so every goroutine measured is parked in its read.
+func Settle(tb testing.TB) {
 	tb.Helper()
 	deadline := time.Now().Add(settleLimit)
 	last, still := -1, 0
@@ -166,9 +168,10 @@ func settle(tb testing.TB) {
 	}
 }
 
-// footprint is the goroutine count, stack bytes in use and heap bytes in
-// use, after two collections (the first may leave stacks to shrink).
-func footprint() (goroutines int, stacks, heap uint64) {
+// Snapshot is the process's goroutine count, stack bytes in use and heap
+// bytes in use, after two collections (the first may leave stacks to
+// shrink).
+func Snapshot() (goroutines int, stacks, heap uint64) {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats

@@ -22,6 +22,10 @@ const userHZ = 100
 type procStat struct {
 	pgrp         int
 	utime, stime uint64 // clock ticks, all threads, living and exited
+	// cutime and cstime are the clock ticks of the children the process
+	// has waited for: a danted worker that exits while fwbench measures
+	// leaves the group, and its CPU is found here, in its parent's line.
+	cutime, cstime uint64
 }
 
 // parseStat parses a /proc/PID/stat line. The command name (field 2) is in
@@ -33,8 +37,9 @@ func parseStat(b []byte) (procStat, error) {
 		return procStat{}, errors.New("stat: no command name")
 	}
 	f := bytes.Fields(b[end+1:])
-	// After the name: state(3) ppid(4) pgrp(5) … utime(14) stime(15).
-	if len(f) < 13 {
+	// After the name: state(3) ppid(4) pgrp(5) … utime(14) stime(15)
+	// cutime(16) cstime(17).
+	if len(f) < 15 {
 		return procStat{}, fmt.Errorf("stat: %d fields after the name", len(f))
 	}
 	var s procStat
@@ -48,11 +53,26 @@ func parseStat(b []byte) (procStat, error) {
 	if s.stime, err = strconv.ParseUint(string(f[12]), 10, 64); err != nil {
 		return procStat{}, fmt.Errorf("stat stime: %w", err)
 	}
+	// Signed in the kernel's format; never negative in practice.
+	cu, err := strconv.ParseInt(string(f[13]), 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("stat cutime: %w", err)
+	}
+	cs, err := strconv.ParseInt(string(f[14]), 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("stat cstime: %w", err)
+	}
+	s.cutime, s.cstime = uint64(max(cu, 0)), uint64(max(cs, 0))
 	return s, nil
 }
 
 func (s procStat) cpu() time.Duration {
 	return time.Duration(s.utime+s.stime) * time.Second / userHZ
+}
+
+// reaped is the CPU time of the children the process has waited for.
+func (s procStat) reaped() time.Duration {
+	return time.Duration(s.cutime+s.cstime) * time.Second / userHZ
 }
 
 // parseSchedstat returns the first field of /proc/PID/task/TID/schedstat:
@@ -94,7 +114,8 @@ func groupMembers(pgid int) ([]int, error) {
 
 // groupCPU is the CPU time the processes of group pgid have used: the sum
 // of their threads' run times in nanoseconds (schedstat), or, where that
-// is not readable, the process's clock ticks (10 ms steps).
+// is not readable, the process's clock ticks (10 ms steps), plus the clock
+// ticks of the children they have waited for.
 func groupCPU(pgid int) (time.Duration, error) {
 	pids, err := groupMembers(pgid)
 	if err != nil {
@@ -102,19 +123,21 @@ func groupCPU(pgid int) (time.Duration, error) {
 	}
 	var total time.Duration
 	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		s, err := parseStat(b)
+		if err != nil {
+			return 0, err
+		}
 		d, err := threadsCPU(pid)
 		if err != nil {
-			b, serr := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-			if serr != nil {
-				continue // exited meanwhile
-			}
-			s, serr := parseStat(b)
-			if serr != nil {
-				return 0, serr
-			}
 			d = s.cpu()
 		}
-		total += d
+		// A member that exits between two readings leaves the group; its
+		// parent, when in the group, holds its CPU from then on.
+		total += d + s.reaped()
 	}
 	return total, nil
 }
@@ -138,7 +161,7 @@ func groupCPUTicks(pgid int) (time.Duration, error) {
 		if err != nil {
 			return 0, err
 		}
-		total += s.cpu()
+		total += s.cpu() + s.reaped()
 	}
 	return total, nil
 }

@@ -276,10 +276,12 @@ func TestParseStat(t *testing.T) {
 		wantErr bool
 	}{
 		{"plain", "4242 (fwproxy) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 1234 0 0", procStat{pgrp: 4242, utime: 250, stime: 75}, false},
+		{"a parent that reaped workers", "4300 (danted) S 1 4300 4300 0 -1 4194560 100 0 0 0 12 8 340 95 20 0 1 0 99 0 0", procStat{pgrp: 4300, utime: 12, stime: 8, cutime: 340, cstime: 95}, false},
+		{"cut before the children's times", "77 (x) R 1 70 70 0 -1 0 0 0 0 0 3 4", procStat{}, true},
 		{"a name with spaces and parentheses", "77 (a) b (c)) R 1 70 70 0 -1 0 0 0 0 0 3 4 0 0", procStat{pgrp: 70, utime: 3, stime: 4}, false},
 		{"no name", "77 a R 1 70", procStat{}, true},
 		{"cut short", "77 (x) R 1 70 70", procStat{}, true},
-		{"not a number", "77 (x) R 1 x 70 0 -1 0 0 0 0 0 3 4", procStat{}, true},
+		{"not a number", "77 (x) R 1 x 70 0 -1 0 0 0 0 0 3 4 0 0", procStat{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -293,6 +295,7 @@ func TestParseStat(t *testing.T) {
 		})
 	}
 	assert.Equal(t, 3250*time.Millisecond, procStat{utime: 250, stime: 75}.cpu())
+	assert.Equal(t, 4350*time.Millisecond, procStat{cutime: 340, cstime: 95}.reaped())
 }
 
 func TestParseSchedstat(t *testing.T) {

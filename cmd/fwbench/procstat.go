@@ -117,29 +117,12 @@ func groupMembers(pgid int) ([]int, error) {
 // is not readable, the process's clock ticks (10 ms steps), plus the clock
 // ticks of the children they have waited for.
 func groupCPU(pgid int) (time.Duration, error) {
-	pids, err := groupMembers(pgid)
-	if err != nil {
-		return 0, err
-	}
-	var total time.Duration
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue // exited meanwhile
+	return sumGroup(pgid, func(pid int, s procStat) time.Duration {
+		if d, err := threadsCPU(pid); err == nil {
+			return d
 		}
-		s, err := parseStat(b)
-		if err != nil {
-			return 0, err
-		}
-		d, err := threadsCPU(pid)
-		if err != nil {
-			d = s.cpu()
-		}
-		// A member that exits between two readings leaves the group; its
-		// parent, when in the group, holds its CPU from then on.
-		total += d + s.reaped()
-	}
-	return total, nil
+		return s.cpu()
+	})
 }
 
 // groupCPUTicks is the CPU time of the processes of group pgid from their
@@ -147,6 +130,13 @@ func groupCPU(pgid int) (time.Duration, error) {
 // includes threads that have exited, which a server with a thread per
 // connection (microsocks) is made of.
 func groupCPUTicks(pgid int) (time.Duration, error) {
+	return sumGroup(pgid, func(_ int, s procStat) time.Duration { return s.cpu() })
+}
+
+// sumGroup adds own(pid, stat) and the reaped children's CPU over the
+// members of group pgid. A member that exits between two readings leaves
+// the group; its parent, when in the group, holds its CPU from then on.
+func sumGroup(pgid int, own func(pid int, s procStat) time.Duration) (time.Duration, error) {
 	pids, err := groupMembers(pgid)
 	if err != nil {
 		return 0, err
@@ -161,7 +151,7 @@ func groupCPUTicks(pgid int) (time.Duration, error) {
 		if err != nil {
 			return 0, err
 		}
-		total += s.cpu() + s.reaped()
+		total += own(pid, s) + s.reaped()
 	}
 	return total, nil
 }

@@ -82,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.stream.warmup, "stream-warmup", 500*time.Millisecond, "streaming before each step's window")
 	fs.DurationVar(&o.stream.window, "stream-window", 2*time.Second, "measuring window of each streaming step")
 	fs.DurationVar(&o.stream.bound, "stream-max-p99", 5*time.Millisecond, "added latency p99 that ends the step-up")
+	fs.BoolVar(&o.stream.pin, "stream-pin", true, "streaming: run each server on one CPU and the driver on the others, so that a server's largest N is what one core carries (false: all share every CPU)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -167,6 +168,9 @@ type bench struct {
 	streamRuns  []*streamRun
 	streamBound time.Duration
 	streamNote  string
+	// streamCPUs says where the streaming scenario's servers and driver
+	// ran (-stream-pin).
+	streamCPUs string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -396,7 +400,7 @@ func (b *bench) report(dantedBin string, notes []string, o options) string {
 	}
 	fmt.Fprintf(&w, "- each figure: the median of %d runs of %v per system, the systems taking turns\n", b.rounds, b.dur)
 	if len(b.streamRuns) > 0 {
-		fmt.Fprintf(&w, "- streaming: one step-up, the systems taking turns at each player count; %v warm-up and %v window per step\n", o.stream.warmup, o.stream.window)
+		fmt.Fprintf(&w, "- streaming: one step-up, the systems taking turns at each player count; %v warm-up and %v window per step; %s\n", o.stream.warmup, o.stream.window, b.streamCPUs)
 	}
 	for _, n := range notes {
 		fmt.Fprintf(&w, "- %s\n", n)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ type streamConfig struct {
 	warmup  time.Duration // streaming before the window
 	window  time.Duration // the measuring window of each step
 	bound   time.Duration // added latency p99 above this ends the step-up
+	pin     bool          // servers on one CPU, the driver on the others
 }
 
 // interval is one stream's gap between datagrams.
@@ -73,6 +75,15 @@ func (b *bench) benchStream(ctx context.Context, cfg streamConfig, peers streamP
 	if err != nil {
 		return err
 	}
+	pin, err := b.pinStream(cfg, systems)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := pin.unpin(); err != nil {
+			b.log.Warn("streaming: servers not unpinned; the scenarios after it share fewer CPUs", "err", err)
+		}
+	}()
 	// The sender is on the MMS server's IP: announced leases take
 	// datagrams from that IP only.
 	sender, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(stub.addr().Addr(), 0)))
@@ -104,6 +115,9 @@ func (b *bench) benchStream(ctx context.Context, cfg streamConfig, peers streamP
 			var first string
 			for try := range 2 {
 				b.log.Info("streaming", "system", s.run.label, "players", n, "try", try+1)
+				if err := pin.again(); err != nil {
+					return err
+				}
 				r, err := b.streamStep(ctx, s, players[:n], sender, cfg, gen)
 				gen++
 				if err != nil {
@@ -130,6 +144,55 @@ func (b *bench) benchStream(ctx context.Context, cfg streamConfig, peers streamP
 	b.streamBound = cfg.bound
 	b.streamFigures(cfg)
 	return ctx.Err()
+}
+
+// streamPinning keeps the streaming scenario's servers on their CPU and
+// the driver on its own.
+type streamPinning struct {
+	split *cpuSplit // nil: not pinned
+	pgids []int
+}
+
+// pinStream pins the servers of systems and the driver when cfg says so
+// and the machine can, and records in the report where they ran.
+func (b *bench) pinStream(cfg streamConfig, systems []*streamSystem) (*streamPinning, error) {
+	p := &streamPinning{}
+	if !cfg.pin {
+		b.streamCPUs = "servers and driver on every CPU (-stream-pin=false)"
+		return p, nil
+	}
+	split, err := splitCPUs()
+	if err != nil {
+		b.log.Warn("streaming: servers not pinned", "err", err)
+		b.streamCPUs = fmt.Sprintf("servers and driver on every CPU (not pinned: %v)", err)
+		return p, nil
+	}
+	for _, s := range systems {
+		if s.proc != nil && !slices.Contains(p.pgids, s.proc.cmd.Process.Pid) {
+			p.pgids = append(p.pgids, s.proc.cmd.Process.Pid)
+		}
+	}
+	p.split = &split
+	b.streamCPUs = split.String()
+	return p, p.again()
+}
+
+// again pins what started since the last pinning (threads, danted's
+// workers).
+func (p *streamPinning) again() error {
+	if p.split == nil {
+		return nil
+	}
+	return p.split.pin(p.pgids)
+}
+
+// unpin gives everything every CPU again; danted goes on to the other
+// scenarios.
+func (p *streamPinning) unpin() error {
+	if p.split == nil {
+		return nil
+	}
+	return p.split.unpin(p.pgids)
 }
 
 // streamSystems starts the servers of the scenario: fwproxy for

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -91,6 +90,11 @@ func (b *bench) benchStream(ctx context.Context, cfg streamConfig, peers streamP
 		return err
 	}
 	defer sender.Close()
+	rx, err := newReceivers(most)
+	if err != nil {
+		return err
+	}
+	defer rx.close()
 	var players []*streamPlayer
 	defer func() {
 		for _, p := range players {
@@ -105,6 +109,9 @@ func (b *bench) benchStream(ctx context.Context, cfg streamConfig, peers streamP
 				return err
 			}
 			players = append(players, p)
+			if err := rx.add(p); err != nil {
+				return err
+			}
 		}
 		for _, s := range systems {
 			if s.run.stopped != "" || ctx.Err() != nil {
@@ -118,7 +125,7 @@ func (b *bench) benchStream(ctx context.Context, cfg streamConfig, peers streamP
 				if err := pin.again(); err != nil {
 					return err
 				}
-				r, err := b.streamStep(ctx, s, players[:n], sender, cfg, gen)
+				r, err := b.streamStep(ctx, s, players[:n], rx, sender, cfg, gen)
 				gen++
 				if err != nil {
 					s.run.stopped = fmt.Sprintf("at %d players: %v", n, err)
@@ -254,7 +261,7 @@ func (b *bench) streamSystems(ctx context.Context, most int, stub *mmsStub, peer
 }
 
 // streamStep measures system s carrying one stream to each of ps.
-func (b *bench) streamStep(ctx context.Context, s *streamSystem, ps []*streamPlayer, sender *net.UDPConn, cfg streamConfig, gen uint32) (streamResult, error) {
+func (b *bench) streamStep(ctx context.Context, s *streamSystem, ps []*streamPlayer, rx *receivers, sender *net.UDPConn, cfg streamConfig, gen uint32) (streamResult, error) {
 	defer func() {
 		for _, p := range ps {
 			p.closeControl()
@@ -285,12 +292,10 @@ func (b *bench) streamStep(ctx context.Context, s *streamSystem, ps []*streamPla
 	winStart, winEnd := start+cfg.warmup, start+cfg.warmup+cfg.window
 	var received atomic.Int64
 	w := stepWindow{gen: gen, perPlayer: sch.perPlayer(), received: &received}
-	var wg sync.WaitGroup
 	for _, p := range ps {
-		p.sock.SetReadDeadline(time.Time{})
-		wg.Add(1)
-		go p.receive(w, &wg)
+		p.reset(w)
 	}
+	stopReceiving := rx.start(w)
 	samples := make(chan serverSample, 1)
 	go sampleServer(ctx, s.proc, winStart, winEnd, samples)
 	st := sendStreams(ctx, sender, dests, sch, gen, cfg.size, winStart, winEnd)
@@ -300,10 +305,9 @@ func (b *bench) streamStep(ctx context.Context, s *streamSystem, ps []*streamPla
 		total += n
 	}
 	drain(ctx, &received, int64(total))
-	for _, p := range ps {
-		p.sock.SetReadDeadline(time.Now())
+	if err := stopReceiving(); err != nil {
+		return streamResult{}, fmt.Errorf("receiving: %w", err)
 	}
-	wg.Wait()
 
 	r := streamResult{players: len(ps), sent: total, errors: st.errors, hasCPU: smp.ok, rssKiB: smp.rssKiB}
 	var lat []time.Duration

@@ -213,7 +213,7 @@ func setupAnnounced(ctx context.Context, ps []*streamPlayer, proxy string, stub 
 			return fmt.Errorf("player %d: control connection: %w", p.idx, err)
 		}
 		p.ctl = ctl
-		f := mmsfilter.Funnel{Addr: playerIP, Transport: mmsfilter.TransportUDP, Port: p.port}
+		f := mmsfilter.Funnel{Addr: playerIP, Transport: mmsfilter.TransportUDP, Port: p.sock.port}
 		if _, err := ctl.Write(funnelMessage(f, uint32(p.idx))); err != nil {
 			return fmt.Errorf("player %d: funnel: %w", p.idx, err)
 		}

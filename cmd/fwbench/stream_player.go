@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/ipv4"
 )
 
 // streamPlayer is one receiving player: a UDP socket on playerIP that it
@@ -20,9 +18,7 @@ import (
 // association or MMS control connection.
 type streamPlayer struct {
 	idx  int
-	sock *net.UDPConn
-	pc   *ipv4.PacketConn
-	port uint16
+	sock *playerSocket
 
 	ctl     *net.TCPConn   // association or control connection; nil when none
 	dest    netip.AddrPort // where the sender sends this player's stream
@@ -42,14 +38,14 @@ type recvStats struct {
 }
 
 func newStreamPlayer(idx int) (*streamPlayer, error) {
-	sock, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(playerIP, 0)))
+	sock, err := openPlayerSocket(playerIP)
 	if err != nil {
 		return nil, fmt.Errorf("stream player %d: %w", idx, err)
 	}
-	return &streamPlayer{idx: idx, sock: sock, pc: ipv4.NewPacketConn(sock), port: addrPort(sock.LocalAddr()).Port()}, nil
+	return &streamPlayer{idx: idx, sock: sock}, nil
 }
 
-func (p *streamPlayer) addr() netip.AddrPort { return netip.AddrPortFrom(playerIP, p.port) }
+func (p *streamPlayer) addr() netip.AddrPort { return netip.AddrPortFrom(playerIP, p.sock.port) }
 
 // closeControl ends the player's association or control connection.
 func (p *streamPlayer) closeControl() {
@@ -61,7 +57,7 @@ func (p *streamPlayer) closeControl() {
 
 func (p *streamPlayer) close() {
 	p.closeControl()
-	p.sock.Close()
+	p.sock.close()
 }
 
 // stepWindow is what a receiver needs to know of its step.
@@ -71,32 +67,9 @@ type stepWindow struct {
 	received  *atomic.Int64 // all players' distinct datagrams, for the drain
 }
 
-// receiveBatch is the most datagrams one recvmmsg takes at a player.
-const receiveBatch = 8
-
-// receive reads the player's datagrams of step w until its socket's read
-// deadline passes (the driver sets it to end the step) or the socket
-// closes. Datagrams of other steps are skipped.
-func (p *streamPlayer) receive(w stepWindow, wg *sync.WaitGroup) {
-	defer wg.Done()
+// reset readies p's reception for step w.
+func (p *streamPlayer) reset(w stepWindow) {
 	p.rx = recvStats{seen: make([]uint64, (w.perPlayer+63)/64), sent: make([]time.Duration, 0, w.perPlayer), lat: make([]time.Duration, 0, w.perPlayer)}
-	msgs := make([]ipv4.Message, receiveBatch)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, 2048)}
-	}
-	for range maxStepsPerWorker {
-		n, err := p.pc.ReadBatch(msgs, 0)
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		now := sinceEpoch()
-		for _, m := range msgs[:n] {
-			p.record(m.Buffers[0][:m.N], now, w)
-		}
-	}
 }
 
 // record notes one datagram received at now.
@@ -140,11 +113,10 @@ func setupRelay(ctx context.Context, ps []*streamPlayer, in, out netip.AddrPort)
 	buf := make([]byte, 2048)
 	for _, p := range ps {
 		idx := binary.BigEndian.AppendUint32(nil, uint32(p.idx))
-		if err := untilAnswered(ctx, p.sock, func() error {
-			_, err := p.sock.WriteToUDPAddrPort(idx, out)
-			return err
-		}, func() (bool, error) {
-			n, from, err := p.sock.ReadFromUDPAddrPort(buf)
+		if err := untilAnswered(ctx, func() error {
+			return p.sock.sendTo(idx, out)
+		}, func(wait time.Duration) (bool, error) {
+			n, from, err := p.sock.readFrom(buf, wait)
 			return err == nil && from == out && n == 4 && string(buf[:4]) == string(idx), err
 		}); err != nil {
 			return fmt.Errorf("relay registration of player %d: %w", p.idx, err)
@@ -160,19 +132,19 @@ const setupTimeout = 10 * time.Second
 
 // untilAnswered sends with send and reads with answer until answer says
 // done, resending every 100 ms (a datagram on a loaded machine may be
-// lost), for up to setupTimeout. answer reads one datagram from c and
-// returns its read error; a datagram that is not the answer (a previous
-// step's) reads on.
-func untilAnswered(ctx context.Context, c *net.UDPConn, send func() error, answer func() (bool, error)) error {
-	defer c.SetReadDeadline(time.Time{})
+// lost), for up to setupTimeout. answer reads one datagram, waiting up to
+// the time it is given, and returns its read error (os.ErrDeadlineExceeded
+// when none came); a datagram that is not the answer (a previous step's)
+// reads on.
+func untilAnswered(ctx context.Context, send func() error, answer func(wait time.Duration) (bool, error)) error {
 	deadline := time.Now().Add(setupTimeout)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if err := send(); err != nil {
 			return err
 		}
-		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		resend := time.Now().Add(100 * time.Millisecond)
 		for range maxStepsPerWorker {
-			done, err := answer()
+			done, err := answer(time.Until(resend))
 			if done {
 				return nil
 			}
@@ -237,14 +209,15 @@ func setupAssociations(ctx context.Context, ps []*streamPlayer, proxy string, se
 	}
 	to := addrPort(sender.LocalAddr())
 	buf := make([]byte, 64)
+	defer sender.SetReadDeadline(time.Time{})
 	for _, p := range ps {
 		relay := p.dest
 		hello := binary.BigEndian.AppendUint32(appendUDPHeader(nil, to), uint32(p.idx))
 		var ext netip.AddrPort
-		if err := untilAnswered(ctx, sender, func() error {
-			_, err := p.sock.WriteToUDPAddrPort(hello, relay)
-			return err
-		}, func() (bool, error) {
+		if err := untilAnswered(ctx, func() error {
+			return p.sock.sendTo(hello, relay)
+		}, func(wait time.Duration) (bool, error) {
+			sender.SetReadDeadline(time.Now().Add(max(wait, 0)))
 			n, from, err := sender.ReadFromUDPAddrPort(buf)
 			if err == nil && n == 4 && binary.BigEndian.Uint32(buf) == uint32(p.idx) {
 				ext = from

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -342,16 +343,20 @@ func TestStreamSmoke(t *testing.T) {
 	sender, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	defer sender.Close()
+	rx, err := newReceivers(2)
+	require.NoError(t, err)
+	defer rx.close()
 	var ps []*streamPlayer
 	for i := range 2 {
 		p, err := newStreamPlayer(i)
 		require.NoError(t, err)
 		defer p.close()
 		ps = append(ps, p)
+		require.NoError(t, rx.add(p))
 	}
 	cfg := streamConfig{bitrate: 1_000_000, size: 1200, warmup: 50 * time.Millisecond, window: 200 * time.Millisecond, bound: time.Second}
 	s := &streamSystem{run: &streamRun{label: "direct", sys: sysDirect, mode: modeDirect}}
-	r, err := b.streamStep(ctx, s, ps, sender, cfg, 1)
+	r, err := b.streamStep(ctx, s, ps, rx, sender, cfg, 1)
 	require.NoError(t, err)
 	// 2 players × 250 ms / 9.6 ms, rounded up.
 	assert.Equal(t, 53, r.sent)
@@ -368,8 +373,46 @@ func TestStreamSmoke(t *testing.T) {
 	putStreamHeader(late, streamDatagram{idx: 0, gen: 1, seq: 0, sent: sinceEpoch()})
 	_, err = sender.WriteToUDPAddrPort(late, ps[0].addr())
 	require.NoError(t, err)
-	r, err = b.streamStep(ctx, s, ps, sender, cfg, 2)
+	r, err = b.streamStep(ctx, s, ps, rx, sender, cfg, 2)
 	require.NoError(t, err)
 	assert.Equal(t, 53, r.sent)
 	assert.Zero(t, r.lost+r.dups)
+}
+
+// TestCollectorDatesByTheKernel: a datagram that waited in its socket
+// before the collector swept it is dated when it arrived, not when it was
+// read, so a slow driver does not add to the latency it measures.
+func TestCollectorDatesByTheKernel(t *testing.T) {
+	rx, err := newReceivers(1)
+	require.NoError(t, err)
+	defer rx.close()
+	p, err := newStreamPlayer(0)
+	require.NoError(t, err)
+	defer p.close()
+	require.NoError(t, rx.add(p))
+	sender, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer sender.Close()
+
+	var received atomic.Int64
+	w := stepWindow{gen: 7, perPlayer: 4, received: &received}
+	p.reset(w)
+	for seq := range uint64(2) {
+		d := make([]byte, 100)
+		putStreamHeader(d, streamDatagram{idx: 0, gen: 7, seq: seq, sent: sinceEpoch()})
+		_, err = sender.WriteToUDPAddrPort(d, p.addr())
+		require.NoError(t, err)
+	}
+	// The datagrams wait in the socket while nothing reads it: this pause
+	// is what the test measures, not a wait for something to happen.
+	const queued = 300 * time.Millisecond
+	time.Sleep(queued)
+	stop := rx.start(w)
+	require.Eventually(t, func() bool { return received.Load() == 2 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, stop())
+	require.Len(t, p.rx.lat, 2)
+	for _, lat := range p.rx.lat {
+		assert.Less(t, lat, queued, "dated when read, not when it arrived")
+		assert.GreaterOrEqual(t, lat, time.Duration(0))
+	}
 }

@@ -41,21 +41,13 @@ var leaseKindNames = [...]string{heldLeases: "held by idle associations", linger
 func (b *bench) benchMemory(ctx context.Context, counts []int) error {
 	limit := fileLimit()
 	for _, kind := range []leaseKind{heldLeases, lingeringLeases} {
-		// What fits: a count over the limit is cut to the largest round
-		// thousand that fits.
-		most := (limit - 256) / fdsPerLease[kind] / 1000 * 1000
-		var fit []int
-		for _, n := range counts {
-			if n > most {
-				b.log.Warn("memory: fewer leases, the open-file limit is too low", "kind", leaseKindNames[kind], "wanted", n, "measured", most, "limit", limit)
-				n = most
-			}
-			if n > 0 && (len(fit) == 0 || n > fit[len(fit)-1]) {
-				fit = append(fit, n)
-			}
+		fit, cut := leaseCountsWithin(counts, limit, fdsPerLease[kind])
+		if cut > 0 {
+			b.log.Warn("memory: fewer leases, the open-file limit is too low", "kind", leaseKindNames[kind], "measured", cut, "limit", limit)
 		}
 		if len(fit) == 0 {
-			continue
+			// Not a silent gap in the report: the run fails and says why.
+			return fmt.Errorf("%s leases: the open-file limit (%d) leaves no room for any of %v", leaseKindNames[kind], limit, counts)
 		}
 		// fwproxy, then the baseline binary, each on a fresh instance.
 		for _, m := range b.memorySystems() {
@@ -65,6 +57,28 @@ func (b *bench) benchMemory(ctx context.Context, counts []int) error {
 		}
 	}
 	return nil
+}
+
+// leaseCountsWithin is the ascending list of counts that fit an open-file
+// limit at fdsPer descriptors a lease (256 kept for the rest): a count
+// over it is cut to the largest round thousand that fits, or hundred
+// under a low limit; cut is that count when one was cut, else 0.
+func leaseCountsWithin(counts []int, limit, fdsPer int) (fit []int, cut int) {
+	most := max(limit-256, 0) / fdsPer
+	if most >= 1000 {
+		most = most / 1000 * 1000
+	} else {
+		most = most / 100 * 100
+	}
+	for _, n := range counts {
+		if n > most {
+			n, cut = most, most
+		}
+		if n > 0 && (len(fit) == 0 || n > fit[len(fit)-1]) {
+			fit = append(fit, n)
+		}
+	}
+	return fit, cut
 }
 
 // memorySystem is one binary the memory scenario measures.

@@ -83,11 +83,13 @@ func (s *netpollServer) session(c *net.TCPConn) {
 }
 
 // connect runs the handshake on c and connects to the destination, all
-// within the handshake timeout; it returns the destination's connection.
+// within the handshake timeout; it returns the destination's connection,
+// with what the client sent early already passed on.
 func (s *netpollServer) connect(c *net.TCPConn) (*net.TCPConn, error) {
 	deadline := time.Now().Add(s.cfg.handshakeTimeout)
 	c.SetDeadline(deadline)
-	dst, err := handshake(c)
+	var buf [handshakeBufLen]byte
+	dst, early, err := handshake(c, buf[:])
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +109,14 @@ func (s *netpollServer) connect(c *net.TCPConn) (*net.TCPConn, error) {
 	if _, err := c.Write(appendReply(nil, repSucceeded, bound)); err != nil {
 		t.Close()
 		return nil, err
+	}
+	if len(early) > 0 {
+		t.SetWriteDeadline(deadline)
+		if _, err := t.Write(early); err != nil {
+			t.Close()
+			return nil, err
+		}
+		t.SetWriteDeadline(time.Time{})
 	}
 	c.SetDeadline(time.Time{})
 	return t, nil

@@ -364,3 +364,50 @@ func TestLocalFor(t *testing.T) {
 	c.bind = netip.Addr{}
 	assert.False(t, c.localFor(netip.MustParseAddrPort("127.0.0.1:80")).IsValid())
 }
+
+// TestEarlyDataReachesTheTarget: a client that sends its greeting, its
+// request and data at once, without waiting for the answers, loses none
+// of it.
+func TestEarlyDataReachesTheTarget(t *testing.T) {
+	for _, mode := range modes() {
+		t.Run(mode, func(t *testing.T) {
+			s := startServer(t, mode, testConfig())
+			ln := listenTarget(t, "127.0.0.1")
+			got := make(chan string, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(ioLimit))
+				b, err := io.ReadAll(c)
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				got <- string(b)
+			}()
+			dst := ln.Addr().(*net.TCPAddr).AddrPort()
+			req := append([]byte{5, 1, 0, 5, 1, 0, 1}, dst.Addr().AsSlice()...)
+			req = append(req, byte(dst.Port()>>8), byte(dst.Port()))
+			c := dial(t, s)
+			_, err := c.Write(append(req, "early, "...))
+			require.NoError(t, err)
+			answers := make([]byte, 2+10)
+			_, err = io.ReadFull(c, answers)
+			require.NoError(t, err)
+			assert.Equal(t, []byte{5, 0, 5, 0}, answers[:4])
+			_, err = c.Write([]byte("then the rest"))
+			require.NoError(t, err)
+			require.NoError(t, c.CloseWrite())
+			select {
+			case b := <-got:
+				assert.Equal(t, "early, then the rest", b)
+			case <-time.After(ioLimit):
+				t.Fatal("target got nothing")
+			}
+		})
+	}
+}

@@ -123,58 +123,82 @@ func appendReply(b []byte, rep byte, bound netip.AddrPort) []byte {
 	return binary.BigEndian.AppendUint16(b, bound.Port())
 }
 
+// handshakeBufLen holds the longest greeting (VER NMETHODS and 255
+// methods, §3) and the longest request, read together: a client may send
+// its request, and data after it, without waiting for our answers.
+const handshakeBufLen = 2 + 255 + maxRequestLen
+
 // handshake reads the greeting from c, selects "no authentication", reads
-// the request and returns the IP destination of a CONNECT. Anything else
-// is answered with RFC 1928's reply for it, and errRefused returned; a
-// client that speaks no SOCKS 5 gets no answer. c stays the caller's.
-func handshake(c io.ReadWriter) (netip.AddrPort, error) {
-	var buf [maxRequestLen]byte
+// the request and returns the IP destination of a CONNECT, and what the
+// client sent after its request (a slice of buf, for the caller to pass to
+// the destination first). Anything else is answered with RFC 1928's reply
+// for it, and errRefused returned; a client that speaks no SOCKS 5 gets no
+// answer. c stays the caller's; buf must hold handshakeBufLen bytes.
+//
+// c is read as the bytes come, into buf: a client that waits for each
+// answer (curl, fwbench) costs one read for the greeting and one for the
+// request, as in a C server.
+func handshake(c io.ReadWriter, buf []byte) (netip.AddrPort, []byte, error) {
+	buf = buf[:handshakeBufLen]
+	have := 0
+	// fill reads until buf holds need bytes.
+	fill := func(need int) error {
+		for have < need {
+			n, err := c.Read(buf[have:])
+			have += n
+			if err != nil && have < need {
+				return err
+			}
+		}
+		return nil
+	}
 	// Greeting: VER NMETHODS METHODS (§3).
-	if _, err := io.ReadFull(c, buf[:2]); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("greeting: %w", err)
+	if err := fill(2); err != nil {
+		return netip.AddrPort{}, nil, fmt.Errorf("greeting: %w", err)
 	}
 	if buf[0] != socksVersion {
-		return netip.AddrPort{}, errVersion
+		return netip.AddrPort{}, nil, errVersion
 	}
-	methods := buf[2 : 2+int(buf[1])]
-	if _, err := io.ReadFull(c, methods); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("greeting methods: %w", err)
+	greetingLen := 2 + int(buf[1])
+	if err := fill(greetingLen); err != nil {
+		return netip.AddrPort{}, nil, fmt.Errorf("greeting methods: %w", err)
 	}
 	selected := byte(methodNoAcceptable)
-	for _, m := range methods {
+	for _, m := range buf[2:greetingLen] {
 		if m == methodNoAuth {
 			selected = methodNoAuth
 		}
 	}
 	if _, err := c.Write([]byte{socksVersion, selected}); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("method selection: %w", err)
+		return netip.AddrPort{}, nil, fmt.Errorf("method selection: %w", err)
 	}
 	if selected == methodNoAcceptable {
-		return netip.AddrPort{}, errRefused
+		return netip.AddrPort{}, nil, errRefused
 	}
-	if _, err := io.ReadFull(c, buf[:5]); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("request: %w", err)
+	req := buf[greetingLen:]
+	if err := fill(greetingLen + 5); err != nil {
+		return netip.AddrPort{}, nil, fmt.Errorf("request: %w", err)
 	}
-	n, ok := requestLen([5]byte(buf[:5]))
+	n, ok := requestLen([5]byte(req))
 	if !ok {
-		return netip.AddrPort{}, refuse(c, repAddressNotSupported)
+		return netip.AddrPort{}, nil, refuse(c, repAddressNotSupported)
 	}
 	// The whole request is read, a domain name too, so that the reply is
 	// not lost to a reset for unread data when the connection closes.
-	if _, err := io.ReadFull(c, buf[5:n]); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("request: %w", err)
+	if err := fill(greetingLen + n); err != nil {
+		return netip.AddrPort{}, nil, fmt.Errorf("request: %w", err)
 	}
-	req, _, err := parseRequest(buf[:n])
+	r, _, err := parseRequest(req[:n])
 	switch {
 	case err != nil:
-		return netip.AddrPort{}, err
-	case req.cmd != cmdConnect:
-		return netip.AddrPort{}, refuse(c, repCommandNotSupported)
-	case req.atyp == atypDomain:
+		return netip.AddrPort{}, nil, err
+	case r.cmd != cmdConnect:
+		return netip.AddrPort{}, nil, refuse(c, repCommandNotSupported)
+	case r.atyp == atypDomain:
 		// No resolver: fwbench's clients send IP literals.
-		return netip.AddrPort{}, refuse(c, repAddressNotSupported)
+		return netip.AddrPort{}, nil, refuse(c, repAddressNotSupported)
 	}
-	return req.dst, nil
+	return r.dst, buf[greetingLen+n : have], nil
 }
 
 // refuse writes a failure reply and returns errRefused.

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
+	"io"
 	"net/netip"
 	"testing"
+	"testing/iotest"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -104,4 +107,52 @@ func FuzzParseRequest(f *testing.F) {
 		sent[2] = 0
 		require.Equal(t, sent, appendRequest(nil, r))
 	})
+}
+
+// oneByteConn hands the handshake its input a byte per read, as a slow
+// client's segments would, and keeps what it writes.
+type oneByteConn struct {
+	r io.Reader
+	w bytes.Buffer
+}
+
+func (c *oneByteConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
+func (c *oneByteConn) Write(b []byte) (int, error) { return c.w.Write(b) }
+
+func TestHandshakeReads(t *testing.T) {
+	connect := []byte{5, 1, 0, 1, 127, 0, 0, 1, 0, 80}
+	tests := []struct {
+		name      string
+		in        []byte
+		oneByte   bool
+		wantDst   string
+		wantEarly string
+		wantOut   []byte
+		fails     bool
+	}{
+		{"greeting and request apart", append([]byte{5, 1, 0}, connect...), true, "127.0.0.1:80", "", []byte{5, 0}, false},
+		{"all at once, data after the request", append(append([]byte{5, 2, 2, 0}, connect...), "early"...), false, "127.0.0.1:80", "early", []byte{5, 0}, false},
+		{"data after the request, a byte a read", append(append([]byte{5, 1, 0}, connect...), 'x'), true, "127.0.0.1:80", "", []byte{5, 0}, false},
+		{"the end in the request", []byte{5, 1, 0, 5, 1, 0}, true, "", "", []byte{5, 0}, true},
+		{"the end in the greeting", []byte{5, 3, 0}, false, "", "", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r io.Reader = bytes.NewReader(tt.in)
+			if tt.oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			c := &oneByteConn{r: r}
+			dst, early, err := handshake(c, make([]byte, handshakeBufLen))
+			assert.Equal(t, tt.wantOut, c.w.Bytes())
+			if tt.fails {
+				assert.ErrorIs(t, err, io.EOF)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantDst, dst.String())
+			// A byte a read: the request's last read ends at its last byte.
+			assert.Equal(t, tt.wantEarly, string(early))
+		})
+	}
 }

@@ -121,19 +121,20 @@ func (s *threadsServer) session(ss *fdSession) {
 			unix.Close(ss.target)
 		}
 	}()
-	if err := s.connect(ss); err != nil {
-		return
-	}
 	buf := s.bufs.Get().(*[relayBufLen]byte)
 	defer s.bufs.Put(buf)
+	if err := s.connect(ss, buf[:]); err != nil {
+		return
+	}
 	relayFDs(ss.client, ss.target, buf[:])
 }
 
-// connect runs the handshake on the client and connects to the
-// destination, recording its descriptor in ss.
-func (s *threadsServer) connect(ss *fdSession) error {
+// connect runs the handshake on the client (in buf) and connects to the
+// destination, recording its descriptor in ss, and passes on what the
+// client sent early.
+func (s *threadsServer) connect(ss *fdSession, buf []byte) error {
 	c := fdConn(ss.client)
-	dst, err := handshake(c)
+	dst, early, err := handshake(c, buf)
 	if err != nil {
 		return err
 	}
@@ -153,7 +154,11 @@ func (s *threadsServer) connect(ss *fdSession) error {
 	if err != nil {
 		return refuse(c, repGeneralFailure)
 	}
-	_, err = c.Write(appendReply(nil, repSucceeded, addrPort(sa)))
+	if _, err := c.Write(appendReply(nil, repSucceeded, addrPort(sa))); err != nil {
+		return err
+	}
+	// SO_SNDTIMEO, set for connect, bounds this write too.
+	_, err = fdConn(fd).Write(early)
 	return err
 }
 

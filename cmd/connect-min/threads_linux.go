@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -59,7 +60,7 @@ func newThreadsServer(cfg config) (*threadsServer, error) {
 			return nil, fmt.Errorf("listen %v: %w", cfg.listen, err)
 		}
 	}
-	sa, err := unix.Getsockname(fd)
+	sa, err := syscall.Getsockname(fd)
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("getsockname: %w", err)
@@ -73,7 +74,9 @@ func (s *threadsServer) addr() netip.AddrPort { return s.local }
 func (s *threadsServer) serve() error {
 	defer unix.Close(s.lfd)
 	for {
-		fd, _, err := unix.Accept4(s.lfd, unix.SOCK_CLOEXEC)
+		// syscall's, not x/sys/unix's: that one asks every IPv4 address's
+		// SO_PROTOCOL, a system call more per session.
+		fd, _, err := syscall.Accept4(s.lfd, syscall.SOCK_CLOEXEC)
 		switch {
 		case err == nil:
 		case s.isClosed():
@@ -150,7 +153,7 @@ func (s *threadsServer) connect(ss *fdSession, buf []byte) error {
 		refuse(c, replyCode(err))
 		return err
 	}
-	sa, err := unix.Getsockname(fd)
+	sa, err := syscall.Getsockname(fd) // syscall's, as for Accept4
 	if err != nil {
 		return refuse(c, repGeneralFailure)
 	}
@@ -315,11 +318,11 @@ func sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
 
-func addrPort(sa unix.Sockaddr) netip.AddrPort {
+func addrPort(sa syscall.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
 	}
 	return netip.AddrPort{}

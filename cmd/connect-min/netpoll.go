@@ -69,8 +69,7 @@ func (s *netpollServer) close() {
 
 // session runs one client's CONNECT; it owns c and closes it.
 func (s *netpollServer) session(c *net.TCPConn) {
-	defer s.live.done(c)
-	defer c.Close()
+	defer s.live.done(c, func() { c.Close() })
 	t, err := s.connect(c)
 	if err != nil {
 		return

@@ -90,12 +90,14 @@ func (ss *sessions[T]) add(s T) bool {
 	return true
 }
 
-// done removes s; it must come before s's sockets are closed, so that
-// close never acts on a descriptor number reused since.
-func (ss *sessions[T]) done(s T) {
+// done removes s, then calls closeSockets, so that close never acts on a
+// descriptor number reused since, and counts s as ended only after that:
+// close's wait covers the sockets' close too.
+func (ss *sessions[T]) done(s T, closeSockets func()) {
 	ss.mu.Lock()
 	delete(ss.live, s)
 	ss.mu.Unlock()
+	closeSockets()
 	ss.wg.Done()
 }
 

@@ -115,15 +115,14 @@ func (s *threadsServer) close() {
 }
 
 // session runs one client's CONNECT; it owns ss's descriptors and closes
-// them, after sessions.done.
+// them, through sessions.done.
 func (s *threadsServer) session(ss *fdSession) {
-	defer func() {
-		s.live.done(ss)
+	defer s.live.done(ss, func() {
 		unix.Close(ss.client)
 		if ss.target >= 0 {
 			unix.Close(ss.target)
 		}
-	}()
+	})
 	buf := s.bufs.Get().(*[relayBufLen]byte)
 	defer s.bufs.Put(buf)
 	if err := s.connect(ss, buf[:]); err != nil {
@@ -191,8 +190,12 @@ func (s *threadsServer) dial(fd int, dst netip.AddrPort) error {
 	if pfd[0].Revents == 0 {
 		return unix.ETIMEDOUT
 	}
-	if soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || soerr != 0 {
-		return errors.Join(err, unix.Errno(soerr))
+	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if soerr != 0 {
+		return unix.Errno(soerr)
 	}
 	return nil
 }

@@ -2,9 +2,10 @@
 // proxy: the physical limit) and, when they are installed, Dante's danted
 // and microsocks (CONNECT and bulk: it has no UDP), in one run on one
 // machine, and prints each figure with fwproxy's ratio to the others.
-// Beside microsocks, the minimal CONNECT server connect-min, in both its
-// modes (the net package; blocking system calls), is the Go runtime's own
-// floor: what no Go proxy's code can go below on that machine.
+// Beside microsocks, the minimal CONNECT server connect-min in both its
+// modes (the net package; blocking system calls) is the Go runtime's
+// floor for CONNECT and bulk: fwproxy ÷ connect-min is fwproxy's own
+// code's share of a gap, connect-min ÷ microsocks the runtime's.
 // Absolute numbers on a shared machine mean little; the ratios are the
 // result.
 //
@@ -15,9 +16,9 @@
 //
 // It starts and stops everything itself: the loopback peers, fwproxy
 // (further instances for the memory and streaming scenarios), danted with
-// a configuration it writes, microsocks, connect-min and the relay. Every load loop is
-// bounded in time and count, and everything stops on error and on
-// SIGINT/SIGTERM.
+// a configuration it writes, microsocks, connect-min and the relay. Every
+// load loop is bounded in time and count, and everything stops on error
+// and on SIGINT/SIGTERM.
 package main
 
 import (

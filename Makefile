@@ -96,13 +96,15 @@ fuzz:
 	done
 
 ## bench: fwbench measures direct loopback, fwproxy and (when installed,
-## see bench-deps) Dante's danted and microsocks side by side in one run,
-## with the streaming step-up beside the minimal relay bin/udprelay-min,
-## and prints each figure with fwproxy's ratios (BENCHMARKS.md); then the
-## Go benchmarks, each with its ratio to a baseline measured in the same
-## run. BENCH_DURATION is each run's measuring time per system (three runs
-## per figure); DANTED and MICROSOCKS are the peers' paths (empty: measure
-## without); BENCH_FLAGS are more fwbench flags (-only, -baseline, …).
+## see bench-deps) Dante's danted and microsocks side by side in one run:
+## CONNECT and bulk also beside the minimal CONNECT server bin/connect-min
+## in both its modes (the Go runtime's floor), the streaming step-up beside
+## the minimal relay bin/udprelay-min; it prints each figure with fwproxy's
+## ratios (BENCHMARKS.md). Then the Go benchmarks, each with its ratio to a
+## baseline measured in the same run. BENCH_DURATION is each run's
+## measuring time per system (three runs per figure); DANTED and MICROSOCKS
+## are the peers' paths (empty: measure without); BENCH_FLAGS are more
+## fwbench flags (-only, -baseline, …).
 BENCH_DURATION ?= 1s
 DANTED         ?= /usr/sbin/danted
 MICROSOCKS     ?= /usr/bin/microsocks
@@ -110,7 +112,9 @@ BENCH_FLAGS    ?=
 bench: build
 	$(GO) build -o $(BIN)/fwbench ./cmd/fwbench
 	$(GO) build -o $(BIN)/udprelay-min ./cmd/udprelay-min
+	$(GO) build -o $(BIN)/connect-min ./cmd/connect-min
 	./$(BIN)/fwbench -fwproxy $(BIN)/fwproxy -danted "$(DANTED)" -microsocks "$(MICROSOCKS)" -relay $(BIN)/udprelay-min \
+		-connect-min $(BIN)/connect-min \
 		-duration $(BENCH_DURATION) -markdown $(BIN)/bench.md $(BENCH_FLAGS)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
 

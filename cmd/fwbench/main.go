@@ -2,6 +2,10 @@
 // proxy: the physical limit) and, when they are installed, Dante's danted
 // and microsocks (CONNECT and bulk: it has no UDP), in one run on one
 // machine, and prints each figure with fwproxy's ratio to the others.
+// Beside microsocks, the minimal CONNECT server connect-min in both its
+// modes (the net package; blocking system calls) is the Go runtime's
+// floor for CONNECT and bulk: fwproxy ÷ connect-min is fwproxy's own
+// code's share of a gap, connect-min ÷ microsocks the runtime's.
 // Absolute numbers on a shared machine mean little; the ratios are the
 // result.
 //
@@ -12,9 +16,9 @@
 //
 // It starts and stops everything itself: the loopback peers, fwproxy
 // (further instances for the memory and streaming scenarios), danted with
-// a configuration it writes, microsocks and the relay. Every load loop is
-// bounded in time and count, and everything stops on error and on
-// SIGINT/SIGTERM.
+// a configuration it writes, microsocks, connect-min and the relay. Every
+// load loop is bounded in time and count, and everything stops on error
+// and on SIGINT/SIGTERM.
 package main
 
 import (
@@ -44,6 +48,7 @@ type options struct {
 	fwproxy    string
 	danted     string
 	microsocks string
+	connectMin string
 	relay      string
 	baseline   string
 	dur        time.Duration
@@ -66,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.fwproxy, "fwproxy", "bin/fwproxy", "fwproxy binary `path`")
 	fs.StringVar(&o.danted, "danted", "/usr/sbin/danted", "danted binary `path`; skipped when absent or empty")
 	fs.StringVar(&o.microsocks, "microsocks", "/usr/bin/microsocks", "microsocks binary `path` (CONNECT and bulk); skipped when absent or empty")
+	fs.StringVar(&o.connectMin, "connect-min", "", "connect-min binary `path`, measured in both modes (CONNECT and bulk); skipped when absent or empty")
 	fs.StringVar(&o.relay, "relay", "bin/udprelay-min", "udprelay-min binary `path` for the streaming scenario; skipped when absent or empty")
 	fs.StringVar(&o.baseline, "baseline", "", "another fwproxy binary `path` to measure beside -fwproxy (before/after a change)")
 	fs.DurationVar(&o.dur, "duration", time.Second, "measuring time of each run of a figure on each system")
@@ -249,8 +255,8 @@ type systems struct {
 	stops      []func() // in start order
 }
 
-// start runs fwproxy and, where found, danted, microsocks and the
-// baseline fwproxy, and adds each to b's targets.
+// start runs fwproxy and, where found, danted, microsocks, connect-min
+// (both modes) and the baseline fwproxy, and adds each to b's targets.
 func (s *systems) start(ctx context.Context, b *bench, o options) error {
 	fw, err := startFwproxy(ctx, o.fwproxy, b.dir, fwproxyOptions{})
 	if err != nil {
@@ -286,6 +292,24 @@ func (s *systems) start(ctx context.Context, b *bench, o options) error {
 		}
 		s.stops = append(s.stops, ms.stop)
 		b.targets = append(b.targets, target{sys: sysMicrosocks, proxy: ms.addr, tcpOnly: true, server: ms})
+	}
+	switch cmBin := findBinary(o.connectMin); {
+	case o.connectMin == "":
+		s.notes = append(s.notes, "minimal CONNECT not measured (-connect-min is empty)")
+	case cmBin == "":
+		s.notes = append(s.notes, fmt.Sprintf("minimal CONNECT not found at %q (make bench builds bin/connect-min): no ratios to it", o.connectMin))
+	default:
+		for _, m := range []struct {
+			sys  system
+			mode string
+		}{{sysConnectMin, "netpoll"}, {sysConnectMinThreads, "threads"}} {
+			cm, err := startConnectMin(ctx, cmBin, m.mode)
+			if err != nil {
+				return err
+			}
+			s.stops = append(s.stops, cm.stop)
+			b.targets = append(b.targets, target{sys: m.sys, proxy: cm.addr, tcpOnly: true, server: cm})
+		}
 	}
 	s.relayBin = findBinary(o.relay)
 	if s.relayBin == "" {

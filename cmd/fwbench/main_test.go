@@ -17,16 +17,18 @@ func TestParseFlags(t *testing.T) {
 	assert.Equal(t, 3, o.rounds)
 	assert.Equal(t, []int{1000, 10000}, o.leases)
 	assert.Equal(t, []int{2, 8}, o.churnPlayers)
+	assert.Empty(t, o.connectMin, "no minimal CONNECT unless asked for (make bench passes bin/connect-min)")
 	for _, s := range scenarios {
 		assert.True(t, o.only[s], "every scenario runs by default: %s", s)
 	}
 
-	o, err = parseFlags([]string{"-only", "udp, churn", "-churn-players", "4", "-leases", "500", "-danted", ""}, io.Discard)
+	o, err = parseFlags([]string{"-only", "udp, churn", "-churn-players", "4", "-leases", "500", "-danted", "", "-connect-min", "bin/connect-min"}, io.Discard)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]bool{"udp": true, "churn": true}, o.only)
 	assert.Equal(t, []int{4}, o.churnPlayers)
 	assert.Equal(t, []int{500}, o.leases)
 	assert.Empty(t, o.danted)
+	assert.Equal(t, "bin/connect-min", o.connectMin)
 	assert.Equal(t, []int{50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000}, mustParse(t).stream.steps)
 	assert.Equal(t, 9600*time.Microsecond, mustParse(t).stream.interval())
 
@@ -62,6 +64,11 @@ func TestWriteGoals(t *testing.T) {
 	c.set(sysFwproxy, 6000)
 	c.set(sysDanted, 2000)
 	c.set(sysMicrosocks, 6000)
+	c.set(sysConnectMin, 5000)
+	c.set(sysConnectMinThreads, 6600)
+	c16 := r.fig("connect/16/rate", "c", "conn/s", higherIsBetter)
+	c16.set(sysFwproxy, 7200)
+	c16.set(sysMicrosocks, 6000)
 	u := r.fig("udp/16/100/p99", "p", "µs", lowerIsBetter)
 	u.set(sysFwproxy, 600)
 	u.set(sysDanted, 1000)
@@ -77,7 +84,9 @@ func TestWriteGoals(t *testing.T) {
 	assert.Contains(t, out, "| UDP p99 ≤ ½ danted, 16 association(s), 100 B | 0.60× danted | **no** |")
 	assert.Contains(t, out, "| churn, 2 players: 0 datagrams lost | 1.00 lost | **no** |", "a loss in any round fails")
 	assert.Contains(t, out, "| CONNECT rate ≥ 3× danted, 16 client(s) | — | not measured |")
-	assert.Contains(t, out, "| CONNECT rate ahead of microsocks, 1 client(s) | 1.00× microsocks | **no** |", "level is not ahead")
+	assert.Contains(t, out, "| CONNECT rate ahead of microsocks, 1 client(s) | 1.00× microsocks (minimal CONNECT (netpoll) 0.83×, minimal CONNECT (threads) 1.10×) | **no** |",
+		"level is not ahead; the floors' own ratios beside")
+	assert.Contains(t, out, "| CONNECT rate ahead of microsocks, 16 client(s) | 1.20× microsocks | yes |", "no floors measured, none shown")
 }
 
 func mustParse(t *testing.T, args ...string) options {

@@ -88,7 +88,7 @@ func runWorker(ctx context.Context, end time.Time, step stepFunc, s *sample, wg 
 type target struct {
 	sys   system
 	proxy string
-	// tcpOnly: the proxy has no UDP ASSOCIATE (microsocks).
+	// tcpOnly: the proxy has no UDP ASSOCIATE (microsocks, connect-min).
 	tcpOnly bool
 	// server is the proxy's process, for its CPU time; nil for direct.
 	server *proc

@@ -116,6 +116,17 @@ func startMicrosocks(ctx context.Context, bin string) (*proc, error) {
 	return startProc(ctx, "microsocks", bin, addr, "-i", "127.0.0.1", "-p", port, "-b", "127.0.0.1")
 }
 
+// startConnectMin runs connect-min in mode (netpoll or threads) on a free
+// loopback port, its outgoing connections bound to 127.0.0.1 like
+// microsocks'.
+func startConnectMin(ctx context.Context, bin, mode string) (*proc, error) {
+	addr, err := freeTCPPort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	return startProc(ctx, "connect-min "+mode, bin, addr, "-listen", addr, "-bind", "127.0.0.1", "-mode", mode)
+}
+
 // findBinary returns path when it is an executable file, else "".
 func findBinary(path string) string { return findDanted(path) }
 

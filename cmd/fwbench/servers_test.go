@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -61,4 +65,39 @@ func TestTailBufferKeepsTheEnd(t *testing.T) {
 	b.Write([]byte("abc"))
 	b.Write([]byte("defg"))
 	assert.Equal(t, "defg", b.String())
+}
+
+// TestConnectMinSystems starts the built connect-min in both modes as the
+// run does and carries one CONNECT through each, with its CPU readable.
+func TestConnectMinSystems(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "connect-min")
+	out, err := exec.Command("go", "build", "-o", bin, "../connect-min").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	pe, err := startPeers()
+	require.NoError(t, err)
+	t.Cleanup(pe.Close)
+	for _, tt := range []struct {
+		sys  system
+		mode string
+	}{{sysConnectMin, "netpoll"}, {sysConnectMinThreads, "threads"}} {
+		t.Run(tt.mode, func(t *testing.T) {
+			p, err := startConnectMin(t.Context(), bin, tt.mode)
+			require.NoError(t, err)
+			t.Cleanup(p.stop)
+			tg := target{sys: tt.sys, proxy: p.addr, tcpOnly: true, server: p}
+			ctx, cancel := context.WithTimeout(t.Context(), connectTimeout)
+			defer cancel()
+			c, err := tg.dialTCP(ctx, pe.helloAddr())
+			require.NoError(t, err)
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(connectTimeout))
+			got, err := io.ReadAll(c)
+			require.NoError(t, err, "the target's byte, then its close")
+			assert.Equal(t, "h", string(got))
+			_, ok := tg.serverCPU()
+			assert.True(t, ok, "its CPU is read from /proc")
+		})
+	}
+	assert.Equal(t, "minimal CONNECT (netpoll)", sysConnectMin.String())
+	assert.Equal(t, "minimal CONNECT (threads)", sysConnectMinThreads.String())
 }

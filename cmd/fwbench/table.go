@@ -18,14 +18,20 @@ const (
 	sysBaseline                 // another fwproxy binary (-baseline), for before/after
 	sysMicrosocks               // microsocks: CONNECT and bulk only (it has no UDP)
 	sysRelay                    // udprelay-min: one UDP hop and nothing else (streaming only)
+	// connect-min -mode netpoll: the net package, a goroutine per
+	// connection; CONNECT and bulk only. With sysConnectMinThreads, the
+	// Go runtime's floor for a CONNECT proxy.
+	sysConnectMin
+	sysConnectMinThreads // connect-min -mode threads: blocking system calls, a thread per session
 	numSystems
 )
 
-var systemNames = [numSystems]string{"direct", "fwproxy", "danted", "baseline", "microsocks", "minimal relay"}
+var systemNames = [numSystems]string{"direct", "fwproxy", "danted", "baseline", "microsocks", "minimal relay",
+	"minimal CONNECT (netpoll)", "minimal CONNECT (threads)"}
 
 // optionalSystems get columns only when some figure has them; direct,
 // fwproxy and danted always do.
-var optionalSystems = []system{sysMicrosocks, sysRelay, sysBaseline}
+var optionalSystems = []system{sysMicrosocks, sysConnectMin, sysConnectMinThreads, sysRelay, sysBaseline}
 
 func (s system) String() string { return systemNames[s] }
 
@@ -105,8 +111,8 @@ func (r *results) get(key string) *figure { return r.index[key] }
 // writeTable prints the results as a Markdown table: each figure, its value
 // per system, and fwproxy's ratio to direct and to danted (fwproxy divided
 // by the other, whichever way the figure improves; the arrow says which).
-// microsocks, the minimal relay and a baseline binary, when measured, get
-// their own columns.
+// microsocks, the two minimal CONNECT servers, the minimal relay and a
+// baseline binary, when measured, get their own columns.
 func (r *results) writeTable(w io.Writer) {
 	var extra []system
 	for _, s := range optionalSystems {

@@ -13,7 +13,8 @@ FUZZ_TARGETS := ./proxy:FuzzParseRequest ./proxy:FuzzParseUDPHeader ./proxy:Fuzz
 	./leases:FuzzLeaseOps ./cmd/fwproxy:FuzzDecodeYAML \
 	./internal/udpio:FuzzParseRawSockaddr ./internal/udpio:FuzzPutRawSockaddr ./internal/udpio:FuzzWriteRead \
 	./e2e/asf:FuzzParseHeader ./internal/socksclient:FuzzParseUDPHeader ./internal/socksclient:FuzzReadReply \
-	./rtspfilter:FuzzReadHead ./rtspfilter:FuzzParseTransport ./rtspfilter:FuzzRewriteTransport ./rtspfilter:FuzzRelay
+	./rtspfilter:FuzzReadHead ./rtspfilter:FuzzParseTransport ./rtspfilter:FuzzRewriteTransport ./rtspfilter:FuzzRelay \
+	./cmd/connect-min:FuzzParseRequest
 
 .PHONY: all build static install run test test-deps fuzz bench bench-deps lint clean
 

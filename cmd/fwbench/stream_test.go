@@ -231,7 +231,7 @@ func TestStreamFiguresAndTable(t *testing.T) {
 
 	var goals strings.Builder
 	b.res.writeGoals(&goals, nil)
-	assert.Contains(t, goals.String(), "| streaming, associations: largest zero-loss N ≥ 3× danted | 1.00× danted | **no** |")
+	assert.Contains(t, goals.String(), "| streaming, associations: largest zero-loss N ≥ 3× danted | 1.00× danted (direct 2.00×, minimal relay 2.00×) | **no** |")
 	assert.Contains(t, goals.String(), "| streaming, associations: CPU per datagram ≤ 2× minimal relay | 1.50× minimal relay | yes |")
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/testbin"
 )
 
 func TestDantedConfig(t *testing.T) {
@@ -69,10 +70,14 @@ func TestTailBufferKeepsTheEnd(t *testing.T) {
 
 // TestConnectMinSystems starts the built connect-min in both modes as the
 // run does and carries one CONNECT through each, with its CPU readable.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.RemoveAll()
+	os.Exit(code)
+}
+
 func TestConnectMinSystems(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "connect-min")
-	out, err := exec.Command("go", "build", "-o", bin, "../connect-min").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	bin := testbin.Build(t, "../connect-min")
 	pe, err := startPeers()
 	require.NoError(t, err)
 	t.Cleanup(pe.Close)

@@ -92,3 +92,62 @@ func TestFallbackPairBusy(t *testing.T) {
 	assert.NotEqual(t, rtp.Port()+1, rtcp.Port())
 	assert.Equal(t, uint16(1), rtcp.Port()%2, "an RTCP fallback stays odd")
 }
+
+// TestFallbackLeavesRoomForThePair: a random fallback for the first port
+// of a pair avoids ports whose partner another lease holds, so the second
+// port still lands beside it. In a range of ten where three of the five
+// even ports have their odd partner leased, a fallback that ignored the
+// partners would split the pair in three rounds of five.
+func TestFallbackLeavesRoomForThePair(t *testing.T) {
+	tests := []struct {
+		name      string
+		rtcpFirst bool
+	}{
+		{"RTP port associated first", false},
+		{"RTCP port associated first", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Linger = 0 // a released lease frees its port at once
+			lo := freeRange(t, 11)
+			lo += lo % 2 // even: the pairs of the range are lo+2k, lo+2k+1
+			cfg.PortMin, cfg.PortMax = lo, lo+9
+			env := newEnv(t, cfg)
+			// Other clients' leases: the odd partners of lo, lo+4 and
+			// lo+8, or, when RTCP comes first, the even partners of lo+1,
+			// lo+5 and lo+9.
+			taken := []uint16{lo + 1, lo + 5, lo + 9}
+			if tt.rtcpFirst {
+				taken = []uint16{lo, lo + 4, lo + 8}
+			}
+			for i, p := range taken {
+				other := Key{Client: netip.MustParseAddr("127.0.0.9"), Port: 1000 + uint16(i)}
+				h, err := env.m.Acquire(ctxT(t), other, Request{Kind: KindAssociation, WantPort: p, ExactPort: true, Deliver: newSink().deliver})
+				require.NoError(t, err)
+				defer h.Release()
+			}
+			for round := range 20 {
+				// The client's own ports are outside the range, so both
+				// leases fall back.
+				rtp := uint16(2000 + 2*round)
+				order := []uint16{rtp, rtp + 1}
+				if tt.rtcpFirst {
+					order = []uint16{rtp + 1, rtp}
+				}
+				got := map[uint16]uint16{}
+				var held []*Holder
+				for _, p := range order {
+					h, err := env.m.Acquire(ctxT(t), key(p), Request{Kind: KindAssociation, WantPort: p, Deliver: newSink().deliver})
+					require.NoError(t, err)
+					held = append(held, h)
+					got[p] = h.Port()
+				}
+				assert.Equal(t, got[rtp]+1, got[rtp+1], "round %d: RTCP next to RTP: %v", round, got)
+				for _, h := range held {
+					h.Release()
+				}
+			}
+		})
+	}
+}

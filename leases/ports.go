@@ -13,9 +13,10 @@ import (
 // errPortBusy means "try another port"; it never leaves the package.
 var errPortBusy = errors.New("port busy")
 
-// bind picks and binds an external port: WantPort when usable, then
-// BindAttempts random ports, then a scan of the whole range from a random
-// start.
+// bind picks and binds an external port: WantPort when usable, then the
+// port beside its RTP/RTCP neighbour's lease, then BindAttempts random
+// ports, then a scan of the whole range from a random start; the random
+// ports and the scan prefer a port whose pair partner is free.
 func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn, uint16, error) {
 	lo, hi := m.cfg.PortMin, m.cfg.PortMax
 	if req.WantPort != 0 {
@@ -49,6 +50,9 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 	span := int(hi-lo) + 1
 	for range m.cfg.BindAttempts {
 		p := sameParity(lo+uint16(rand.IntN(span)), key.Port, lo, hi)
+		if !m.partnerFree(key, p) {
+			continue
+		}
 		conn, err := m.tryBind(ctx, key, req, p)
 		if err == nil {
 			return conn, p, nil
@@ -57,23 +61,56 @@ func (m *Manager) bind(ctx context.Context, key Key, req Request) (*net.UDPConn,
 			return nil, 0, err
 		}
 	}
+	// The scan: first the ports that leave the pair's other port free,
+	// then the rest.
 	start := rand.IntN(span)
-	for i := range span {
-		if i%256 == 0 {
-			if err := ctx.Err(); err != nil {
+	for _, roomForPartner := range []bool{true, false} {
+		for i := range span {
+			if i%256 == 0 {
+				if err := ctx.Err(); err != nil {
+					return nil, 0, err
+				}
+			}
+			p := lo + uint16((start+i)%span)
+			if m.partnerFree(key, p) != roomForPartner {
+				continue
+			}
+			conn, err := m.tryBind(ctx, key, req, p)
+			if err == nil {
+				return conn, p, nil
+			}
+			if !errors.Is(err, errPortBusy) {
 				return nil, 0, err
 			}
 		}
-		p := lo + uint16((start+i)%span)
-		conn, err := m.tryBind(ctx, key, req, p)
-		if err == nil {
-			return conn, p, nil
-		}
-		if !errors.Is(err, errPortBusy) {
-			return nil, 0, err
-		}
 	}
 	return nil, 0, ErrNoPort
+}
+
+// partnerFree says whether the port that would pair with p for key's lease
+// is free of leases: p+1 for a client port that is even (RTP), p-1 for an
+// odd one (RTCP). A random fallback that another lease sits beside splits
+// a firewall client's pair for good: its neighbour's lease cannot sit next
+// to it (pairPort), and a server that ignores the second port of
+// client_port and sends RTCP to RTP+1 sends it to that other lease, which
+// may be another client's on the same media server. Keys without a port
+// have no partner.
+func (m *Manager) partnerFree(key Key, p uint16) bool {
+	var q uint16
+	switch {
+	case key.Port == 0:
+		return true
+	case key.Port%2 == 0 && p < 65535:
+		q = p + 1
+	case key.Port%2 == 1 && p > 0:
+		q = p - 1
+	default:
+		return true
+	}
+	m.mu.Lock()
+	_, taken := m.ports[q]
+	m.mu.Unlock()
+	return !taken
 }
 
 // pairPort is the external port that keeps key's lease next to the lease

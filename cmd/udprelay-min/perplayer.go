@@ -41,11 +41,11 @@ type pair struct {
 // datagrams with one sendmmsg on that player's out socket. It cannot
 // batch across players, which is the cost it is there to show.
 type perPlayerRelay struct {
-	reg          *net.UDPConn // -out: registrations
-	inIP, outIP  netip.Addr
-	ep, wake     int // epoll and the eventfd that ends the loop
-	players      []atomic.Pointer[pair]
-	opened       atomic.Int64 // pairs open, for the tests
+	reg         *net.UDPConn // -out: registrations
+	inIP, outIP netip.Addr
+	ep, wake    int // epoll and the eventfd that ends the loop
+	players     []atomic.Pointer[pair]
+	opened      atomic.Int64 // pairs open, for the tests
 	tally
 	wg sync.WaitGroup
 }

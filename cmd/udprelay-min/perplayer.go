@@ -80,6 +80,12 @@ func (r *perPlayerRelay) run() {
 	go r.registerLoop()
 	go r.forwardLoop()
 	r.wg.Wait()
+	r.closeAll()
+}
+
+// closeAll closes every pair, the epoll set and the eventfd, once
+// neither loop runs.
+func (r *perPlayerRelay) closeAll() {
 	for i := range r.players {
 		if p := r.players[i].Load(); p != nil {
 			unix.Close(p.in)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"fwproxy/internal/leakcheck"
 )
@@ -62,7 +63,11 @@ func startRelay(t *testing.T, perPlayer bool, players int) *testRelay {
 	}()
 	t.Cleanup(func() {
 		r.close()
-		<-done
+		select {
+		case <-done:
+		case <-time.After(testTimeout):
+			t.Error("the relay did not stop")
+		}
 	})
 	return tr
 }
@@ -177,6 +182,28 @@ func TestRelayRoutesEachStreamToItsPlayer(t *testing.T) {
 			receive(t, players[0], 0, froms[0], 1)
 		})
 	}
+}
+
+func TestPerPlayerForwardsAWholeBatch(t *testing.T) {
+	reg := loopback(t)
+	r, err := newPerPlayerRelay(reg, lo.Addr(), 1)
+	require.NoError(t, err)
+	defer r.closeAll()
+	// No loops run: the test calls forward itself, once datagrams wait.
+	player := loopback(t)
+	p, err := r.register(0, addr(player))
+	require.NoError(t, err)
+	const queued = playerBatch - 1
+	stream(t, []netip.AddrPort{netip.AddrPortFrom(lo.Addr(), p.inPort)}, queued)
+	m := newPlayerMsgs()
+	deadline := time.Now().Add(testTimeout)
+	for r.relayed.Load() < queued && time.Now().Before(deadline) {
+		r.forward(p, m)
+	}
+	sa, err := unix.Getsockname(p.out)
+	require.NoError(t, err)
+	out := sa.(*unix.SockaddrInet4)
+	receive(t, player, 0, netip.AddrPortFrom(netip.AddrFrom4(out.Addr), uint16(out.Port)), queued)
 }
 
 func TestRelayCountsUnroutable(t *testing.T) {

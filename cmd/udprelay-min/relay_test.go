@@ -206,6 +206,31 @@ func TestPerPlayerForwardsAWholeBatch(t *testing.T) {
 	receive(t, player, 0, netip.AddrPortFrom(netip.AddrFrom4(out.Addr), uint16(out.Port)), queued)
 }
 
+func TestPerPlayerCountsAGonePlayer(t *testing.T) {
+	tr := startRelay(t, true, 1)
+	gone := loopback(t)
+	dest, _ := tr.register(t, gone, 0)
+	gone.Close()
+	// The kernel refuses the sends to a closed port once the first one's
+	// ICMP error is in: they are counted, and the relay goes on.
+	sender := loopback(t)
+	sent := uint64(0)
+	require.Eventually(t, func() bool {
+		if _, err := sender.WriteToUDPAddrPort(index(0), dest); err == nil {
+			sent++
+		}
+		c := tr.r.counts()
+		// Every datagram sent is done with (relayed or refused) before
+		// the player comes back, so none of them reaches it.
+		return c.sendErrors > 0 && c.relayed+c.sendErrors == sent
+	}, testTimeout, time.Millisecond)
+	back := loopback(t)
+	again, from := tr.register(t, back, 0)
+	require.Equal(t, dest, again)
+	stream(t, []netip.AddrPort{dest}, 3)
+	receive(t, back, 0, from, 3)
+}
+
 func TestRelayCountsUnroutable(t *testing.T) {
 	tests := []struct {
 		name string

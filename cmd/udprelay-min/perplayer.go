@@ -150,6 +150,9 @@ func (r *perPlayerRelay) register(i uint32, from netip.AddrPort) (*pair, error) 
 		if err := unix.Connect(p.out, sockaddr(from)); err != nil {
 			return nil, fmt.Errorf("connect out socket: %w", err)
 		}
+		// A refusal still pending from the old address (its socket gone)
+		// would fail the answer to the new one: reading it clears it.
+		unix.GetsockoptInt(p.out, unix.SOL_SOCKET, unix.SO_ERROR)
 		q := *p
 		q.to = from
 		slot.Store(&q)

@@ -16,9 +16,8 @@
 // -per-player, a socket in and one out per player as a proxy has them).
 // Each server runs on a core of its own and the driver on the others
 // (-stream-pin), so a server's largest N is what one core carries; the
-// driver's players are
-// swept by epoll and dated by the kernel's receive stamp, cheap enough to
-// outlast the servers on their core.
+// driver's players are swept by epoll and dated by the kernel's receive
+// stamp, cheap enough to outlast the servers on their core.
 //
 // It starts and stops everything itself: the loopback peers, fwproxy
 // (further instances for the memory and streaming scenarios), danted with

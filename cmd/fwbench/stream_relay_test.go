@@ -33,17 +33,7 @@ func TestStreamThroughTheRelays(t *testing.T) {
 	require.NoError(t, err)
 	defer sender.Close()
 	const players = 3
-	rx, err := newReceivers(players)
-	require.NoError(t, err)
-	defer rx.close()
-	var ps []*streamPlayer
-	for i := range players {
-		p, err := newStreamPlayer(i)
-		require.NoError(t, err)
-		defer p.close()
-		ps = append(ps, p)
-		require.NoError(t, rx.add(p))
-	}
+	ps, rx := streamPlayers(t, players)
 	cfg := streamConfig{bitrate: 1_000_000, size: 1200, warmup: 50 * time.Millisecond, window: 200 * time.Millisecond, bound: time.Second}
 	for gen, s := range relays {
 		t.Run(s.run.label, func(t *testing.T) {

@@ -344,6 +344,23 @@ func TestGroupCPUOfThisProcess(t *testing.T) {
 	assert.Positive(t, rss)
 }
 
+// streamPlayers opens n players and their receivers, closed when the
+// test ends.
+func streamPlayers(t *testing.T, n int) ([]*streamPlayer, *receivers) {
+	rx, err := newReceivers(n)
+	require.NoError(t, err)
+	t.Cleanup(rx.close)
+	var ps []*streamPlayer
+	for i := range n {
+		p, err := newStreamPlayer(i)
+		require.NoError(t, err)
+		t.Cleanup(p.close)
+		ps = append(ps, p)
+		require.NoError(t, rx.add(p))
+	}
+	return ps, rx
+}
+
 // TestStreamSmoke runs the scenario's whole step, direct, with two players
 // for a fraction of a second: every datagram arrives once, and the figures
 // come out.
@@ -354,17 +371,7 @@ func TestStreamSmoke(t *testing.T) {
 	sender, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	defer sender.Close()
-	rx, err := newReceivers(2)
-	require.NoError(t, err)
-	defer rx.close()
-	var ps []*streamPlayer
-	for i := range 2 {
-		p, err := newStreamPlayer(i)
-		require.NoError(t, err)
-		defer p.close()
-		ps = append(ps, p)
-		require.NoError(t, rx.add(p))
-	}
+	ps, rx := streamPlayers(t, 2)
 	cfg := streamConfig{bitrate: 1_000_000, size: 1200, warmup: 50 * time.Millisecond, window: 200 * time.Millisecond, bound: time.Second}
 	s := &streamSystem{run: &streamRun{label: "direct", sys: sysDirect, mode: modeDirect}}
 	r, err := b.streamStep(ctx, s, ps, rx, sender, cfg, 1)

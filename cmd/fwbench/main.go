@@ -12,11 +12,12 @@
 // The streaming scenario steps the number of players up until a datagram
 // is lost or the added latency grows too large, through fwproxy's
 // associations and announced leases, danted's associations, and the
-// minimal relay udprelay-min (the cost of the hop itself). Each server runs
-// on a core of its own and the driver on the others (-stream-pin), so a
-// server's largest N is what one core carries; the driver's players are
-// swept by epoll and dated by the kernel's receive stamp, cheap enough to
-// outlast the servers on their core.
+// minimal relay udprelay-min (the cost of the hop itself; again with
+// -per-player, a socket in and one out per player as a proxy has them).
+// Each server runs on a core of its own and the driver on the others
+// (-stream-pin), so a server's largest N is what one core carries; the
+// driver's players are swept by epoll and dated by the kernel's receive
+// stamp, cheap enough to outlast the servers on their core.
 //
 // It starts and stops everything itself: the loopback peers, fwproxy
 // (further instances for the memory and streaming scenarios), danted with

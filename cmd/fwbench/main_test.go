@@ -82,10 +82,12 @@ func TestWriteGoals(t *testing.T) {
 	maxN.set(sysDanted, 200)
 	maxN.set(sysDirect, 700)
 	maxN.set(sysRelay, 500)
+	maxN.set(sysRelayPerPlayer, 300)
 	cpu := r.fig("stream/assoc/cpu", "c", "s", lowerIsBetter)
 	cpu.set(sysFwproxy, 20)
 	cpu.set(sysDanted, 40)
 	cpu.set(sysRelay, 16)
+	cpu.set(sysRelayPerPlayer, 18)
 	var b strings.Builder
 	r.writeGoals(&b, []int{2})
 	out := b.String()
@@ -93,9 +95,9 @@ func TestWriteGoals(t *testing.T) {
 	assert.Contains(t, out, "| UDP p99 ≤ ½ danted, 16 association(s), 100 B | 0.60× danted | **no** |")
 	assert.Contains(t, out, "| churn, 2 players: 0 datagrams lost | 1.00 lost | **no** |", "a loss in any round fails")
 	assert.Contains(t, out, "| CONNECT rate ≥ 3× danted, 16 client(s) | — | not measured |")
-	assert.Contains(t, out, "| streaming, associations: largest zero-loss N ≥ 3× danted | 2.00× danted (direct 3.50×, minimal relay 2.50×) | **no** |",
+	assert.Contains(t, out, "| streaming, associations: largest zero-loss N ≥ 3× danted | 2.00× danted (direct 3.50×, minimal relay 2.50×, minimal relay, per player 1.50×) | **no** |",
 		"the machine's and the bare hop's own ratios beside")
-	assert.Contains(t, out, "| streaming, associations: CPU per datagram ≤ ⅓ danted | 0.50× danted (minimal relay 0.40×) | **no** |")
+	assert.Contains(t, out, "| streaming, associations: CPU per datagram ≤ ⅓ danted | 0.50× danted (minimal relay 0.40×, minimal relay, per player 0.45×) | **no** |")
 	assert.Contains(t, out, "| CONNECT rate ahead of microsocks, 1 client(s) | 1.00× microsocks (minimal CONNECT (netpoll) 0.83×, minimal CONNECT (threads) 1.10×) | **no** |",
 		"level is not ahead; the floors' own ratios beside")
 	assert.Contains(t, out, "| CONNECT rate ahead of microsocks, 16 client(s) | 1.20× microsocks | yes |", "no floors measured, none shown")

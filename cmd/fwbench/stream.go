@@ -205,7 +205,7 @@ func (p *streamPinning) unpin() error {
 // streamSystems starts the servers of the scenario: fwproxy for
 // associations and, filtering the stub's port, for announced leases (each
 // with its lease and session caps raised to the largest count), the
-// relay, and the same two fwproxy instances of the baseline binary. stop
+// relay in both its modes, and the same two fwproxy instances of the baseline binary. stop
 // ends them; it is to be called also on error.
 func (b *bench) streamSystems(ctx context.Context, most int, stub *mmsStub, peers streamPeers) ([]*streamSystem, func(), error) {
 	var procs []*proc
@@ -216,17 +216,14 @@ func (b *bench) streamSystems(ctx context.Context, most int, stub *mmsStub, peer
 	}
 	systems := []*streamSystem{{run: &streamRun{label: "direct (no hop)", sys: sysDirect, mode: modeDirect}}}
 	if peers.relay != "" {
-		in, err1 := freeUDPPort("127.0.0.1")
-		out, err2 := freeUDPPort("127.0.0.1")
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, stop, err
+		relays, err := startRelays(ctx, peers.relay)
+		for _, r := range relays {
+			procs = append(procs, r.proc)
 		}
-		p, err := startProc(ctx, "udprelay-min", peers.relay, "", "-in", in.String(), "-out", out.String())
 		if err != nil {
 			return nil, stop, err
 		}
-		procs = append(procs, p)
-		systems = append(systems, &streamSystem{run: &streamRun{label: "minimal relay", sys: sysRelay, mode: modeRelay}, proc: p, relayIn: in, relayOut: out})
+		systems = append(systems, relays...)
 	}
 	fwproxies := []struct {
 		bin string
@@ -260,6 +257,38 @@ func (b *bench) streamSystems(ctx context.Context, most int, stub *mmsStub, peer
 	return systems, stop, nil
 }
 
+// startRelays starts the minimal relay twice: one socket in and one out
+// for every player, and a pair of sockets per player (-per-player), whose
+// in sockets are on the IP of relayIn; registering tells each player its
+// port. It returns the systems it started, also on error.
+func startRelays(ctx context.Context, bin string) ([]*streamSystem, error) {
+	var systems []*streamSystem
+	for _, r := range []struct {
+		label string
+		sys   system
+		mode  streamMode
+		args  []string
+	}{
+		{"minimal relay", sysRelay, modeRelay, nil},
+		{"minimal relay, per player", sysRelayPerPlayer, modeRelayPerPlayer, []string{"-per-player"}},
+	} {
+		in, err1 := freeUDPPort("127.0.0.1")
+		out, err2 := freeUDPPort("127.0.0.1")
+		if err := errors.Join(err1, err2); err != nil {
+			return systems, err
+		}
+		if r.mode == modeRelayPerPlayer {
+			in = netip.AddrPortFrom(in.Addr(), 0)
+		}
+		p, err := startProc(ctx, "udprelay-min", bin, "", append(r.args, "-in", in.String(), "-out", out.String())...)
+		if err != nil {
+			return systems, err
+		}
+		systems = append(systems, &streamSystem{run: &streamRun{label: r.label, sys: r.sys, mode: r.mode}, proc: p, relayIn: in, relayOut: out})
+	}
+	return systems, nil
+}
+
 // streamStep measures system s carrying one stream to each of ps.
 func (b *bench) streamStep(ctx context.Context, s *streamSystem, ps []*streamPlayer, rx *receivers, sender *net.UDPConn, cfg streamConfig, gen uint32) (streamResult, error) {
 	defer func() {
@@ -273,6 +302,8 @@ func (b *bench) streamStep(ctx context.Context, s *streamSystem, ps []*streamPla
 		setupDirect(ps)
 	case modeRelay:
 		err = setupRelay(ctx, ps, s.relayIn, s.relayOut)
+	case modeRelayPerPlayer:
+		err = setupRelayPerPlayer(ctx, ps, s.relayIn.Addr(), s.relayOut)
 	case modeAssociation:
 		err = setupAssociations(ctx, ps, s.socks, sender)
 	case modeAnnounced:
@@ -430,7 +461,7 @@ func (b *bench) streamFigures(cfg streamConfig) {
 		var runs []*streamRun
 		var fw *streamRun
 		for _, run := range b.streamRuns {
-			if run.mode == m.mode || run.mode == modeDirect || run.mode == modeRelay {
+			if run.mode == m.mode || run.mode == modeDirect || run.mode == modeRelay || run.mode == modeRelayPerPlayer {
 				runs = append(runs, run)
 			}
 			if run.mode == m.mode && run.sys == sysFwproxy {

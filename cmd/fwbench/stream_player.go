@@ -126,6 +126,32 @@ func setupRelay(ctx context.Context, ps []*streamPlayer, in, out netip.AddrPort)
 	return nil
 }
 
+// setupRelayPerPlayer registers every player with the minimal relay in
+// per-player mode: the answer, from the player's own out socket on out's
+// IP, is its index and the port of its own in socket on inIP, where the
+// sender sends its stream.
+func setupRelayPerPlayer(ctx context.Context, ps []*streamPlayer, inIP netip.Addr, out netip.AddrPort) error {
+	buf := make([]byte, 2048)
+	for _, p := range ps {
+		idx := binary.BigEndian.AppendUint32(nil, uint32(p.idx))
+		var port uint16
+		if err := untilAnswered(ctx, func() error {
+			return p.sock.sendTo(idx, out)
+		}, func(wait time.Duration) (bool, error) {
+			n, from, err := p.sock.readFrom(buf, wait)
+			if err != nil || from.Addr() != out.Addr() || n != 6 || string(buf[:4]) != string(idx) {
+				return false, err
+			}
+			port = binary.BigEndian.Uint16(buf[4:6])
+			return port != 0, nil
+		}); err != nil {
+			return fmt.Errorf("per-player relay registration of player %d: %w", p.idx, err)
+		}
+		p.dest, p.wrapped = netip.AddrPortFrom(inIP, port), false
+	}
+	return nil
+}
+
 // setupTimeout bounds each player's setup (an association, a registration,
 // a funnel).
 const setupTimeout = 10 * time.Second

@@ -11,10 +11,11 @@ import (
 type streamMode int
 
 const (
-	modeDirect      streamMode = iota // sender straight to the players: the machine's own limit
-	modeRelay                         // through udprelay-min: the cost of one hop
-	modeAssociation                   // SOCKS UDP associations (firewall-client mode)
-	modeAnnounced                     // announced-mode leases (MMS control connection)
+	modeDirect         streamMode = iota // sender straight to the players: the machine's own limit
+	modeRelay                            // through udprelay-min: the cost of one hop
+	modeRelayPerPlayer                   // through udprelay-min -per-player: one hop with a proxy's sockets
+	modeAssociation                      // SOCKS UDP associations (firewall-client mode)
+	modeAnnounced                        // announced-mode leases (MMS control connection)
 )
 
 // streamResult is one system at one player count.

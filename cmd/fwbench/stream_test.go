@@ -194,6 +194,10 @@ func TestStreamFiguresAndTable(t *testing.T) {
 		{label: "minimal relay", sys: sysRelay, mode: modeRelay, results: []streamResult{
 			{players: 50, sent: 1000, p99: 2 * ms, cpu: 10 * ms, hasCPU: true, inWindow: 1000, rssKiB: 4096},
 			{players: 100, sent: 2000, p99: 2 * ms, cpu: 20 * ms, hasCPU: true, inWindow: 2000, rssKiB: 4096}}},
+		{label: "minimal relay, per player", sys: sysRelayPerPlayer, mode: modeRelayPerPlayer, results: []streamResult{
+			{players: 50, sent: 1000, p99: 2 * ms, cpu: 12 * ms, hasCPU: true, inWindow: 1000, rssKiB: 4096},
+			{players: 100, sent: 2000, lost: 1, p99: 2 * ms, cpu: 24 * ms, hasCPU: true, inWindow: 1999, rssKiB: 4096}},
+			stopped: "at 100 players: lost 1, duplicated 0, unsent 0"},
 		{label: "fwproxy, associations", sys: sysFwproxy, mode: modeAssociation, results: []streamResult{
 			{players: 50, sent: 1000, p99: 3 * ms, cpu: 15 * ms, hasCPU: true, inWindow: 1000, rssKiB: 10240},
 			{players: 100, sent: 2000, lost: 4, p99: 3 * ms, cpu: 30 * ms, hasCPU: true, inWindow: 1996, rssKiB: 12288, firstTry: "lost 2"}},
@@ -208,6 +212,7 @@ func TestStreamFiguresAndTable(t *testing.T) {
 	require.NotNil(t, maxN)
 	assert.Equal(t, 50.0, maxN.value[sysFwproxy])
 	assert.Equal(t, 100.0, maxN.value[sysRelay])
+	assert.Equal(t, 50.0, maxN.value[sysRelayPerPlayer])
 	cpu := b.res.get("stream/assoc/cpu")
 	require.NotNil(t, cpu)
 	assert.Contains(t, cpu.name, "N = 50")
@@ -217,6 +222,9 @@ func TestStreamFiguresAndTable(t *testing.T) {
 	q, ok = cpu.ratio(sysRelay)
 	require.True(t, ok)
 	assert.InDelta(t, 1.5, q, 1e-9)
+	q, ok = cpu.ratio(sysRelayPerPlayer)
+	require.True(t, ok)
+	assert.InDelta(t, 1.25, q, 1e-9)
 	assert.False(t, cpu.has[sysDirect], "direct has no server to measure")
 	assert.Nil(t, b.res.get("stream/announced/maxN"), "no announced run, no announced figures")
 
@@ -226,12 +234,15 @@ func TestStreamFiguresAndTable(t *testing.T) {
 	assert.Contains(t, out, "| fwproxy, associations | 50 | 1000 | 0 | 0 µs | 3000 µs | 0 µs | 15.0 | 10.0 | ok |")
 	assert.Contains(t, out, "| fwproxy, associations | 100 | 2000 | 4 | 0 µs | 3000 µs | 0 µs | 15.0 | 12.0 | **lost 4, duplicated 0, unsent 0** (second try; the first: lost 2) |")
 	assert.Contains(t, out, "| direct (no hop) | 50 | 1000 | 0 | 100 µs | 1000 µs | 0 µs | — | — | ok |")
-	assert.Contains(t, out, "Step-up ended: fwproxy, associations: at 100 players")
+	assert.Contains(t, out, "Step-up ended: minimal relay, per player: at 100 players")
+	assert.Contains(t, out, "fwproxy, associations: at 100 players")
+	assert.Contains(t, out, "| minimal relay, per player | 50 | 1000 | 0 | 0 µs | 2000 µs | 0 µs | 12.0 | 4.00 | ok |")
 	assert.Contains(t, out, "No failure up to the last count (their largest N is a lower bound): direct (no hop), minimal relay.")
 
 	var goals strings.Builder
 	b.res.writeGoals(&goals, nil)
-	assert.Contains(t, goals.String(), "| streaming, associations: largest zero-loss N ≥ 3× danted | 1.00× danted (direct 2.00×, minimal relay 2.00×) | **no** |")
+	assert.Contains(t, goals.String(), "| streaming, associations: largest zero-loss N ≥ 3× danted | 1.00× danted (direct 2.00×, minimal relay 2.00×, minimal relay, per player 1.00×) | **no** |")
+	assert.Contains(t, goals.String(), "| streaming, associations: CPU per datagram ≤ ⅓ danted | 0.33× danted (minimal relay 0.22×, minimal relay, per player 0.27×) | **no** |")
 	assert.Contains(t, goals.String(), "| streaming, associations: CPU per datagram ≤ 2× minimal relay | 1.50× minimal relay | yes |")
 }
 
@@ -333,6 +344,23 @@ func TestGroupCPUOfThisProcess(t *testing.T) {
 	assert.Positive(t, rss)
 }
 
+// streamPlayers opens n players and their receivers, closed when the
+// test ends.
+func streamPlayers(t *testing.T, n int) ([]*streamPlayer, *receivers) {
+	rx, err := newReceivers(n)
+	require.NoError(t, err)
+	t.Cleanup(rx.close)
+	var ps []*streamPlayer
+	for i := range n {
+		p, err := newStreamPlayer(i)
+		require.NoError(t, err)
+		t.Cleanup(p.close)
+		ps = append(ps, p)
+		require.NoError(t, rx.add(p))
+	}
+	return ps, rx
+}
+
 // TestStreamSmoke runs the scenario's whole step, direct, with two players
 // for a fraction of a second: every datagram arrives once, and the figures
 // come out.
@@ -343,17 +371,7 @@ func TestStreamSmoke(t *testing.T) {
 	sender, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	defer sender.Close()
-	rx, err := newReceivers(2)
-	require.NoError(t, err)
-	defer rx.close()
-	var ps []*streamPlayer
-	for i := range 2 {
-		p, err := newStreamPlayer(i)
-		require.NoError(t, err)
-		defer p.close()
-		ps = append(ps, p)
-		require.NoError(t, rx.add(p))
-	}
+	ps, rx := streamPlayers(t, 2)
 	cfg := streamConfig{bitrate: 1_000_000, size: 1200, warmup: 50 * time.Millisecond, window: 200 * time.Millisecond, bound: time.Second}
 	s := &streamSystem{run: &streamRun{label: "direct", sys: sysDirect, mode: modeDirect}}
 	r, err := b.streamStep(ctx, s, ps, rx, sender, cfg, 1)

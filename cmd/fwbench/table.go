@@ -18,6 +18,9 @@ const (
 	sysBaseline                 // another fwproxy binary (-baseline), for before/after
 	sysMicrosocks               // microsocks: CONNECT and bulk only (it has no UDP)
 	sysRelay                    // udprelay-min: one UDP hop and nothing else (streaming only)
+	// udprelay-min -per-player: one hop with a socket in and one out per
+	// player, as a proxy has them (streaming only).
+	sysRelayPerPlayer
 	// connect-min -mode netpoll: the net package, a goroutine per
 	// connection; CONNECT and bulk only. With sysConnectMinThreads, the
 	// Go runtime's floor for a CONNECT proxy.
@@ -26,12 +29,12 @@ const (
 	numSystems
 )
 
-var systemNames = [numSystems]string{"direct", "fwproxy", "danted", "baseline", "microsocks", "minimal relay",
+var systemNames = [numSystems]string{"direct", "fwproxy", "danted", "baseline", "microsocks", "minimal relay", "minimal relay, per player",
 	"minimal CONNECT (netpoll)", "minimal CONNECT (threads)"}
 
 // optionalSystems get columns only when some figure has them; direct,
 // fwproxy and danted always do.
-var optionalSystems = []system{sysMicrosocks, sysConnectMin, sysConnectMinThreads, sysRelay, sysBaseline}
+var optionalSystems = []system{sysMicrosocks, sysConnectMin, sysConnectMinThreads, sysRelay, sysRelayPerPlayer, sysBaseline}
 
 func (s system) String() string { return systemNames[s] }
 
@@ -111,7 +114,7 @@ func (r *results) get(key string) *figure { return r.index[key] }
 // writeTable prints the results as a Markdown table: each figure, its value
 // per system, and fwproxy's ratio to direct and to danted (fwproxy divided
 // by the other, whichever way the figure improves; the arrow says which).
-// microsocks, the two minimal CONNECT servers, the minimal relay and a
+// microsocks, the two minimal CONNECT servers, the two minimal relays and a
 // baseline binary, when measured, get their own columns.
 func (r *results) writeTable(w io.Writer) {
 	var extra []system

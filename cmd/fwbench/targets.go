@@ -81,9 +81,9 @@ func goals(churnPlayers []int) []goal {
 	}
 	g = append(g,
 		goal{"streaming, associations: largest zero-loss N ≥ 3× danted", "stream/assoc/maxN",
-			withFloors(atLeastTimes(sysDanted, 3), sysDanted, sysDirect, sysRelay)},
+			withFloors(atLeastTimes(sysDanted, 3), sysDanted, sysDirect, sysRelay, sysRelayPerPlayer)},
 		goal{"streaming, associations: CPU per datagram ≤ ⅓ danted", "stream/assoc/cpu",
-			withFloors(atMostTimes(sysDanted, 1.0/3), sysDanted, sysRelay)},
+			withFloors(atMostTimes(sysDanted, 1.0/3), sysDanted, sysRelay, sysRelayPerPlayer)},
 		goal{"streaming, associations: CPU per datagram ≤ 2× minimal relay", "stream/assoc/cpu", atMostTimes(sysRelay, 2)},
 		goal{"streaming, announced leases: CPU per datagram ≤ 2× minimal relay", "stream/announced/cpu", atMostTimes(sysRelay, 2)},
 	)

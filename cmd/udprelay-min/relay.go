@@ -33,11 +33,30 @@ type relay struct {
 	mu      sync.RWMutex
 	players []netip.AddrPort
 
-	relayed, unknown, sendErrors, registrations atomic.Uint64
-	wg                                          sync.WaitGroup
+	tally
+	wg sync.WaitGroup
 }
 
-type counts struct{ relayed, unknown, sendErrors, registrations uint64 }
+// tally is what a relay counts, printed at exit.
+type tally struct {
+	relayed, unknown, sendErrors, registrations, refused atomic.Uint64
+}
+
+type counts struct{ relayed, unknown, sendErrors, registrations, refused uint64 }
+
+func (t *tally) counts() counts {
+	return counts{t.relayed.Load(), t.unknown.Load(), t.sendErrors.Load(), t.registrations.Load(), t.refused.Load()}
+}
+
+// parseRegistration is the player index a registration names: exactly
+// four bytes, big-endian, below players.
+func parseRegistration(b []byte, players int) (uint32, bool) {
+	if len(b) != 4 {
+		return 0, false
+	}
+	i := binary.BigEndian.Uint32(b)
+	return i, uint64(i) < uint64(players)
+}
 
 func newRelay(in, out *net.UDPConn, players int) *relay {
 	return &relay{in: in, out: out, inPC: ipv4.NewPacketConn(in), outPC: ipv4.NewPacketConn(out), players: make([]netip.AddrPort, players)}
@@ -57,10 +76,6 @@ func (r *relay) close() {
 	r.out.Close()
 }
 
-func (r *relay) counts() counts {
-	return counts{r.relayed.Load(), r.unknown.Load(), r.sendErrors.Load(), r.registrations.Load()}
-}
-
 // registerLoop records each player's address and acknowledges it.
 func (r *relay) registerLoop() {
 	defer r.wg.Done()
@@ -70,20 +85,19 @@ func (r *relay) registerLoop() {
 		if errors.Is(err, net.ErrClosed) {
 			return
 		}
-		if err != nil || n != 4 {
+		if err != nil {
 			continue
 		}
-		i := binary.BigEndian.Uint32(buf[:4])
+		i, ok := parseRegistration(buf[:n], len(r.players))
+		if !ok {
+			r.refused.Add(1)
+			continue
+		}
 		r.mu.Lock()
-		ok := int(i) < len(r.players)
-		if ok {
-			r.players[i] = from
-		}
+		r.players[i] = from
 		r.mu.Unlock()
-		if ok {
-			r.registrations.Add(1)
-			r.out.WriteToUDPAddrPort(buf[:4], from)
-		}
+		r.registrations.Add(1)
+		r.out.WriteToUDPAddrPort(buf[:4], from)
 	}
 }
 

@@ -412,6 +412,8 @@ func TestCollectorDatesByTheKernel(t *testing.T) {
 	require.NoError(t, err)
 	defer sender.Close()
 
+	waitStampedOnArrival(t, p, sender)
+
 	var received atomic.Int64
 	w := stepWindow{gen: 7, perPlayer: 4, received: &received}
 	p.reset(w)
@@ -433,4 +435,31 @@ func TestCollectorDatesByTheKernel(t *testing.T) {
 		assert.Less(t, lat, queued, "dated when read, not when it arrived")
 		assert.GreaterOrEqual(t, lat, time.Duration(0))
 	}
+}
+
+// waitStampedOnArrival returns once the kernel stamps p's datagrams as they
+// arrive. It switches receive stamping on for the first stamped socket in
+// deferred work (and off again some time after the last one closes), and
+// until then a datagram is stamped when it is read: a probe that waited in
+// the socket must show the wait.
+func waitStampedOnArrival(t *testing.T, p *streamPlayer, sender *net.UDPConn) {
+	t.Helper()
+	c, err := newCollector()
+	require.NoError(t, err)
+	defer c.close()
+	require.NoError(t, c.add(p))
+	const wait = 20 * time.Millisecond
+	epochWall := epoch.UnixNano()
+	require.Eventually(t, func() bool {
+		_, err := sender.WriteToUDPAddrPort([]byte("probe"), p.addr())
+		require.NoError(t, err)
+		time.Sleep(wait) // the wait the probe's stamp must show
+		n, err := c.read(p.sock.fd)
+		require.NoError(t, err)
+		if n == 0 {
+			return false
+		}
+		ts, ok := c.stamp(n - 1)
+		return ok && sinceEpoch()-time.Duration(ts-epochWall) >= wait/2
+	}, 10*time.Second, time.Millisecond, "the kernel stamps datagrams on arrival")
 }

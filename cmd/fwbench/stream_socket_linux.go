@@ -123,16 +123,10 @@ const collectGap = 500 * time.Microsecond
 type collector struct {
 	ep      int
 	players map[int32]*streamPlayer // by index, the epoll data
-	msgs    [collectBatch]mmsghdr
+	msgs    [collectBatch]unix.Mmsghdr
 	iovs    [collectBatch]unix.Iovec
 	bufs    [collectBatch][2048]byte
 	oobs    [collectBatch][64]byte
-}
-
-// mmsghdr is struct mmsghdr of recvmmsg(2); Go pads it as C does.
-type mmsghdr struct {
-	hdr unix.Msghdr
-	n   uint32
 }
 
 func newCollector() (*collector, error) {
@@ -144,9 +138,9 @@ func newCollector() (*collector, error) {
 	for i := range c.msgs {
 		c.iovs[i].Base = &c.bufs[i][0]
 		c.iovs[i].SetLen(len(c.bufs[i]))
-		c.msgs[i].hdr.Iov = &c.iovs[i]
-		c.msgs[i].hdr.Iovlen = 1
-		c.msgs[i].hdr.Control = &c.oobs[i][0]
+		c.msgs[i].Hdr.Iov = &c.iovs[i]
+		c.msgs[i].Hdr.SetIovlen(1)
+		c.msgs[i].Hdr.Control = &c.oobs[i][0]
 	}
 	return c, nil
 }
@@ -193,7 +187,7 @@ func (c *collector) collect(w stepWindow, stop *atomic.Bool) error {
 				if ts, ok := c.stamp(i); ok {
 					at = time.Duration(ts - epochWall)
 				}
-				p.record(c.bufs[i][:c.msgs[i].n], at, w)
+				p.record(c.bufs[i][:c.msgs[i].Len], at, w)
 			}
 		}
 		if n < len(events)/4 {
@@ -206,8 +200,8 @@ func (c *collector) collect(w stepWindow, stop *atomic.Bool) error {
 // read takes up to collectBatch datagrams from fd without waiting.
 func (c *collector) read(fd int) (int, error) {
 	for i := range c.msgs {
-		c.msgs[i].hdr.SetControllen(len(c.oobs[i]))
-		c.msgs[i].hdr.Flags = 0
+		c.msgs[i].Hdr.SetControllen(len(c.oobs[i]))
+		c.msgs[i].Hdr.Flags = 0
 	}
 	for {
 		r, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&c.msgs[0])), collectBatch, unix.MSG_DONTWAIT, 0, 0)
@@ -227,7 +221,7 @@ func (c *collector) read(fd int) (int, error) {
 // the Unix epoch.
 func (c *collector) stamp(i int) (int64, bool) {
 	const hdrLen = unix.SizeofCmsghdr
-	if int(c.msgs[i].hdr.Controllen) < hdrLen+int(unsafe.Sizeof(unix.Timespec{})) {
+	if int(c.msgs[i].Hdr.Controllen) < hdrLen+int(unsafe.Sizeof(unix.Timespec{})) {
 		return 0, false
 	}
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&c.oobs[i][0]))

@@ -224,16 +224,10 @@ func sockaddr(a netip.AddrPort) *unix.SockaddrInet4 {
 	return &unix.SockaddrInet4{Addr: a.Addr().As4(), Port: int(a.Port())}
 }
 
-// mmsghdr is struct mmsghdr of recvmmsg(2) and sendmmsg(2).
-type mmsghdr struct {
-	hdr unix.Msghdr
-	n   uint32
-}
-
 // playerMsgs is the forwarding thread's one set of buffers: a datagram is
 // received into them and sent from them.
 type playerMsgs struct {
-	msgs [playerBatch]mmsghdr
+	msgs [playerBatch]unix.Mmsghdr
 	iovs [playerBatch]unix.Iovec
 	bufs [playerBatch][maxDatagram]byte
 }
@@ -242,8 +236,8 @@ func newPlayerMsgs() *playerMsgs {
 	m := &playerMsgs{}
 	for i := range m.msgs {
 		m.iovs[i].Base = &m.bufs[i][0]
-		m.msgs[i].hdr.Iov = &m.iovs[i]
-		m.msgs[i].hdr.Iovlen = 1
+		m.msgs[i].Hdr.Iov = &m.iovs[i]
+		m.msgs[i].Hdr.SetIovlen(1)
 	}
 	return m
 }
@@ -290,7 +284,7 @@ func (r *perPlayerRelay) forward(p *pair, m *playerMsgs) {
 		return // EAGAIN: another sweep's socket, already read
 	}
 	for i := range k {
-		m.iovs[i].SetLen(int(m.msgs[i].n))
+		m.iovs[i].SetLen(int(m.msgs[i].Len))
 	}
 	tx := m.msgs[:k]
 	for len(tx) > 0 {
@@ -307,7 +301,7 @@ func (r *perPlayerRelay) forward(p *pair, m *playerMsgs) {
 // recvmmsg takes what fd holds into msgs without waiting. It never
 // blocks, so it skips the runtime's bookkeeping for a system call that
 // might.
-func recvmmsg(fd int, msgs []mmsghdr) (int, error) {
+func recvmmsg(fd int, msgs []unix.Mmsghdr) (int, error) {
 	for {
 		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
 		if errno == 0 {
@@ -321,7 +315,7 @@ func recvmmsg(fd int, msgs []mmsghdr) (int, error) {
 
 // sendmmsg sends msgs on fd, which may block; it returns how many went
 // before the first the kernel refused.
-func sendmmsg(fd int, msgs []mmsghdr) (int, error) {
+func sendmmsg(fd int, msgs []unix.Mmsghdr) (int, error) {
 	for {
 		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
 		if errno == 0 {

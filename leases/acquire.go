@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // Acquire registers a holder on key's lease, creating the lease (and binding
@@ -148,7 +150,7 @@ func (m *Manager) create(ctx context.Context, key Key, s *keySlot, req Request) 
 	// Add under mu while !closed, so Close's Wait cannot miss the reader.
 	m.wg.Add(1)
 	m.mu.Unlock()
-	l.unregister = m.self.Add(l.local)
+	l.unregister = m.self.Add(selfaddr.UDP, l.local)
 	go l.runReader(src)
 
 	m.obs.LeaseEvent(EventAcquire)

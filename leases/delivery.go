@@ -3,6 +3,8 @@ package leases
 import (
 	"net/netip"
 	"slices"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // activeTargetLocked is the holder to deliver to now, or nil to buffer.
@@ -27,7 +29,7 @@ func (l *lease) deliverLocked(b []byte, from netip.AddrPort) bool {
 // it logs that once for the lease and, unless a delivery is under way
 // (which counts it, see deliverLocked), counts the datagram.
 func (l *lease) refuseOwn(dst netip.AddrPort, size int, outbound bool) bool {
-	if !l.m.self.Contains(dst) {
+	if !l.m.self.Contains(selfaddr.UDP, dst) {
 		return false
 	}
 	if !outbound && l.delivering.Load() {

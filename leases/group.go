@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // Lease groups: media that needs neighbouring ports (RTP on an even port,
@@ -262,7 +264,7 @@ func (m *Manager) acquireGroup(ctx context.Context, keys []Key, req GroupRequest
 		if l == nil {
 			continue
 		}
-		l.unregister = m.self.Add(l.local)
+		l.unregister = m.self.Add(selfaddr.UDP, l.local)
 		go l.runReader(srcs[i])
 		m.obs.LeaseEvent(EventAcquire)
 		m.log.Debug("lease acquire", "key", keys[i], "port", l.local.Port(), "kind", req.Members[i].Kind, "group", len(keys), "sid", req.Members[i].Session)

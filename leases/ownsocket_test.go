@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // loopDeliverer is an announced-mode DeliverFunc that, like the MMS
@@ -163,19 +165,19 @@ func TestLeaseSocketsRegisteredWhileBound(t *testing.T) {
 	h2, err := env.m.Acquire(ctxT(t), key(2), assoc(newSink()))
 	require.NoError(t, err)
 	a1, a2 := h1.LocalAddr(), h2.LocalAddr()
-	require.True(t, env.self.Contains(a1))
-	require.True(t, env.self.Contains(a2))
+	require.True(t, env.self.Contains(selfaddr.UDP, a1))
+	require.True(t, env.self.Contains(selfaddr.UDP, a2))
 	require.Equal(t, 2, env.self.Len())
 
 	h1.Release()
-	require.True(t, env.self.Contains(a1), "a lingering lease still owns its socket")
+	require.True(t, env.self.Contains(selfaddr.UDP, a1), "a lingering lease still owns its socket")
 	h3, err := env.m.Acquire(ctxT(t), key(3), assoc(newSink())) // evicts key 1
 	require.NoError(t, err)
-	require.False(t, env.self.Contains(a1), "evicted")
+	require.False(t, env.self.Contains(selfaddr.UDP, a1), "evicted")
 	h2.Release()
 	env.clock.Advance(cfg.Linger)
-	require.False(t, env.self.Contains(a2), "expired")
-	require.True(t, env.self.Contains(h3.LocalAddr()))
+	require.False(t, env.self.Contains(selfaddr.UDP, a2), "expired")
+	require.True(t, env.self.Contains(selfaddr.UDP, h3.LocalAddr()))
 	require.NoError(t, env.m.Close())
 	require.Zero(t, env.self.Len(), "Close unregisters every socket")
 }

@@ -15,6 +15,7 @@ import (
 
 	socks5 "github.com/armon/go-socks5"
 
+	"fwproxy/internal/selfaddr"
 	"fwproxy/leases"
 )
 
@@ -358,9 +359,9 @@ func (a *association) fromClient(ctx context.Context, buf []byte, from netip.Add
 	}
 	// A name is judged on every address it resolves to, as CONNECT's are
 	// (see destinations), though the datagram goes to the first.
-	r := s.judge(dst, false)
+	r := s.judge(dst, selfaddr.UDP, false)
 	for i := 0; r == refusedNone && i < len(others); i++ {
-		r = s.judge(netip.AddrPortFrom(others[i], dst.Port()), false)
+		r = s.judge(netip.AddrPortFrom(others[i], dst.Port()), selfaddr.UDP, false)
 	}
 	if r != refusedNone {
 		s.udp.count(udpOut, udpRefusalOutcome[r], n-hn)

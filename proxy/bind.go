@@ -13,6 +13,8 @@ import (
 	"time"
 
 	socks5 "github.com/armon/go-socks5"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // bind serves BIND (RFC 1928 §4): listen, answer with the listening
@@ -105,7 +107,7 @@ func (ss *session) bindPeers(ctx context.Context, req *socks5.Request) ([]netip.
 	for _, a := range addrs {
 		a = a.Unmap().WithZone("")
 		// As for CONNECT, one refused address refuses the name.
-		if r := s.judge(netip.AddrPortFrom(a, 0), true); r != refusedNone {
+		if r := s.judge(netip.AddrPortFrom(a, 0), selfaddr.TCP, true); r != refusedNone {
 			s.obs.DestinationRefused(r.String())
 			return nil, &requestError{reply: ReplyNotAllowed, reason: r.String(), err: fmt.Errorf("bind for peer %v (%s) refused: %s", a, req.DestAddr.Address(), r)}
 		}
@@ -187,7 +189,7 @@ func (ss *session) acceptBind(ln *net.TCPListener, peers []netip.Addr) (net.Conn
 			c.Close()
 			continue
 		}
-		if r := s.judge(from, true); r != refusedNone {
+		if r := s.judge(from, selfaddr.TCP, true); r != refusedNone {
 			s.obs.HandshakeFailed("bind_peer_refused")
 			s.obs.DestinationRefused(r.String())
 			if n, ok := s.bindPeerLog.allow(time.Now()); ok {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	socks5 "github.com/armon/go-socks5"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // connect serves CONNECT (RFC 1928 §4): resolve, apply the rules, dial,
@@ -94,7 +96,7 @@ func (ss *session) destinations(ctx context.Context, req *socks5.Request) ([]net
 // the server's judge and then the rule set, counting a refusal.
 func (ss *session) judgeDestination(ctx context.Context, req *socks5.Request, dst netip.AddrPort) error {
 	s := ss.srv
-	r := s.judge(dst, false)
+	r := s.judge(dst, selfaddr.TCP, false)
 	if r == refusedNone {
 		probe := *req
 		probe.DestAddr = &socks5.AddrSpec{IP: dst.Addr().AsSlice(), Port: int(dst.Port())}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // A filter that learns from its protocol that the client will open another
@@ -168,7 +170,7 @@ type sessionExpecter struct {
 func (x sessionExpecter) ExpectConnect(dst netip.AddrPort) error {
 	dst = normalise(dst)
 	s := x.ss.srv
-	if r := s.judge(dst, false); r != refusedNone {
+	if r := s.judge(dst, selfaddr.TCP, false); r != refusedNone {
 		s.obs.ConnectExpectation(ExpectRefusedNotAllowed)
 		return fmt.Errorf("expect CONNECT to %v: refused: %s", dst, r)
 	}

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"net/netip"
+
+	"fwproxy/internal/selfaddr"
 )
 
 // refusal is why a destination is refused; refusedNone lets it through.
@@ -63,12 +65,14 @@ func normalise(ap netip.AddrPort) netip.AddrPort {
 // decision to expose the proxy's host or the inside network. Each
 // destination gets one reason, the first that applies.
 //
+// proto is the traffic's transport (a CONNECT is TCP, a relayed datagram
+// UDP): only the proxy's sockets of that transport are its own to it.
 // anyPort judges dst.Addr() alone, for a BIND peer: its source port is
 // whatever its kernel picked, so port ranges of rules do not apply and it
 // cannot be one of the proxy's listening sockets.
 //
 // It does not allocate: the UDP relay calls it for every datagram.
-func (s *Server) judge(dst netip.AddrPort, anyPort bool) refusal {
+func (s *Server) judge(dst netip.AddrPort, proto selfaddr.Proto, anyPort bool) refusal {
 	dst = normalise(dst)
 	ip := dst.Addr()
 	if !ip.IsValid() || ip.IsUnspecified() {
@@ -80,7 +84,7 @@ func (s *Server) judge(dst netip.AddrPort, anyPort bool) refusal {
 	if v.denied {
 		return refusedRules
 	}
-	if !anyPort && s.self.Contains(dst) && !v.explicitPort {
+	if !anyPort && s.self.Contains(proto, dst) && !v.explicitPort {
 		return refusedOwnSocket
 	}
 	if v.explicit {

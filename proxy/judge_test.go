@@ -68,12 +68,44 @@ func TestJudge(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Rules.AllowDestinations, cfg.Rules.DenyDestinations = tt.allow, tt.deny
 			self := selfaddr.New()
-			self.Add(netip.MustParseAddrPort(ownSocket))
+			self.Add(selfaddr.TCP, netip.MustParseAddrPort(ownSocket))
 			srv, err := New(cfg, Deps{Self: self})
 			require.NoError(t, err)
 			defer srv.Close()
-			got := srv.judge(netip.MustParseAddrPort(tt.dst), tt.anyPort)
+			got := srv.judge(netip.MustParseAddrPort(tt.dst), selfaddr.TCP, tt.anyPort)
 			assert.Equal(t, tt.want.String(), got.String())
+		})
+	}
+}
+
+// TestJudgeOwnSocketByTransport: a socket of the proxy is its own only to
+// traffic of its transport. A media server on the proxy host whose TCP
+// port happens to be a lease's UDP port is a CONNECT destination like any
+// other (it was refused as own_socket, found by the RTSP playlist test).
+func TestJudgeOwnSocketByTransport(t *testing.T) {
+	const listener, lease = "127.0.0.1:1080", "127.0.0.1:5004"
+	tests := []struct {
+		name  string
+		proto selfaddr.Proto
+		dst   string
+		want  refusal
+	}{
+		{"CONNECT to the listener", selfaddr.TCP, listener, refusedOwnSocket},
+		{"CONNECT to a lease's UDP port", selfaddr.TCP, lease, refusedNone},
+		{"datagram to the lease", selfaddr.UDP, lease, refusedOwnSocket},
+		{"datagram to the listener's TCP port", selfaddr.UDP, listener, refusedNone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Rules.AllowDestinations = []DestRule{{Network: prefix("127.0.0.0/8")}}
+			self := selfaddr.New()
+			self.Add(selfaddr.TCP, netip.MustParseAddrPort(listener))
+			self.Add(selfaddr.UDP, netip.MustParseAddrPort(lease))
+			srv, err := New(cfg, Deps{Self: self})
+			require.NoError(t, err)
+			defer srv.Close()
+			assert.Equal(t, tt.want.String(), srv.judge(netip.MustParseAddrPort(tt.dst), tt.proto, false).String())
 		})
 	}
 }
@@ -119,11 +151,11 @@ func TestJudgeClientNetworks(t *testing.T) {
 			}
 			cfg.Rules.AllowDestinations, cfg.Rules.DenyDestinations = tt.allow, tt.deny
 			self := selfaddr.New()
-			self.Add(netip.MustParseAddrPort(ownSocket))
+			self.Add(selfaddr.TCP, netip.MustParseAddrPort(ownSocket))
 			srv, err := New(cfg, Deps{Self: self})
 			require.NoError(t, err)
 			defer srv.Close()
-			got := srv.judge(netip.MustParseAddrPort(tt.dst), tt.anyPort)
+			got := srv.judge(netip.MustParseAddrPort(tt.dst), selfaddr.TCP, tt.anyPort)
 			assert.Equal(t, tt.want.String(), got.String())
 		})
 	}
@@ -193,7 +225,7 @@ func TestJudgeDoesNotAllocate(t *testing.T) {
 	}
 	assert.Zero(t, testing.AllocsPerRun(100, func() {
 		for _, d := range dsts {
-			srv.judge(d, false)
+			srv.judge(d, selfaddr.UDP, false)
 		}
 	}))
 }

@@ -8,6 +8,11 @@
 // socket loops one datagram for ever. Both are closed by one question asked
 // before every connect and every send: is this destination one of ours?
 //
+// A socket matches only traffic of its own transport: a TCP connection to
+// port P does not reach the proxy's UDP socket on P, nor a datagram its
+// TCP listener, so a media server's TCP port that happens to equal a
+// lease's UDP port is not refused as the proxy's own.
+//
 // Sockets bound to a specific address match that address and port only: a
 // socket on 127.0.0.1:P is not reached through 127.0.0.2:P. Sockets bound
 // to the unspecified address (0.0.0.0 or ::) are reached through every
@@ -29,18 +34,38 @@ import (
 // reads them, never the hot path of a destination that matches no port.
 const localRefresh = 5 * time.Second
 
+// Proto is the transport of a socket and of the traffic asked about.
+type Proto uint8
+
+const (
+	TCP Proto = iota + 1
+	UDP
+)
+
+// sockKey is a socket bound to a specific address; portKey one bound to
+// the unspecified address, or any socket by its port.
+type sockKey struct {
+	proto Proto
+	ap    netip.AddrPort
+}
+
+type portKey struct {
+	proto Proto
+	port  uint16
+}
+
 // Set is a concurrent multiset of socket addresses. The zero value is not
 // usable; call New. A nil *Set contains nothing, so code that is handed no
 // set (a unit test, a tool) needs no special case.
 type Set struct {
 	mu sync.RWMutex
 	// exact counts sockets bound to a specific address (unmapped).
-	exact map[netip.AddrPort]int
+	exact map[sockKey]int
 	// wildcard counts sockets bound to 0.0.0.0 or :: by port.
-	wildcard map[uint16]int
+	wildcard map[portKey]int
 	// ports counts every registered socket by port, for the unspecified
 	// destination and as the fast negative answer.
-	ports map[uint16]int
+	ports map[portKey]int
 
 	// host is the latest snapshot of the host's addresses, read without a
 	// lock because the UDP relay asks for every datagram; refreshMu lets
@@ -66,47 +91,55 @@ type hostSnapshot struct {
 // New returns an empty set.
 func New() *Set {
 	return &Set{
-		exact:          make(map[netip.AddrPort]int),
-		wildcard:       make(map[uint16]int),
-		ports:          make(map[uint16]int),
+		exact:          make(map[sockKey]int),
+		wildcard:       make(map[portKey]int),
+		ports:          make(map[portKey]int),
 		interfaceAddrs: hostAddrs,
 	}
 }
 
-// Add registers a socket bound at ap and returns the function that removes
-// it again; call it when the socket is closed. Removing twice is harmless.
-// An invalid ap or port 0 registers nothing.
-func (s *Set) Add(ap netip.AddrPort) (remove func()) {
-	if s == nil || !ap.IsValid() || ap.Port() == 0 {
+// Add registers a socket of proto bound at ap and returns the function that
+// removes it again; call it when the socket is closed. Removing twice is
+// harmless. An invalid ap, port 0 or an unknown proto registers nothing.
+func (s *Set) Add(proto Proto, ap netip.AddrPort) (remove func()) {
+	if s == nil || !ap.IsValid() || ap.Port() == 0 || (proto != TCP && proto != UDP) {
 		return func() {}
 	}
-	ap = normalise(ap)
+	k := sockKey{proto, normalise(ap)}
 	s.mu.Lock()
-	s.addLocked(ap, 1)
+	s.addLocked(k, 1)
 	s.mu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.mu.Lock()
-			s.addLocked(ap, -1)
+			s.addLocked(k, -1)
 			s.mu.Unlock()
 		})
 	}
 }
 
-// AddAddr registers the address of a bound socket (a *net.TCPAddr or
-// *net.UDPAddr, as from Listener.Addr or UDPConn.LocalAddr); see Add.
+// AddAddr registers the address of a bound socket, its transport told by
+// its type (a *net.TCPAddr or *net.UDPAddr, as from Listener.Addr or
+// UDPConn.LocalAddr); see Add. Any other net.Addr registers nothing.
 func (s *Set) AddAddr(a net.Addr) (remove func()) {
-	return s.Add(AddrPortOf(a))
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return s.Add(TCP, a.AddrPort())
+	case *net.UDPAddr:
+		return s.Add(UDP, a.AddrPort())
+	}
+	return func() {}
 }
 
-func (s *Set) addLocked(ap netip.AddrPort, d int) {
-	bump(s.ports, ap.Port(), d)
-	if ap.Addr().IsUnspecified() {
-		bump(s.wildcard, ap.Port(), d)
+func (s *Set) addLocked(k sockKey, d int) {
+	pk := portKey{k.proto, k.ap.Port()}
+	bump(s.ports, pk, d)
+	if k.ap.Addr().IsUnspecified() {
+		bump(s.wildcard, pk, d)
 		return
 	}
-	bump(s.exact, ap, d)
+	bump(s.exact, k, d)
 }
 
 func bump[K comparable](m map[K]int, k K, d int) {
@@ -117,24 +150,25 @@ func bump[K comparable](m map[K]int, k K, d int) {
 	}
 }
 
-// Contains reports whether a connection or datagram to dst would reach one
-// of the registered sockets. dst is judged unmapped (::ffff:a.b.c.d is
-// a.b.c.d). It does not allocate.
-func (s *Set) Contains(dst netip.AddrPort) bool {
+// Contains reports whether traffic of proto to dst (a TCP connection, a
+// UDP datagram) would reach one of the registered sockets. dst is judged
+// unmapped (::ffff:a.b.c.d is a.b.c.d). It does not allocate.
+func (s *Set) Contains(proto Proto, dst netip.AddrPort) bool {
 	if s == nil || !dst.IsValid() {
 		return false
 	}
 	dst = normalise(dst)
+	pk := portKey{proto, dst.Port()}
 	s.mu.RLock()
-	if s.ports[dst.Port()] == 0 {
+	if s.ports[pk] == 0 {
 		s.mu.RUnlock()
 		return false
 	}
-	if dst.Addr().IsUnspecified() || s.exact[dst] > 0 {
+	if dst.Addr().IsUnspecified() || s.exact[sockKey{proto, dst}] > 0 {
 		s.mu.RUnlock()
 		return true
 	}
-	wild := s.wildcard[dst.Port()] > 0
+	wild := s.wildcard[pk] > 0
 	s.mu.RUnlock()
 	return wild && s.IsHost(dst.Addr())
 }

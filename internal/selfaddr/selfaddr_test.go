@@ -1,6 +1,7 @@
 package selfaddr
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -12,36 +13,44 @@ import (
 func TestContains(t *testing.T) {
 	s := New()
 	s.interfaceAddrs = testInterfaces
-	s.Add(netip.MustParseAddrPort("127.0.0.1:1080"))
-	s.Add(netip.MustParseAddrPort("[::ffff:203.0.113.1]:5000"))
-	s.Add(netip.MustParseAddrPort("0.0.0.0:9480"))
-	rm := s.Add(netip.MustParseAddrPort("198.51.100.1:4000"))
+	s.Add(TCP, netip.MustParseAddrPort("127.0.0.1:1080"))
+	s.Add(UDP, netip.MustParseAddrPort("[::ffff:203.0.113.1]:5000"))
+	s.Add(TCP, netip.MustParseAddrPort("0.0.0.0:9480"))
+	rm := s.Add(TCP, netip.MustParseAddrPort("198.51.100.1:4000"))
 	rm()
-	rm() // twice is harmless
+	rm()                                                   // twice is harmless
+	s.Add(0, netip.MustParseAddrPort("198.51.100.1:4001")) // no transport: nothing
 
 	tests := []struct {
-		dst  string
-		want bool
+		proto Proto
+		dst   string
+		want  bool
 	}{
-		{"127.0.0.1:1080", true},
-		{"[::ffff:127.0.0.1]:1080", true},
-		{"127.0.0.2:1080", false}, // a specific bind is not reached through another loopback address
-		{"127.0.0.1:1081", false},
-		{"0.0.0.0:1080", true}, // Linux connects the unspecified address to the local host
-		{"[::]:1080", true},
-		{"[::ffff:0.0.0.0]:1080", true},
-		{"0.0.0.0:1", false},
-		{"203.0.113.1:5000", true},
-		{"127.0.0.5:9480", true}, // wildcard-bound: any local address
-		{"[::1]:9480", true},
-		{"192.0.2.7:9480", true},
-		{"[2001:db8::7]:9480", true},
-		{"192.0.2.8:9480", false}, // not an address of this host
-		{"198.51.100.1:4000", false},
+		{TCP, "127.0.0.1:1080", true},
+		{TCP, "[::ffff:127.0.0.1]:1080", true},
+		{TCP, "127.0.0.2:1080", false}, // a specific bind is not reached through another loopback address
+		{TCP, "127.0.0.1:1081", false},
+		{TCP, "0.0.0.0:1080", true}, // Linux connects the unspecified address to the local host
+		{TCP, "[::]:1080", true},
+		{TCP, "[::ffff:0.0.0.0]:1080", true},
+		{TCP, "0.0.0.0:1", false},
+		{UDP, "203.0.113.1:5000", true},
+		{TCP, "127.0.0.5:9480", true}, // wildcard-bound: any local address
+		{TCP, "[::1]:9480", true},
+		{TCP, "192.0.2.7:9480", true},
+		{TCP, "[2001:db8::7]:9480", true},
+		{TCP, "192.0.2.8:9480", false}, // not an address of this host
+		{TCP, "198.51.100.1:4000", false},
+		{TCP, "198.51.100.1:4001", false},
+		// The other transport on the same port reaches none of ours.
+		{UDP, "127.0.0.1:1080", false},
+		{UDP, "0.0.0.0:1080", false},
+		{TCP, "203.0.113.1:5000", false},
+		{UDP, "127.0.0.5:9480", false},
 	}
 	for _, tt := range tests {
-		t.Run(tt.dst, func(t *testing.T) {
-			assert.Equal(t, tt.want, s.Contains(netip.MustParseAddrPort(tt.dst)))
+		t.Run(fmt.Sprintf("%d %s", tt.proto, tt.dst), func(t *testing.T) {
+			assert.Equal(t, tt.want, s.Contains(tt.proto, netip.MustParseAddrPort(tt.dst)))
 		})
 	}
 	assert.Equal(t, 3, s.Len())
@@ -49,39 +58,51 @@ func TestContains(t *testing.T) {
 
 func TestNilSetContainsNothing(t *testing.T) {
 	var s *Set
-	s.Add(netip.MustParseAddrPort("127.0.0.1:1"))()
-	assert.False(t, s.Contains(netip.MustParseAddrPort("127.0.0.1:1")))
+	s.Add(TCP, netip.MustParseAddrPort("127.0.0.1:1"))()
+	assert.False(t, s.Contains(TCP, netip.MustParseAddrPort("127.0.0.1:1")))
 	assert.Zero(t, s.Len())
 }
 
 func TestMultisetCounts(t *testing.T) {
 	s := New()
 	ap := netip.MustParseAddrPort("127.0.0.1:7000")
-	rm1, rm2 := s.Add(ap), s.Add(ap)
+	rm1, rm2 := s.Add(UDP, ap), s.Add(UDP, ap)
 	rm1()
-	assert.True(t, s.Contains(ap), "a second socket on the same address keeps it ours")
+	assert.True(t, s.Contains(UDP, ap), "a second socket on the same address keeps it ours")
 	rm2()
-	assert.False(t, s.Contains(ap))
+	assert.False(t, s.Contains(UDP, ap))
 }
 
+// TestAddAddrRealSocket: a listener's and a UDP socket's addresses are
+// registered for their own transport.
 func TestAddAddrRealSocket(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer uc.Close()
 	s := New()
-	rm := s.AddAddr(ln.Addr())
-	assert.True(t, s.Contains(AddrPortOf(ln.Addr())))
-	rm()
-	assert.False(t, s.Contains(AddrPortOf(ln.Addr())))
+	rmTCP, rmUDP := s.AddAddr(ln.Addr()), s.AddAddr(uc.LocalAddr())
+	tcpAt, udpAt := AddrPortOf(ln.Addr()), AddrPortOf(uc.LocalAddr())
+	assert.True(t, s.Contains(TCP, tcpAt))
+	assert.False(t, s.Contains(UDP, tcpAt))
+	assert.True(t, s.Contains(UDP, udpAt))
+	assert.False(t, s.Contains(TCP, udpAt))
+	rmTCP()
+	rmUDP()
+	assert.False(t, s.Contains(TCP, tcpAt))
+	assert.False(t, s.Contains(UDP, udpAt))
+	assert.Zero(t, s.Len())
 }
 
 func TestContainsDoesNotAllocate(t *testing.T) {
 	s := New()
-	s.Add(netip.MustParseAddrPort("127.0.0.1:1080"))
+	s.Add(UDP, netip.MustParseAddrPort("127.0.0.1:1080"))
 	hit, miss := netip.MustParseAddrPort("127.0.0.1:1080"), netip.MustParseAddrPort("127.0.0.1:1")
 	assert.Zero(t, testing.AllocsPerRun(100, func() {
-		s.Contains(hit)
-		s.Contains(miss)
+		s.Contains(UDP, hit)
+		s.Contains(UDP, miss)
 	}))
 }
 
